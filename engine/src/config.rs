@@ -1,0 +1,264 @@
+//! The whole configuration: `augur.toml`, then `AUGUR_SECTION__KEY` environment variables, then
+//! command-line flags, each overriding the one before.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use augur_ingest::config::{HttpConfig, ModelConfig, RouterConfig, TcpConfig};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment overrides: `AUGUR_HTTP__ADDR=0.0.0.0:8086` sets `[http] addr`.
+pub const ENV_PREFIX: &str = "AUGUR_";
+
+/// Everything `augur serve` reads.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// `[server]`: process-wide settings.
+    pub server: ServerConfig,
+    /// `[model]`: regions.
+    pub model: ModelConfig,
+    /// `[router]`: partitions.
+    pub router: RouterConfig,
+    /// `[engine]`: pipelines.
+    pub engine: EngineConfig,
+    /// `[http]`: the HTTP listener.
+    pub http: HttpConfig,
+    /// `[tcp]`: the TCP listener.
+    pub tcp: TcpConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerConfig {
+    /// Where Augur keeps its data.
+    pub data_dir: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./augur-data"),
+        }
+    }
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EngineConfig {
+    /// Threads of the pipeline pool and of the ingest parsing pool; 0 means one per core.
+    pub threads: usize,
+    /// How long an idle pipeline waits for data before it checks again.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            tick: Duration::from_millis(10),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The thread count with 0 resolved to the number of cores.
+    pub fn resolved_threads(&self) -> usize {
+        if self.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.threads
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file or an override is not valid TOML for this schema.
+    #[error("invalid configuration{origin}: {message}")]
+    Parse {
+        /// Where the text came from (` in <file>` or ` from environment`).
+        origin: String,
+        /// What the parser said, with the key and position.
+        message: String,
+    },
+    /// Values that parse but cannot work, all of them listed.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Loads `file` (or the defaults when `None`) and applies the `AUGUR_SECTION__KEY` overrides
+    /// found in `env`. Does not validate: call [`Config::validate`] after applying flags.
+    ///
+    /// # Errors
+    /// When the file cannot be read or does not match the schema.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (mut table, origin) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    origin: format!(" in {}", path.display()),
+                    message: e.to_string(),
+                })?;
+                (table, format!(" in {} or the environment", path.display()))
+            }
+            None => (toml::Table::new(), " from the environment".to_owned()),
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some((section, key)) = rest.split_once("__") else {
+                continue;
+            };
+            let (section, key) = (env_key(section), env_key(key));
+            let value = parse_env_value(&value);
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(section_table) => {
+                    section_table.insert(key, value);
+                }
+                _ => {
+                    return Err(ConfigError::Parse {
+                        origin: origin.clone(),
+                        message: format!(
+                            "`{section}` is not a section, so {name} cannot set a key in it"
+                        ),
+                    })
+                }
+            }
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin,
+                message: e.to_string(),
+            })
+    }
+
+    /// Every problem of this configuration at once.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] listing each problem with its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems =
+            augur_ingest::config::validate(&self.model, &self.router, &self.http, &self.tcp);
+        if self.engine.threads > 1024 {
+            problems.push(format!(
+                "engine.threads = {} is over the limit of 1024",
+                self.engine.threads
+            ));
+        }
+        if self.engine.tick.is_zero() || self.engine.tick > Duration::from_secs(1) {
+            problems.push(format!(
+                "engine.tick = {:?} must be above 0 and at most 1s",
+                self.engine.tick
+            ));
+        }
+        if self.server.data_dir.as_os_str().is_empty() {
+            problems.push("server.data-dir must not be empty".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+/// `HTTP` → `http`, `MAX_BODY_BYTES` → `max-body-bytes`.
+fn env_key(part: &str) -> String {
+    part.to_ascii_lowercase().replace('_', "-")
+}
+
+/// An override's value as TOML when it is one (`8`, `true`, `"x"`), else as a plain string
+/// (`127.0.0.1:8086`, `250ms`).
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let config = Config::load(None, env(&[])).unwrap();
+        config.validate().unwrap();
+        assert!(config.http.addr.ip().is_loopback());
+        assert!(config.tcp.addr.ip().is_loopback());
+    }
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let dir = std::env::temp_dir().join(format!("augur-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("augur.toml");
+        std::fs::write(
+            &file,
+            "[router]\npartitions = 3\n[http]\naddr = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("AUGUR_ROUTER__PARTITIONS", "5"),
+                ("AUGUR_TCP__IDLE_TIMEOUT", "250ms"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.router.partitions, 5);
+        assert_eq!(config.http.addr.port(), 9000);
+        assert_eq!(config.tcp.idle_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::load(None, env(&[("AUGUR_HTTP__ADRESS", "x")])).unwrap_err();
+        assert!(err.to_string().contains("adress"), "{err}");
+    }
+
+    #[test]
+    fn validation_lists_every_problem() {
+        let mut config = Config::default();
+        config.model.region_tag.clear();
+        config.http.max_body_bytes = 1;
+        config.engine.tick = Duration::ZERO;
+        let Err(ConfigError::Invalid(problems)) = config.validate() else {
+            panic!("expected invalid")
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+}

@@ -1,0 +1,359 @@
+//! `augur loadgen`: drives TSBS-shaped line protocol at a server over HTTP or TCP and reports
+//! throughput and acknowledgement latency. Counts only acknowledged (2xx) writes.
+//!
+//! # Layout
+//! - [`tsbs`]: the data: a fleet of hosts over regions, ten fields per point.
+//! - [`client`]: one HTTP keep-alive connection or TCP stream per load connection.
+
+pub mod client;
+pub mod tsbs;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use serde::Serialize;
+
+use self::client::{Ack, Sender};
+use self::tsbs::Fleet;
+
+/// The wire protocol to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP POSTs of line protocol, one batch per request.
+    Http,
+    /// Newline-delimited line protocol on a TCP stream.
+    Tcp,
+}
+
+/// Options of `augur loadgen`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadgenOptions {
+    /// Server to load. For HTTP, a URL without a path posts to `/api/v2/write`; give a path to
+    /// target another endpoint (e.g. `http://127.0.0.1:8086/write?db=bench` for InfluxDB 1.x).
+    /// For TCP, the host and port of the TCP listener.
+    #[arg(long, default_value = "http://127.0.0.1:8086")]
+    pub url: String,
+    /// Wire protocol.
+    #[arg(long, value_enum, default_value_t = Protocol::Http)]
+    pub protocol: Protocol,
+    /// Number of hosts (series per field = hosts).
+    #[arg(long, default_value_t = 1000)]
+    pub hosts: usize,
+    /// Number of regions the hosts are spread over.
+    #[arg(long, default_value_t = 4)]
+    pub regions: usize,
+    /// Fields per point.
+    #[arg(long, default_value_t = 10)]
+    pub fields: usize,
+    /// Lines per request (HTTP) or per write (TCP).
+    #[arg(long, default_value_t = 5000)]
+    pub batch: usize,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// How long to run, e.g. `30s`.
+    #[arg(long, default_value = "30s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub duration: Duration,
+    /// Target points per second over all connections; 0 sends as fast as the server acknowledges.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Compress bodies with gzip (HTTP only).
+    #[arg(long)]
+    pub gzip: bool,
+    /// Print one JSON object with the results on the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Default for LoadgenOptions {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8086".into(),
+            protocol: Protocol::Http,
+            hosts: 1000,
+            regions: 4,
+            fields: 10,
+            batch: 5000,
+            connections: 4,
+            duration: Duration::from_secs(30),
+            rate: 0,
+            gzip: false,
+            json: false,
+        }
+    }
+}
+
+/// Counters a caller can watch while the load runs (the demo's progress bar does).
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Points acknowledged so far.
+    pub points: AtomicU64,
+    /// Requests that failed or were refused so far.
+    pub errors: AtomicU64,
+}
+
+/// The results of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Acknowledged points per second.
+    pub points_per_s: f64,
+    /// Acknowledged field values per second.
+    pub values_per_s: f64,
+    /// Acknowledged points.
+    pub points_total: u64,
+    /// Acknowledged field values.
+    pub values_total: u64,
+    /// Requests (or TCP writes) sent.
+    pub requests: u64,
+    /// Requests refused (non-2xx) or failed (connection errors).
+    pub errors: u64,
+    /// Median acknowledgement latency.
+    pub p50_ms: f64,
+    /// 99th percentile acknowledgement latency.
+    pub p99_ms: f64,
+    /// Slowest acknowledgement.
+    pub max_ms: f64,
+    /// Wall time of the run.
+    pub duration_s: f64,
+    /// The protocol driven.
+    pub protocol: Protocol,
+    /// Connections used.
+    pub connections: usize,
+    /// Lines per request.
+    pub batch: usize,
+    /// Whether bodies were gzip.
+    pub gzip: bool,
+}
+
+impl Report {
+    /// Prints the human-readable summary, and the JSON line if asked.
+    pub fn print(&self, json: bool) {
+        println!(
+            "loadgen: {} over {} connection(s), {} lines/request{}, {:.1}s",
+            match self.protocol {
+                Protocol::Http => "http",
+                Protocol::Tcp => "tcp",
+            },
+            self.connections,
+            self.batch,
+            if self.gzip { ", gzip" } else { "" },
+            self.duration_s
+        );
+        println!(
+            "  acknowledged: {} points, {} field values ({} requests, {} errors)",
+            self.points_total, self.values_total, self.requests, self.errors
+        );
+        println!(
+            "  throughput:   {:.0} points/s, {:.0} field values/s",
+            self.points_per_s, self.values_per_s
+        );
+        println!(
+            "  ack latency:  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.p50_ms, self.p99_ms, self.max_ms
+        );
+        if json {
+            let mut stdout = std::io::stdout().lock();
+            let _ = serde_json::to_writer(&mut stdout, self);
+            let _ = writeln!(stdout);
+        }
+    }
+}
+
+/// Where to send.
+struct Target {
+    addr: std::net::SocketAddr,
+    path: String,
+}
+
+async fn resolve(options: &LoadgenOptions) -> anyhow::Result<Target> {
+    let rest = options
+        .url
+        .strip_prefix("http://")
+        .or_else(|| options.url.strip_prefix("tcp://"))
+        .unwrap_or(&options.url);
+    if options.url.starts_with("https://") {
+        bail!("--url {}: https is not supported; use http://", options.url);
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let addr = tokio::net::lookup_host(authority)
+        .await
+        .with_context(|| {
+            format!(
+                "--url {}: cannot resolve `{authority}` (expected HOST:PORT)",
+                options.url
+            )
+        })?
+        .next()
+        .with_context(|| format!("--url {}: `{authority}` has no address", options.url))?;
+    let path = if path.is_empty() || path == "/" {
+        "/api/v2/write?org=augur&bucket=loadgen&precision=ns".to_owned()
+    } else {
+        path.to_owned()
+    };
+    Ok(Target { addr, path })
+}
+
+/// Per-connection results.
+#[derive(Default)]
+struct ConnectionResult {
+    latencies_us: Vec<u32>,
+    points: u64,
+    values: u64,
+    requests: u64,
+    errors: u64,
+}
+
+/// Runs the load as `options` say, updating `live` as acknowledgements arrive.
+///
+/// # Errors
+/// When the options are unusable or the server cannot be reached at all.
+pub async fn run(options: &LoadgenOptions, live: Arc<Live>) -> anyhow::Result<Report> {
+    if options.batch == 0 || options.connections == 0 || options.hosts == 0 {
+        bail!("--batch, --connections and --hosts must be at least 1");
+    }
+    if options.gzip && options.protocol == Protocol::Tcp {
+        bail!("--gzip applies to HTTP only");
+    }
+    let target = Arc::new(resolve(options).await?);
+    // Fail fast when nothing listens, instead of counting a run of errors.
+    connect(options, &target)
+        .await
+        .with_context(|| format!("cannot connect to {}", target.addr))?;
+
+    let started = Instant::now();
+    let deadline = started + options.duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..options.connections {
+        let options = options.clone();
+        let (target, live) = (target.clone(), live.clone());
+        tasks.spawn(async move { drive(index, &options, &target, &live, deadline).await });
+    }
+    let mut total = ConnectionResult::default();
+    while let Some(result) = tasks.join_next().await {
+        let result = result.context("a load connection panicked")?;
+        total.latencies_us.extend(result.latencies_us);
+        total.points += result.points;
+        total.values += result.values;
+        total.requests += result.requests;
+        total.errors += result.errors;
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    total.latencies_us.sort_unstable();
+    let percentile = |p: f64| -> f64 {
+        if total.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p * total.latencies_us.len() as f64).ceil() as usize)
+            .clamp(1, total.latencies_us.len());
+        f64::from(total.latencies_us[rank - 1]) / 1000.0
+    };
+    Ok(Report {
+        points_per_s: total.points as f64 / elapsed,
+        values_per_s: total.values as f64 / elapsed,
+        points_total: total.points,
+        values_total: total.values,
+        requests: total.requests,
+        errors: total.errors,
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
+        max_ms: percentile(1.0),
+        duration_s: elapsed,
+        protocol: options.protocol,
+        connections: options.connections,
+        batch: options.batch,
+        gzip: options.gzip,
+    })
+}
+
+async fn connect(options: &LoadgenOptions, target: &Target) -> std::io::Result<Sender> {
+    match options.protocol {
+        Protocol::Http => Sender::http(target.addr, &target.path, options.gzip).await,
+        Protocol::Tcp => Sender::tcp(target.addr).await,
+    }
+}
+
+async fn drive(
+    index: usize,
+    options: &LoadgenOptions,
+    target: &Target,
+    live: &Live,
+    deadline: Instant,
+) -> ConnectionResult {
+    let mut result = ConnectionResult::default();
+    let first_host = index * options.hosts / options.connections;
+    let mut fleet = Fleet::new(options.hosts, options.regions, options.fields, first_host);
+    let values_per_batch = (options.batch * fleet.fields()) as u64;
+    let mut pacing = (options.rate > 0).then(|| {
+        let per_connection = options.rate as f64 / options.connections as f64;
+        let mut interval = tokio::time::interval(Duration::from_secs_f64(
+            options.batch as f64 / per_connection,
+        ));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
+    let mut sender = None;
+    let mut text = Vec::with_capacity(options.batch * 400);
+    while Instant::now() < deadline {
+        if let Some(interval) = &mut pacing {
+            interval.tick().await;
+        }
+        let Some(active) = &mut sender else {
+            match connect(options, target).await {
+                Ok(connected) => sender = Some(connected),
+                Err(_) => {
+                    result.errors += 1;
+                    live.errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            continue;
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        fleet.batch(options.batch, now, &mut text);
+        let body = if options.gzip {
+            let mut encoder = flate2::write::GzEncoder::new(
+                Vec::with_capacity(text.len() / 4),
+                flate2::Compression::fast(),
+            );
+            let _ = encoder.write_all(&text);
+            Bytes::from(encoder.finish().unwrap_or_default())
+        } else {
+            Bytes::from(std::mem::replace(
+                &mut text,
+                Vec::with_capacity(options.batch * 400),
+            ))
+        };
+        let sent = Instant::now();
+        result.requests += 1;
+        match active.send(body).await {
+            Ok(Ack::Stored) => {
+                let micros = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                result.latencies_us.push(micros);
+                result.points += options.batch as u64;
+                result.values += values_per_batch;
+                live.points
+                    .fetch_add(options.batch as u64, Ordering::Relaxed);
+            }
+            Ok(Ack::Refused(_)) => {
+                result.errors += 1;
+                live.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                result.errors += 1;
+                live.errors.fetch_add(1, Ordering::Relaxed);
+                sender = None;
+            }
+        }
+    }
+    result
+}

@@ -1,0 +1,194 @@
+//! Configuration of the ingest tier: the data model's region rule, the router, and the HTTP and
+//! TCP listeners. Every default lives in the `Default` impls here.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Largest accepted `max-body-bytes`: batch offsets are 32-bit.
+pub const MAX_BODY_LIMIT: u64 = 1 << 30;
+
+/// `[model]`: how points map to regions.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ModelConfig {
+    /// The tag whose value is a point's region.
+    pub region_tag: String,
+    /// The region of points without that tag.
+    pub default_region: String,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            region_tag: "region".into(),
+            default_region: "default".into(),
+        }
+    }
+}
+
+/// `[router]`: partition channels.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RouterConfig {
+    /// Number of partitions; 0 means one per CPU core.
+    pub partitions: usize,
+    /// Bytes of batches a partition may hold before ingest answers 503.
+    pub queue_capacity_bytes: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            partitions: 0,
+            queue_capacity_bytes: 64 << 20,
+        }
+    }
+}
+
+impl RouterConfig {
+    /// The partition count with 0 resolved to the number of cores.
+    pub fn resolved_partitions(&self) -> usize {
+        if self.partitions == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.partitions
+        }
+    }
+}
+
+/// `[http]`: the HTTP listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// Largest request body, in bytes, counted after decompression too.
+    pub max_body_bytes: u64,
+    /// Bytes of request bodies (compressed and decompressed) held at once over all requests;
+    /// past it, writes get 503. Bounds ingest memory together with the partition queues.
+    pub max_inflight_bytes: u64,
+    /// Open connections at most; more are closed on accept.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (also bounds idle keep-alive connections).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's body.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8086)),
+            max_body_bytes: 32 << 20,
+            max_inflight_bytes: 256 << 20,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[tcp]`: the newline-delimited line-protocol listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TcpConfig {
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// Open connections at most; more are closed on accept.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Longest accepted line, in bytes; longer lines are skipped and counted as bad.
+    pub max_line_bytes: usize,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8094)),
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(60),
+            max_line_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Reports every problem of the ingest configuration, each prefixed with its key.
+pub fn validate(
+    model: &ModelConfig,
+    router: &RouterConfig,
+    http: &HttpConfig,
+    tcp: &TcpConfig,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut check = |ok: bool, problem: String| {
+        if !ok {
+            problems.push(problem);
+        }
+    };
+    check(
+        !model.region_tag.is_empty(),
+        "model.region-tag must not be empty".into(),
+    );
+    check(
+        !model.default_region.is_empty(),
+        "model.default-region must not be empty".into(),
+    );
+    check(
+        router.partitions <= 4096,
+        format!(
+            "router.partitions = {} is over the limit of 4096",
+            router.partitions
+        ),
+    );
+    check(
+        router.queue_capacity_bytes >= 1 << 20,
+        format!(
+            "router.queue-capacity-bytes = {} is under the minimum of 1 MiB",
+            router.queue_capacity_bytes
+        ),
+    );
+    check(
+        (1024..=MAX_BODY_LIMIT).contains(&http.max_body_bytes),
+        format!(
+            "http.max-body-bytes = {} must be between 1 KiB and 1 GiB",
+            http.max_body_bytes
+        ),
+    );
+    check(
+        http.max_inflight_bytes >= 2 * http.max_body_bytes,
+        format!(
+            "http.max-inflight-bytes = {} must be at least twice http.max-body-bytes ({}), for one body and its decompressed copy",
+            http.max_inflight_bytes, http.max_body_bytes
+        ),
+    );
+    check(
+        http.max_connections > 0,
+        "http.max-connections must be at least 1".into(),
+    );
+    check(
+        tcp.max_connections > 0,
+        "tcp.max-connections must be at least 1".into(),
+    );
+    check(
+        !http.header_read_timeout.is_zero() && !http.body_read_timeout.is_zero(),
+        "http.header-read-timeout and http.body-read-timeout must be above 0".into(),
+    );
+    check(
+        !tcp.idle_timeout.is_zero(),
+        "tcp.idle-timeout must be above 0".into(),
+    );
+    check(
+        (256..=MAX_BODY_LIMIT as usize).contains(&tcp.max_line_bytes),
+        format!(
+            "tcp.max-line-bytes = {} must be between 256 bytes and 1 GiB",
+            tcp.max_line_bytes
+        ),
+    );
+    problems
+}

@@ -1,0 +1,126 @@
+//! The HTTP listener: InfluxDB-compatible write endpoints, health and ping.
+//!
+//! [`routes`] gives the ingest endpoints as an axum router the engine extends with its own; [`serve`]
+//! runs the accept loop with a connection cap, header and body timeouts, and graceful shutdown.
+
+mod body;
+mod reply;
+mod write;
+
+use std::io;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use crate::config::HttpConfig;
+use crate::shutdown::Shutdown;
+use crate::write::Writer;
+
+pub use reply::error_response;
+
+/// What the HTTP handlers share.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    writer: Writer,
+    config: Arc<HttpConfig>,
+    /// Bytes of request bodies held in memory, in KiB permits: bounds ingest memory under any
+    /// number of concurrent writers.
+    inflight: Arc<Semaphore>,
+}
+
+impl HttpState {
+    /// State for the handlers.
+    pub fn new(writer: Writer, config: HttpConfig) -> Self {
+        let inflight_kib = usize::try_from(config.max_inflight_bytes / 1024).unwrap_or(usize::MAX);
+        Self {
+            writer,
+            inflight: Arc::new(Semaphore::new(inflight_kib.min(Semaphore::MAX_PERMITS))),
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The ingest endpoints: `POST /write`, `POST /api/v2/write`, `GET /health`, `GET /ping`, plus
+/// JSON 404 and 405 replies.
+pub fn routes(state: HttpState) -> axum::Router {
+    axum::Router::new()
+        .route("/write", post(write::write_v1))
+        .route("/api/v2/write", post(write::write_v2))
+        .route("/health", get(reply::health))
+        .route("/ping", get(reply::ping).head(reply::ping))
+        .fallback(reply::not_found)
+        .method_not_allowed_fallback(reply::method_not_allowed)
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown`, then lets requests in flight finish.
+///
+/// # Errors
+/// Only if accepting fails in a way that is not about one connection.
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    config: &HttpConfig,
+    mut shutdown: Shutdown,
+) -> io::Result<()> {
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) if is_per_connection(&error) => {
+                    debug!(%error, "Accept failed for one connection.");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            },
+            () = shutdown.wait() => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            warn!(%peer, limit = config.max_connections, "HTTP connection refused: at the connection limit.");
+            continue; // dropping the stream closes it
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout);
+        let mut shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = shutdown.wait() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
+                debug!(%peer, %error, "HTTP connection ended with an error.");
+            }
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Accept errors that concern one connection (or a momentary lack of descriptors), after which the
+/// listener keeps going.
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    ) || error.raw_os_error() == Some(24) // EMFILE: too many open files; recovers as others close
+}

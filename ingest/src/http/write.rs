@@ -1,0 +1,209 @@
+//! `POST /write` (InfluxDB v1) and `POST /api/v2/write` (v2).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::body::{self, BodyError, Charge};
+use super::reply::{error_response, unavailable};
+use super::HttpState;
+use crate::point::Precision;
+use crate::router::Rejected;
+use crate::write::ParsedBody;
+
+/// Query parameters of `/write`. `db`, `rp`, `u`, `p` and `consistency` are accepted and not used
+/// (Augur has one keyspace; the region tag partitions it).
+#[derive(Debug, Deserialize)]
+pub(super) struct V1Params {
+    precision: Option<String>,
+}
+
+/// Query parameters of `/api/v2/write`. `org` and `bucket` are accepted and not used.
+#[derive(Debug, Deserialize)]
+pub(super) struct V2Params {
+    precision: Option<String>,
+}
+
+pub(super) async fn write_v1(
+    State(state): State<HttpState>,
+    Query(params): Query<V1Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match params
+        .precision
+        .as_deref()
+        .map(|p| (p, Precision::from_v1(p)))
+    {
+        None => write(state, Precision::Nanoseconds, headers, body).await,
+        Some((_, Some(precision))) => write(state, precision, headers, body).await,
+        Some((p, None)) => bad_precision(p, "n, u, ms, s, m, h"),
+    }
+}
+
+pub(super) async fn write_v2(
+    State(state): State<HttpState>,
+    Query(params): Query<V2Params>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match params
+        .precision
+        .as_deref()
+        .map(|p| (p, Precision::from_v2(p)))
+    {
+        None => write(state, Precision::Nanoseconds, headers, body).await,
+        Some((_, Some(precision))) => write(state, precision, headers, body).await,
+        Some((p, None)) => bad_precision(p, "ns, us, ms, s"),
+    }
+}
+
+fn bad_precision(given: &str, allowed: &str) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        format!("invalid precision `{given}`: expected one of {allowed}"),
+    )
+}
+
+/// Content types real line-protocol clients send: none, text (Telegraf, influxdb-client),
+/// octet-stream (influxdb-python) and form-urlencoded (`curl --data-binary`).
+fn content_type_ok(headers: &HeaderMap) -> Result<(), Response> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "text/plain" | "application/octet-stream" | "application/x-www-form-urlencoded" => Ok(()),
+        _ => Err(error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported media type",
+            format!(
+                "Content-Type `{}` is not line protocol: send text/plain (or no Content-Type)",
+                value.to_str().unwrap_or("<not ASCII>")
+            ),
+        )),
+    }
+}
+
+/// Whether the body is gzip; `Err` for an encoding we do not speak.
+fn is_gzip(headers: &HeaderMap) -> Result<bool, Response> {
+    match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase())
+    {
+        None => Ok(false),
+        Some(e) if e.is_empty() || e == "identity" => Ok(false),
+        Some(e) if e == "gzip" || e == "x-gzip" => Ok(true),
+        Some(e) => Err(error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported media type",
+            format!("Content-Encoding `{e}` is not supported: send gzip or identity"),
+        )),
+    }
+}
+
+async fn write(state: HttpState, precision: Precision, headers: HeaderMap, body: Body) -> Response {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    if let Err(response) = content_type_ok(&headers) {
+        return response;
+    }
+    let gzip = match is_gzip(&headers) {
+        Ok(gzip) => gzip,
+        Err(response) => return response,
+    };
+    let limit = state.config.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return body_error(BodyError::TooLarge { limit, after: "" });
+    }
+    let mut charge = Charge::new(state.inflight.clone());
+    let raw = match body::read(body, limit, state.config.body_read_timeout, &mut charge).await {
+        Ok(raw) => raw,
+        Err(error) => return body_error(error),
+    };
+    let writer = state.writer.clone();
+    let outcome = state
+        .writer
+        .run_cpu(move || {
+            let parsed = if gzip {
+                let text = body::gunzip(&raw, limit, &mut charge)?;
+                writer.parse(&text, precision, now, 1)
+            } else {
+                writer.parse(&raw, precision, now, 1)
+            };
+            drop(charge);
+            let mut parsed = parsed;
+            let admitted = writer.admit(&mut parsed);
+            Ok::<_, BodyError>((parsed, admitted))
+        })
+        .await;
+    match outcome {
+        Err(error) => body_error(error),
+        Ok((_, Err(rejected @ Rejected::Full { .. }))) => {
+            unavailable(format!("{rejected}; nothing of this request was stored"))
+        }
+        Ok((_, Err(rejected @ Rejected::Closed { .. }))) => unavailable(rejected.to_string()),
+        Ok((parsed, Ok(()))) if parsed.error_count == 0 => StatusCode::NO_CONTENT.into_response(),
+        Ok((parsed, Ok(()))) => partial_write(&parsed),
+    }
+}
+
+/// 400 naming the bad lines (the first [`crate::write::MAX_REPORTED_ERRORS`]); the good lines were
+/// stored.
+fn partial_write(parsed: &ParsedBody) -> Response {
+    let errors: Vec<_> = parsed
+        .errors
+        .iter()
+        .map(|e| json!({ "line": e.line, "column": e.column, "reason": e.reason.to_string() }))
+        .collect();
+    let first = parsed
+        .errors
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let body = json!({
+        "code": "invalid",
+        "message": format!(
+            "{} bad line(s) rejected, {} point(s) stored; first: {first}",
+            parsed.error_count, parsed.points
+        ),
+        "accepted_points": parsed.points,
+        "rejected_lines": parsed.error_count,
+        "errors": errors,
+    });
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+fn body_error(error: BodyError) -> Response {
+    let message = error.to_string();
+    match error {
+        BodyError::TooLarge { .. } => {
+            error_response(StatusCode::PAYLOAD_TOO_LARGE, "request too large", message)
+        }
+        BodyError::Timeout(_) => {
+            error_response(StatusCode::REQUEST_TIMEOUT, "request timeout", message)
+        }
+        BodyError::Busy => unavailable(message),
+        BodyError::BadGzip(_) | BodyError::Read(_) => {
+            error_response(StatusCode::BAD_REQUEST, "invalid", message)
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! Augur's ingest tier: from bytes on a socket to batches in partition channels.
+//!
+//! Agents send InfluxDB line protocol over HTTP or TCP. The listeners read bodies within limits,
+//! the writer parses them on a rayon pool into one columnar batch per partition, and the router
+//! admits a request's batches into bounded partition channels all together or not at all. The
+//! engine owns the receiving ends.
+//!
+//! # Layout
+//! - [`config`]: the `[model]`, `[router]`, `[http]` and `[tcp]` sections and their validation.
+//! - [`http`]: the HTTP listener: `/write`, `/api/v2/write`, `/health`, `/ping`.
+//! - [`tcp`]: the newline-delimited TCP listener.
+//! - [`write`]: parse a body into per-partition batches, then admit them.
+//! - [`line_protocol`]: the zero-copy line-protocol parser and renderer.
+//! - [`point`]: the data model: typed field values, points, precision.
+//! - [`series`]: canonical series keys and stable series ids.
+//! - [`batch`]: `PointBatch`, the columnar unit that travels through the channels.
+//! - [`router`]: jump-hash placement, partition channels, all-or-nothing admission.
+//! - [`shutdown`]: the shutdown signal every long-lived task listens to.
+
+pub mod batch;
+pub mod config;
+pub mod http;
+pub mod line_protocol;
+pub mod point;
+pub mod router;
+pub mod series;
+pub mod shutdown;
+pub mod tcp;
+pub mod write;
+
+pub use batch::{PointBatch, PointView, RegionRule};
+pub use point::{FieldValue, Point, Precision};
+pub use router::{PartitionReceiver, PartitionStats, Router};
+pub use series::SeriesId;
+pub use write::Writer;

@@ -1,0 +1,242 @@
+//! The router: partition channels, jump-hash placement and all-or-nothing admission.
+//!
+//! Each partition is an unbounded crossbeam channel of [`PointBatch`]es guarded by a byte budget:
+//! the budget is the bound, the channel only carries data (the semaphore-plus-queue shape of
+//! vector's `limited_queue`). A request's batches are admitted together or not at all: budget is
+//! reserved on every partition the request touches before anything is sent, so a rejected request
+//! leaves nothing behind and the client's retry cannot duplicate a point.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::batch::PointBatch;
+use crate::series::SeriesId;
+
+/// Jump consistent hash (Lamping & Veach, 2014): maps `key` to a bucket in `0..buckets` so that
+/// growing from n to n+1 buckets moves only 1/(n+1) of the keys.
+///
+/// # Panics
+/// If `buckets` is 0.
+pub fn jump_hash(mut key: u64, buckets: usize) -> usize {
+    assert!(buckets > 0, "jump_hash needs at least one bucket");
+    let (mut b, mut j): (i64, i64) = (-1, 0);
+    while j < buckets as i64 {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    b as usize
+}
+
+/// Counters and budget of one partition, shared by the router and the partition's consumer.
+#[derive(Debug, Default)]
+pub struct PartitionStats {
+    /// Points admitted.
+    pub points_in: AtomicU64,
+    /// Batches admitted.
+    pub batches_in: AtomicU64,
+    /// Batches refused because this partition was full.
+    pub batches_rejected: AtomicU64,
+    /// Points in those batches.
+    pub points_rejected: AtomicU64,
+    /// Bytes of batches queued and not yet taken by the consumer: the budget in use.
+    pub queued_bytes: AtomicUsize,
+    /// Points queued and not yet taken.
+    pub queued_points: AtomicUsize,
+}
+
+/// Why a request was not admitted. Nothing of it was enqueued.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejected {
+    /// A partition's queue is full: retry later.
+    #[error(
+        "partition {partition} is full ({queued_bytes} bytes queued, capacity {capacity} bytes)"
+    )]
+    Full {
+        /// The first partition found full.
+        partition: usize,
+        /// Bytes queued there.
+        queued_bytes: usize,
+        /// Its capacity.
+        capacity: usize,
+    },
+    /// The engine stopped consuming (shutting down).
+    #[error("partition {partition} is closed: the engine is shutting down")]
+    Closed {
+        /// The closed partition.
+        partition: usize,
+    },
+}
+
+/// The sending side: places series on partitions and admits batches.
+#[derive(Debug)]
+pub struct Router {
+    senders: Vec<Sender<PointBatch>>,
+    stats: Vec<Arc<PartitionStats>>,
+    capacity_bytes: usize,
+}
+
+/// The receiving side of one partition, owned by the engine task that drains it.
+#[derive(Debug)]
+pub struct PartitionReceiver {
+    /// The partition number.
+    pub partition: usize,
+    receiver: Receiver<PointBatch>,
+    stats: Arc<PartitionStats>,
+}
+
+impl Router {
+    /// A router over `partitions` channels, each holding at most `capacity_bytes` of batches
+    /// (a single batch larger than that is still admitted into an empty partition, so no request
+    /// is refused forever). Returns the receivers, one per partition, in order.
+    ///
+    /// # Panics
+    /// If `partitions` is 0 (the config validation forbids it).
+    pub fn new(partitions: usize, capacity_bytes: usize) -> (Self, Vec<PartitionReceiver>) {
+        assert!(partitions > 0, "a router needs at least one partition");
+        let mut senders = Vec::with_capacity(partitions);
+        let mut stats = Vec::with_capacity(partitions);
+        let mut receivers = Vec::with_capacity(partitions);
+        for partition in 0..partitions {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let shared = Arc::new(PartitionStats::default());
+            senders.push(tx);
+            stats.push(shared.clone());
+            receivers.push(PartitionReceiver {
+                partition,
+                receiver: rx,
+                stats: shared,
+            });
+        }
+        let router = Self {
+            senders,
+            stats,
+            capacity_bytes,
+        };
+        (router, receivers)
+    }
+
+    /// Number of partitions.
+    pub fn partitions(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// The partition of a series. The series id covers the region (a tag like any other), so one
+    /// series, and so one (region, series) pair, always lands in one partition.
+    pub fn partition_of(&self, series: SeriesId) -> usize {
+        jump_hash(series, self.senders.len())
+    }
+
+    /// Counters of every partition, in order.
+    pub fn stats(&self) -> &[Arc<PartitionStats>] {
+        &self.stats
+    }
+
+    /// Admits `batches` (at most one per partition, as `(partition, batch)`) all together, or none
+    /// of them.
+    ///
+    /// # Errors
+    /// [`Rejected`] when a partition is full or closed; the batches come back untouched so the
+    /// caller can retry without parsing again.
+    pub fn admit(
+        &self,
+        batches: Vec<(usize, PointBatch)>,
+    ) -> Result<(), (Rejected, Vec<(usize, PointBatch)>)> {
+        let mut reserved = 0;
+        for (partition, batch) in &batches {
+            let bytes = batch.heap_bytes();
+            if let Err(queued_bytes) = self.reserve(*partition, bytes) {
+                for (p, b) in &batches[..reserved] {
+                    self.stats[*p]
+                        .queued_bytes
+                        .fetch_sub(b.heap_bytes(), Ordering::AcqRel);
+                }
+                let stats = &self.stats[*partition];
+                stats.batches_rejected.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .points_rejected
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let rejected = Rejected::Full {
+                    partition: *partition,
+                    queued_bytes,
+                    capacity: self.capacity_bytes,
+                };
+                return Err((rejected, batches));
+            }
+            reserved += 1;
+        }
+        let mut batches = batches.into_iter();
+        while let Some((partition, batch)) = batches.next() {
+            let (points, bytes) = (batch.len(), batch.heap_bytes());
+            let stats = &self.stats[partition];
+            stats.queued_points.fetch_add(points, Ordering::AcqRel);
+            if let Err(returned) = self.senders[partition].send(batch) {
+                // The consumer is gone: only at shutdown, when nothing more will be read anyway.
+                stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                stats.queued_points.fetch_sub(points, Ordering::AcqRel);
+                let mut rest = vec![(partition, returned.0)];
+                rest.extend(batches);
+                return Err((Rejected::Closed { partition }, rest));
+            }
+            stats.points_in.fetch_add(points as u64, Ordering::Relaxed);
+            stats.batches_in.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Reserves `bytes` of a partition's budget; `Err(queued)` when it does not fit.
+    fn reserve(&self, partition: usize, bytes: usize) -> Result<(), usize> {
+        let queued = &self.stats[partition].queued_bytes;
+        let mut current = queued.load(Ordering::Acquire);
+        loop {
+            if current > 0 && current + bytes > self.capacity_bytes {
+                return Err(current);
+            }
+            match queued.compare_exchange_weak(
+                current,
+                current + bytes,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+impl PartitionReceiver {
+    /// Takes the next batch if one is queued.
+    pub fn try_recv(&self) -> Option<PointBatch> {
+        self.receiver.try_recv().ok().inspect(|b| self.release(b))
+    }
+
+    /// Waits up to `timeout` for the next batch. `Err(true)` when every sender is gone.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<PointBatch, bool> {
+        match self.receiver.recv_timeout(timeout) {
+            Ok(batch) => {
+                self.release(&batch);
+                Ok(batch)
+            }
+            Err(RecvTimeoutError::Timeout) => Err(false),
+            Err(RecvTimeoutError::Disconnected) => Err(true),
+        }
+    }
+
+    /// This partition's counters.
+    pub fn stats(&self) -> &Arc<PartitionStats> {
+        &self.stats
+    }
+
+    fn release(&self, batch: &PointBatch) {
+        self.stats
+            .queued_bytes
+            .fetch_sub(batch.heap_bytes(), Ordering::AcqRel);
+        self.stats
+            .queued_points
+            .fetch_sub(batch.len(), Ordering::AcqRel);
+    }
+}

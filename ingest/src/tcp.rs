@@ -1,0 +1,209 @@
+//! The TCP listener: newline-delimited line protocol, as Telegraf's `socket_writer` sends it.
+//!
+//! A connection is never dropped for a bad line: bad lines are counted and logged (at most one log
+//! line per connection per [`LOG_EVERY`]). When a partition is full the connection stops reading
+//! until the batch is admitted, so backpressure reaches the sender through TCP flow control.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use crate::config::TcpConfig;
+use crate::line_protocol::{LineError, Reason};
+use crate::point::Precision;
+use crate::router::Rejected;
+use crate::shutdown::Shutdown;
+use crate::write::{ParsedBody, Writer};
+
+/// Least time between two logs of bad lines from one connection.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 64 << 10;
+/// Longest wait between two admission attempts while partitions are full.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves line protocol on `listener` until `shutdown`.
+///
+/// # Errors
+/// Only if accepting fails in a way that is not about one connection.
+pub async fn serve(
+    listener: TcpListener,
+    writer: Writer,
+    config: TcpConfig,
+    mut shutdown: Shutdown,
+) -> io::Result<()> {
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let config = Arc::new(config);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) if error.raw_os_error() == Some(24) => {
+                    // Out of descriptors: wait for some to close rather than spin.
+                    warn!(%error, "TCP accept failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(error) if matches!(error.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) => continue,
+                Err(error) => return Err(error),
+            },
+            () = shutdown.wait() => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            warn!(%peer, limit = config.max_connections, "TCP connection refused: at the connection limit.");
+            continue;
+        };
+        let connection = Connection::new(writer.clone(), config.clone(), peer.to_string());
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = connection.run(stream, shutdown).await {
+                debug!(%error, "TCP connection ended with an error.");
+            }
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+struct Connection {
+    writer: Writer,
+    config: Arc<TcpConfig>,
+    peer: String,
+    /// Number of the next line to arrive on this connection.
+    next_line: usize,
+    bad_lines: usize,
+    unlogged_bad_lines: usize,
+    last_log: Option<Instant>,
+}
+
+impl Connection {
+    fn new(writer: Writer, config: Arc<TcpConfig>, peer: String) -> Self {
+        Self {
+            writer,
+            config,
+            peer,
+            next_line: 1,
+            bad_lines: 0,
+            unlogged_bad_lines: 0,
+            last_log: None,
+        }
+    }
+
+    async fn run(mut self, mut stream: TcpStream, mut shutdown: Shutdown) -> io::Result<()> {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        // Inside a line longer than the limit: drop bytes until its newline.
+        let mut skipping = false;
+        loop {
+            buf.reserve(READ_CHUNK);
+            let read = tokio::select! {
+                read = tokio::time::timeout(self.config.idle_timeout, stream.read_buf(&mut buf)) => read,
+                () = shutdown.wait() => break,
+            };
+            let n = match read {
+                Err(_) => {
+                    debug!(peer = %self.peer, "TCP connection idle, closing.");
+                    break;
+                }
+                Ok(result) => result?,
+            };
+            if n == 0 {
+                // The sender closed: a last line without its newline is still a whole line.
+                if !buf.is_empty() && !skipping {
+                    let rest = buf.split().freeze();
+                    if !self.ingest(rest).await {
+                        break;
+                    }
+                }
+                break;
+            }
+            if skipping {
+                match memchr::memchr(b'\n', &buf) {
+                    Some(end) => {
+                        let _ = buf.split_to(end + 1);
+                        skipping = false;
+                        self.next_line += 1;
+                    }
+                    None => {
+                        buf.clear();
+                        continue;
+                    }
+                }
+            }
+            if let Some(last) = memchr::memrchr(b'\n', &buf) {
+                let complete = buf.split_to(last + 1).freeze();
+                if !self.ingest(complete).await {
+                    break;
+                }
+            }
+            if buf.len() > self.config.max_line_bytes {
+                let error = LineError {
+                    line: self.next_line,
+                    column: 1,
+                    reason: Reason::LineTooLong(self.config.max_line_bytes),
+                };
+                self.writer
+                    .stats()
+                    .lines_invalid
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.report(1, Some(&error));
+                buf.clear();
+                skipping = true;
+            }
+        }
+        if self.bad_lines > 0 {
+            debug!(peer = %self.peer, bad_lines = self.bad_lines, "TCP connection closed.");
+        }
+        Ok(())
+    }
+
+    /// Parses and admits complete lines, waiting while partitions are full. `false` when the engine
+    /// is shutting down and nothing more can be taken.
+    async fn ingest(&mut self, lines: bytes::Bytes) -> bool {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let first_line = self.next_line;
+        let writer = self.writer.clone();
+        let mut parsed: ParsedBody = self
+            .writer
+            .run_cpu(move || writer.parse(&lines, Precision::Nanoseconds, now, first_line))
+            .await;
+        self.next_line = parsed.last_line + 1;
+        if parsed.error_count > 0 {
+            self.report(parsed.error_count, parsed.errors.first());
+        }
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            match self.writer.admit(&mut parsed) {
+                Ok(()) => return true,
+                Err(Rejected::Full { .. }) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(Rejected::Closed { .. }) => return false,
+            }
+        }
+    }
+
+    /// Counts bad lines and logs them, at most once per [`LOG_EVERY`].
+    fn report(&mut self, count: usize, first: Option<&LineError>) {
+        self.bad_lines += count;
+        self.unlogged_bad_lines += count;
+        if self.last_log.is_some_and(|at| at.elapsed() < LOG_EVERY) {
+            return;
+        }
+        self.last_log = Some(Instant::now());
+        let first = first.map(ToString::to_string).unwrap_or_default();
+        warn!(peer = %self.peer, bad_lines = self.unlogged_bad_lines, %first, "Bad line protocol on TCP.");
+        self.unlogged_bad_lines = 0;
+    }
+}

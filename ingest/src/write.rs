@@ -1,0 +1,176 @@
+//! The write path shared by every listener: parse a body into per-partition batches, then admit
+//! them through the router.
+//!
+//! Parsing is CPU work, so listeners run it on the ingest rayon pool ([`Writer::run_cpu`]), never
+//! on a tokio worker.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::batch::{PointBatch, RegionRule};
+use crate::line_protocol::{LineError, Parser};
+use crate::point::Precision;
+use crate::router::{Rejected, Router};
+use crate::series::SeriesHasher;
+
+/// How many bad lines a reply names; the rest are only counted.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// A body parsed into batches, not yet admitted.
+#[derive(Debug, Default)]
+pub struct ParsedBody {
+    /// At most one batch per partition: `(partition, batch)`.
+    pub batches: Vec<(usize, PointBatch)>,
+    /// Points in `batches`.
+    pub points: usize,
+    /// Field values in `batches`.
+    pub values: usize,
+    /// The first [`MAX_REPORTED_ERRORS`] bad lines.
+    pub errors: Vec<LineError>,
+    /// All bad lines.
+    pub error_count: usize,
+    /// The number of the last line read (blank lines and comments included).
+    pub last_line: usize,
+}
+
+impl ParsedBody {
+    fn record_error(&mut self, error: LineError) {
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors.push(error);
+        }
+        self.error_count += 1;
+    }
+}
+
+/// Ingest counters over all listeners, counted once per request.
+#[derive(Debug, Default)]
+pub struct WriteStats {
+    /// Points parsed from well-formed lines.
+    pub points_parsed: AtomicU64,
+    /// Points admitted into the partitions (acknowledged).
+    pub points_accepted: AtomicU64,
+    /// Field values admitted.
+    pub values_accepted: AtomicU64,
+    /// Lines rejected as malformed.
+    pub lines_invalid: AtomicU64,
+    /// Points refused because a partition was full (the client was told to retry).
+    pub points_shed: AtomicU64,
+    /// Bytes of request bodies received (after decompression).
+    pub bytes_in: AtomicU64,
+}
+
+/// Parses bodies and admits their points.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    router: Arc<Router>,
+    regions: Arc<RegionRule>,
+    cpu: Arc<rayon::ThreadPool>,
+    stats: Arc<WriteStats>,
+}
+
+impl Writer {
+    /// A writer that routes through `router` and parses on `cpu`.
+    pub fn new(router: Arc<Router>, regions: RegionRule, cpu: Arc<rayon::ThreadPool>) -> Self {
+        Self {
+            router,
+            regions: Arc::new(regions),
+            cpu,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The router.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Ingest counters.
+    pub fn stats(&self) -> &Arc<WriteStats> {
+        &self.stats
+    }
+
+    /// Parses `body` into one batch per partition. Lines without a timestamp get `now` (ns);
+    /// `first_line` numbers the first line.
+    pub fn parse(
+        &self,
+        body: &[u8],
+        precision: Precision,
+        now: i64,
+        first_line: usize,
+    ) -> ParsedBody {
+        let partitions = self.router.partitions();
+        let mut by_partition: Vec<PointBatch> =
+            (0..partitions).map(|_| PointBatch::new()).collect();
+        let mut out = ParsedBody::default();
+        let mut hasher = SeriesHasher::default();
+        let mut parser = Parser::new(body, precision, now, first_line);
+        while let Some(result) = parser.next() {
+            match result {
+                Ok(line) => {
+                    let series = hasher.id_of(&line);
+                    let batch = &mut by_partition[self.router.partition_of(series)];
+                    batch.push_line(&line, series, &self.regions);
+                }
+                Err(error) => out.record_error(error),
+            }
+        }
+        out.last_line = parser.line();
+        out.batches = by_partition
+            .into_iter()
+            .enumerate()
+            .filter(|(_, b)| !b.is_empty())
+            .collect();
+        out.points = out.batches.iter().map(|(_, b)| b.len()).sum();
+        out.values = out.batches.iter().map(|(_, b)| b.value_count()).sum();
+        self.stats
+            .bytes_in
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        self.stats
+            .points_parsed
+            .fetch_add(out.points as u64, Ordering::Relaxed);
+        self.stats
+            .lines_invalid
+            .fetch_add(out.error_count as u64, Ordering::Relaxed);
+        out
+    }
+
+    /// Admits the batches of `parsed` all together or none of them, counting the outcome.
+    ///
+    /// # Errors
+    /// [`Rejected`] with the batches handed back, so a caller may retry without parsing again.
+    pub fn admit(&self, parsed: &mut ParsedBody) -> Result<(), Rejected> {
+        let batches = std::mem::take(&mut parsed.batches);
+        match self.router.admit(batches) {
+            Ok(()) => {
+                self.stats
+                    .points_accepted
+                    .fetch_add(parsed.points as u64, Ordering::Relaxed);
+                self.stats
+                    .values_accepted
+                    .fetch_add(parsed.values as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Err((rejected, batches)) => {
+                parsed.batches = batches;
+                self.stats
+                    .points_shed
+                    .fetch_add(parsed.points as u64, Ordering::Relaxed);
+                Err(rejected)
+            }
+        }
+    }
+
+    /// Runs CPU work on the ingest pool and awaits its result without blocking the runtime.
+    pub async fn run_cpu<R: Send + 'static>(&self, work: impl FnOnce() -> R + Send + 'static) -> R {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.cpu.spawn(move || {
+            // The receiver only disappears if the request was cancelled; then nobody wants this.
+            let _ = tx.send(work());
+        });
+        match rx.await {
+            Ok(result) => result,
+            // rayon aborts the process when a job panics, so the sender is never dropped unsent.
+            Err(_) => unreachable!("an ingest job ended without a result"),
+        }
+    }
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, docs, unit, property and end-to-end tests.
+# Installs what it needs on a fresh Debian machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain"
+cargo --version
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  if command -v rustup >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
+  else
+    echo "cargo fmt and cargo clippy are needed: install rustfmt and clippy (rustup component add rustfmt clippy)" >&2
+    exit 1
+  fi
+fi
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo doc"
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked --quiet
+
+step "build the augur binary the end-to-end tests run"
+cargo build --workspace --bins --locked
+
+step "tests"
+# Property tests run a CI-sized number of cases; raise PROPTEST_CASES by hand for longer runs.
+export PROPTEST_CASES="${PROPTEST_CASES:-256}"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+step "benchmarks compile"
+cargo bench --workspace --locked --no-run --quiet
+
+echo
+echo "All tests passed."
