@@ -6,11 +6,14 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use augur_ingest::Writer;
+use augur_ingest::{PartitionStats, Writer};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use crate::pipeline::PipelineStats;
+
+/// Reads one counter of a partition.
+type ReadPartition = fn(&PartitionStats) -> u64;
 
 /// Renders every metric.
 pub fn render(writer: &Writer, pipelines: &PipelineStats) -> Response {
@@ -49,93 +52,60 @@ pub fn render(writer: &Writer, pipelines: &PipelineStats) -> Response {
         ),
     ];
     for (name, help, value) in counters {
-        metric(
-            &mut out,
-            name,
-            help,
-            "counter",
-            &[("", value.load(Ordering::Relaxed))],
-        );
+        header_lines(&mut out, name, help, "counter");
+        let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
     }
 
     let partitions = writer.router().stats();
-    let per_partition = |f: &dyn Fn(&augur_ingest::PartitionStats) -> u64| -> Vec<(String, u64)> {
-        partitions
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (format!("partition=\"{i}\""), f(s)))
-            .collect()
-    };
-    let router_metrics: [(&str, &str, &str, Vec<(String, u64)>); 5] = [
+    let per_partition: [(&str, &str, &str, ReadPartition); 5] = [
         (
             "augur_router_points_total",
             "Points admitted per partition.",
             "counter",
-            per_partition(&|s| s.points_in.load(Ordering::Relaxed)),
+            |s| s.points_in.load(Ordering::Relaxed),
         ),
         (
             "augur_router_batches_total",
             "Batches admitted per partition.",
             "counter",
-            per_partition(&|s| s.batches_in.load(Ordering::Relaxed)),
+            |s| s.batches_in.load(Ordering::Relaxed),
         ),
         (
             "augur_router_rejected_batches_total",
             "Batches refused per partition (full).",
             "counter",
-            per_partition(&|s| s.batches_rejected.load(Ordering::Relaxed)),
+            |s| s.batches_rejected.load(Ordering::Relaxed),
         ),
         (
             "augur_router_queue_points",
             "Points queued per partition.",
             "gauge",
-            per_partition(&|s| s.queued_points.load(Ordering::Relaxed) as u64),
+            |s| s.queued_points.load(Ordering::Relaxed) as u64,
         ),
         (
             "augur_router_queue_bytes",
             "Bytes queued per partition.",
             "gauge",
-            per_partition(&|s| s.queued_bytes.load(Ordering::Relaxed) as u64),
+            |s| s.queued_bytes.load(Ordering::Relaxed) as u64,
         ),
     ];
-    for (name, help, kind, values) in &router_metrics {
-        let values: Vec<(&str, u64)> = values.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        metric(&mut out, name, help, kind, &values);
+    for (name, help, kind, read) in per_partition {
+        header_lines(&mut out, name, help, kind);
+        for (partition, stats) in partitions.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{partition=\"{partition}\"}} {}", read(stats));
+        }
     }
 
-    let totals = pipelines.snapshot();
-    let processed: Vec<(String, u64)> = totals
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (format!("partition=\"{i}\""), t.points))
-        .collect();
-    let processed: Vec<(&str, u64)> = processed.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-    metric(
-        &mut out,
-        "augur_pipeline_points_total",
-        "Points processed per partition.",
-        "counter",
-        &processed,
-    );
+    let name = "augur_pipeline_points_total";
+    header_lines(&mut out, name, "Points processed per partition.", "counter");
+    for (partition, totals) in pipelines.snapshot().iter().enumerate() {
+        let _ = writeln!(out, "{name}{{partition=\"{partition}\"}} {}", totals.points);
+    }
 
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
-fn metric<V: Into<u64> + Copy>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    kind: &str,
-    values: &[(&str, V)],
-) {
+fn header_lines(out: &mut String, name: &str, help: &str, kind: &str) {
     // Writing to a String cannot fail.
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, value) in values {
-        let value: u64 = (*value).into();
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
-    }
 }

@@ -145,8 +145,7 @@ impl Router {
         &self,
         batches: Vec<(usize, PointBatch)>,
     ) -> Result<(), (Rejected, Vec<(usize, PointBatch)>)> {
-        let mut reserved = 0;
-        for (partition, batch) in &batches {
+        for (reserved, (partition, batch)) in batches.iter().enumerate() {
             let bytes = batch.heap_bytes();
             if let Err(queued_bytes) = self.reserve(*partition, bytes) {
                 for (p, b) in &batches[..reserved] {
@@ -166,7 +165,6 @@ impl Router {
                 };
                 return Err((rejected, batches));
             }
-            reserved += 1;
         }
         let mut batches = batches.into_iter();
         while let Some((partition, batch)) = batches.next() {
@@ -238,5 +236,138 @@ impl PartitionReceiver {
         self.stats
             .queued_points
             .fetch_sub(batch.len(), Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::batch::RegionRule;
+    use crate::line_protocol::Parser;
+    use crate::point::Precision;
+    use crate::series::SeriesHasher;
+
+    fn batch(lines: &str) -> PointBatch {
+        let regions = RegionRule {
+            tag: "region".into(),
+            default: "default".into(),
+        };
+        let mut parser = Parser::new(lines.as_bytes(), Precision::Nanoseconds, 0, 1);
+        let mut batch = PointBatch::new();
+        while let Some(line) = parser.next() {
+            let line = line.unwrap();
+            let id = SeriesHasher::default().id_of(&line);
+            batch.push_line(&line, id, &regions);
+        }
+        batch
+    }
+
+    #[test]
+    fn jump_hash_matches_the_reference_values() {
+        // Test vectors of github.com/dgryski/go-jump, a port of the paper's reference code.
+        assert_eq!(jump_hash(1, 1), 0);
+        assert_eq!(jump_hash(42, 57), 43);
+        assert_eq!(jump_hash(0xDEAD_10CC, 1), 0);
+        assert_eq!(jump_hash(0xDEAD_10CC, 666), 361);
+        assert_eq!(jump_hash(256, 1024), 520);
+    }
+
+    proptest! {
+        #[test]
+        fn jump_hash_moves_keys_only_to_the_new_bucket(key in any::<u64>(), n in 1usize..200) {
+            let before = jump_hash(key, n);
+            let after = jump_hash(key, n + 1);
+            prop_assert!(before < n);
+            prop_assert!(after == before || after == n);
+        }
+    }
+
+    #[test]
+    fn admission_is_all_or_nothing() {
+        let (router, receivers) = Router::new(2, 1 << 20);
+        let small = batch("m,region=a v=1\n");
+        let big_bytes = (1 << 20) - small.heap_bytes() + 1;
+        // Fill partition 1 so that a small batch no longer fits.
+        let mut filler = batch("m v=1\n");
+        filler.push_line(
+            &Parser::new(b"m v=2", Precision::Nanoseconds, 0, 1)
+                .next()
+                .unwrap()
+                .unwrap(),
+            1,
+            &RegionRule {
+                tag: "region".into(),
+                default: "d".into(),
+            },
+        );
+        router.admit(vec![(1, filler)]).unwrap();
+        router.stats[1]
+            .queued_bytes
+            .store(big_bytes, Ordering::SeqCst);
+
+        let request = vec![
+            (0, batch("m,region=a v=1\n")),
+            (1, batch("m,region=b v=1\n")),
+        ];
+        let (rejected, back) = router.admit(request).unwrap_err();
+        assert!(
+            matches!(rejected, Rejected::Full { partition: 1, .. }),
+            "{rejected}"
+        );
+        assert_eq!(back.len(), 2, "the batches come back for a retry");
+        assert!(
+            receivers[0].try_recv().is_none(),
+            "nothing of the request reached partition 0"
+        );
+        assert_eq!(
+            router.stats[0].queued_bytes.load(Ordering::SeqCst),
+            0,
+            "its reservation was released"
+        );
+        assert_eq!(router.stats[1].batches_rejected.load(Ordering::SeqCst), 1);
+
+        // Once partition 1 drains, the same batches are admitted.
+        router.stats[1].queued_bytes.store(0, Ordering::SeqCst);
+        let _ = receivers[1].try_recv();
+        router.stats[1].queued_bytes.store(0, Ordering::SeqCst);
+        router.admit(back).unwrap();
+        assert_eq!(receivers[0].try_recv().unwrap().len(), 1);
+        assert_eq!(receivers[1].try_recv().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_capacity_fits_an_empty_partition() {
+        let (router, receivers) = Router::new(1, 1);
+        router.admit(vec![(0, batch("m v=1\nm v=2\n"))]).unwrap();
+        assert!(router.admit(vec![(0, batch("m v=3\n"))]).is_err());
+        assert_eq!(receivers[0].try_recv().unwrap().len(), 2);
+        assert_eq!(router.stats[0].queued_bytes.load(Ordering::SeqCst), 0);
+        router.admit(vec![(0, batch("m v=3\n"))]).unwrap();
+    }
+
+    #[test]
+    fn batches_keep_points_regions_and_text() {
+        let b = batch("cpu,region=eu-west,host=a v=1.5,s=\"x y\" 10\nmem used=3i 20\n");
+        let points: Vec<_> = b
+            .iter()
+            .map(|p| (p.region().to_owned(), p.to_point()))
+            .collect();
+        assert_eq!(points[0].0, "eu-west");
+        assert_eq!(points[1].0, "default");
+        assert_eq!(
+            points[0].1.tags,
+            vec![
+                ("host".into(), "a".into()),
+                ("region".into(), "eu-west".into())
+            ]
+        );
+        assert_eq!(
+            points[0].1.fields[1],
+            ("s".into(), crate::FieldValue::String("x y".into()))
+        );
+        assert_eq!(points[1].1.time, 20);
+        assert_eq!(b.value_count(), 3);
     }
 }

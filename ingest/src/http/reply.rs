@@ -11,6 +11,30 @@ pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>
     (status, Json(body)).into_response()
 }
 
+/// An error reply not yet rendered: small enough to return in a `Result`.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error_response(self.status, self.code, self.message)
+    }
+}
+
 /// A 503 telling the client when to retry.
 pub(super) fn unavailable(message: impl Into<String>) -> Response {
     let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::{self, BodyError, Charge};
-use super::reply::{error_response, unavailable};
+use super::reply::{error_response, unavailable, ApiError};
 use super::HttpState;
 use crate::point::Precision;
 use crate::router::Rejected;
@@ -74,7 +74,7 @@ fn bad_precision(given: &str, allowed: &str) -> Response {
 
 /// Content types real line-protocol clients send: none, text (Telegraf, influxdb-client),
 /// octet-stream (influxdb-python) and form-urlencoded (`curl --data-binary`).
-fn content_type_ok(headers: &HeaderMap) -> Result<(), Response> {
+fn content_type_ok(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -88,7 +88,7 @@ fn content_type_ok(headers: &HeaderMap) -> Result<(), Response> {
         .to_ascii_lowercase();
     match essence.as_str() {
         "text/plain" | "application/octet-stream" | "application/x-www-form-urlencoded" => Ok(()),
-        _ => Err(error_response(
+        _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported media type",
             format!(
@@ -100,7 +100,7 @@ fn content_type_ok(headers: &HeaderMap) -> Result<(), Response> {
 }
 
 /// Whether the body is gzip; `Err` for an encoding we do not speak.
-fn is_gzip(headers: &HeaderMap) -> Result<bool, Response> {
+fn is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
     match headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase())
@@ -108,7 +108,7 @@ fn is_gzip(headers: &HeaderMap) -> Result<bool, Response> {
         None => Ok(false),
         Some(e) if e.is_empty() || e == "identity" => Ok(false),
         Some(e) if e == "gzip" || e == "x-gzip" => Ok(true),
-        Some(e) => Err(error_response(
+        Some(e) => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported media type",
             format!("Content-Encoding `{e}` is not supported: send gzip or identity"),
@@ -120,12 +120,12 @@ async fn write(state: HttpState, precision: Precision, headers: HeaderMap, body:
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-    if let Err(response) = content_type_ok(&headers) {
-        return response;
+    if let Err(error) = content_type_ok(&headers) {
+        return error.into_response();
     }
     let gzip = match is_gzip(&headers) {
         Ok(gzip) => gzip,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     let limit = state.config.max_body_bytes;
     let declared = headers
