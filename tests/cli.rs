@@ -10,19 +10,9 @@ use augur_suite::{augur_binary, http, metric, AugurServer, TempDir};
 #[test]
 fn serve_ingests_http_and_tcp_and_drains_on_sigterm() {
     let server = AugurServer::start(&["--partitions", "3"]);
-    let (status, body) = http(
-        server.http,
-        "POST",
-        "/write?db=x&precision=s",
-        b"cpu,host=a,region=eu v=1 1700000000\n",
-    );
+    let (status, body) = http(server.http, "POST", "/write?db=x&precision=s", b"cpu,host=a,region=eu v=1 1700000000\n");
     assert_eq!(status, 204, "{body}");
-    let (status, body) = http(
-        server.http,
-        "POST",
-        "/api/v2/write",
-        b"cpu,host=b v=2\ncpu v=oops\n",
-    );
+    let (status, body) = http(server.http, "POST", "/api/v2/write", b"cpu,host=b v=2\ncpu v=oops\n");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("\"line\":2"), "{body}");
 
@@ -34,28 +24,14 @@ fn serve_ingests_http_and_tcp_and_drains_on_sigterm() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         let (_, text) = http(server.http, "GET", "/metrics", b"");
-        if metric(&text, "augur_ingest_points_accepted_total") == Some(4)
-            || Instant::now() > deadline
-        {
+        if metric(&text, "augur_ingest_points_accepted_total") == Some(4) || Instant::now() > deadline {
             break text;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(
-        metric(&text, "augur_ingest_points_accepted_total"),
-        Some(4),
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "augur_ingest_lines_invalid_total"),
-        Some(1),
-        "{text}"
-    );
-    assert_eq!(
-        text.matches("augur_router_points_total{partition=").count(),
-        3,
-        "{text}"
-    );
+    assert_eq!(metric(&text, "augur_ingest_points_accepted_total"), Some(4), "{text}");
+    assert_eq!(metric(&text, "augur_ingest_lines_invalid_total"), Some(1), "{text}");
+    assert_eq!(text.matches("augur_router_points_total{partition=").count(), 3, "{text}");
 
     let status = server.terminate(Duration::from_secs(10));
     assert!(status.success(), "exit status {status}");
@@ -69,51 +45,23 @@ fn loadgen_reports_acknowledged_writes_as_json() {
             "http" => format!("http://{}", server.http),
             _ => format!("tcp://{}", server.tcp),
         };
-        let mut args = vec![
-            "loadgen",
-            "--url",
-            &url,
-            "--protocol",
-            protocol,
-            "--duration",
-            "1s",
-        ];
-        args.extend([
-            "--hosts",
-            "50",
-            "--batch",
-            "100",
-            "--connections",
-            "2",
-            "--json",
-        ]);
+        let mut args = vec!["loadgen", "--url", &url, "--protocol", protocol, "--duration", "1s"];
+        args.extend(["--hosts", "50", "--batch", "100", "--connections", "2", "--json"]);
         if protocol == "http" {
             args.push("--gzip");
         }
         let out = Command::new(augur_binary()).args(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8(out.stdout).unwrap();
-        let report: serde_json::Value =
-            serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-        for key in [
-            "points_per_s",
-            "values_per_s",
-            "points_total",
-            "values_total",
-            "p50_ms",
-            "p99_ms",
-            "max_ms",
-            "errors",
-        ] {
+        let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        for key in
+            ["points_per_s", "values_per_s", "points_total", "values_total", "p50_ms", "p99_ms", "max_ms", "errors"]
+        {
             assert!(report.get(key).is_some(), "{key} missing in {report}");
         }
         assert_eq!(report["errors"], 0, "{report}");
         let points = report["points_total"].as_u64().unwrap();
-        assert!(points > 0 && points % 100 == 0, "{report}");
+        assert!(points > 0 && points.is_multiple_of(100), "{report}");
         assert_eq!(report["values_total"].as_u64().unwrap(), points * 10);
     }
     let (_, text) = http(server.http, "GET", "/metrics", b"");
@@ -135,63 +83,29 @@ fn loadgen_fails_clearly_when_nothing_listens() {
 fn check_config_lists_every_problem() {
     let dir = TempDir::new("config");
     let good = dir.0.join("good.toml");
-    std::fs::write(
-        &good,
-        "[router]\npartitions = 4\n[http]\naddr = \"127.0.0.1:9999\"\n",
-    )
-    .unwrap();
-    let out = Command::new(augur_binary())
-        .args(["check-config"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    std::fs::write(&good, "[router]\npartitions = 4\n[http]\naddr = \"127.0.0.1:9999\"\n").unwrap();
+    let out = Command::new(augur_binary()).args(["check-config"]).arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("partitions = 4"));
 
     let bad = dir.0.join("bad.toml");
-    std::fs::write(
-        &bad,
-        "[model]\nregion-tag = \"\"\n[tcp]\nmax-line-bytes = 1\n",
-    )
-    .unwrap();
-    let out = Command::new(augur_binary())
-        .args(["check-config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    std::fs::write(&bad, "[model]\nregion-tag = \"\"\n[tcp]\nmax-line-bytes = 1\n").unwrap();
+    let out = Command::new(augur_binary()).args(["check-config"]).arg(&bad).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        stderr.contains("model.region-tag") && stderr.contains("tcp.max-line-bytes"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("model.region-tag") && stderr.contains("tcp.max-line-bytes"), "{stderr}");
 
     let unknown = dir.0.join("unknown.toml");
     std::fs::write(&unknown, "[http]\nadress = \"x\"\n").unwrap();
-    let out = Command::new(augur_binary())
-        .args(["check-config"])
-        .arg(&unknown)
-        .output()
-        .unwrap();
+    let out = Command::new(augur_binary()).args(["check-config"]).arg(&unknown).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("adress"));
 }
 
 #[test]
 fn demo_runs_and_reports_regions_and_partitions() {
-    let out = Command::new(augur_binary())
-        .args(["demo", "--duration", "1s"])
-        .output()
-        .unwrap();
+    let out = Command::new(augur_binary()).args(["demo", "--duration", "1s"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("Ingested per region"), "{stdout}");
     assert!(stdout.contains("eu-west-1"), "{stdout}");
     assert!(stdout.contains("Ingested per partition"), "{stdout}");

@@ -38,9 +38,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("./augur-data"),
-        }
+        Self { data_dir: PathBuf::from("./augur-data") }
     }
 }
 
@@ -57,10 +55,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self {
-            threads: 0,
-            tick: Duration::from_millis(10),
-        }
+        Self { threads: 0, tick: Duration::from_millis(10) }
     }
 }
 
@@ -105,16 +100,11 @@ impl Config {
     ///
     /// # Errors
     /// When the file cannot be read or does not match the schema.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let (mut table, origin) = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
                 let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
                     origin: format!(" in {}", path.display()),
                     message: e.to_string(),
@@ -132,9 +122,7 @@ impl Config {
             };
             let (section, key) = (env_key(section), env_key(key));
             let value = parse_env_value(&value);
-            let entry = table
-                .entry(section.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             match entry {
                 toml::Value::Table(section_table) => {
                     section_table.insert(key, value);
@@ -142,19 +130,14 @@ impl Config {
                 _ => {
                     return Err(ConfigError::Parse {
                         origin: origin.clone(),
-                        message: format!(
-                            "`{section}` is not a section, so {name} cannot set a key in it"
-                        ),
+                        message: format!("`{section}` is not a section, so {name} cannot set a key in it"),
                     })
                 }
             }
         }
         toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
-                origin,
-                message: e.to_string(),
-            })
+            .map_err(|e: toml::de::Error| ConfigError::Parse { origin, message: e.to_string() })
     }
 
     /// Every problem of this configuration at once.
@@ -162,19 +145,12 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] listing each problem with its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems =
-            augur_ingest::config::validate(&self.model, &self.router, &self.http, &self.tcp);
+        let mut problems = augur_ingest::config::validate(&self.model, &self.router, &self.http, &self.tcp);
         if self.engine.threads > 1024 {
-            problems.push(format!(
-                "engine.threads = {} is over the limit of 1024",
-                self.engine.threads
-            ));
+            problems.push(format!("engine.threads = {} is over the limit of 1024", self.engine.threads));
         }
         if self.engine.tick.is_zero() || self.engine.tick > Duration::from_secs(1) {
-            problems.push(format!(
-                "engine.tick = {:?} must be above 0 and at most 1s",
-                self.engine.tick
-            ));
+            problems.push(format!("engine.tick = {:?} must be above 0 and at most 1s", self.engine.tick));
         }
         if self.server.data_dir.as_os_str().is_empty() {
             problems.push("server.data-dir must not be empty".into());
@@ -206,10 +182,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -225,18 +198,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("augur-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("augur.toml");
-        std::fs::write(
-            &file,
-            "[router]\npartitions = 3\n[http]\naddr = \"127.0.0.1:9000\"\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "[router]\npartitions = 3\n[http]\naddr = \"127.0.0.1:9000\"\n").unwrap();
         let config = Config::load(
             Some(&file),
-            env(&[
-                ("AUGUR_ROUTER__PARTITIONS", "5"),
-                ("AUGUR_TCP__IDLE_TIMEOUT", "250ms"),
-                ("UNRELATED", "x"),
-            ]),
+            env(&[("AUGUR_ROUTER__PARTITIONS", "5"), ("AUGUR_TCP__IDLE_TIMEOUT", "250ms"), ("UNRELATED", "x")]),
         )
         .unwrap();
         assert_eq!(config.router.partitions, 5);
@@ -256,9 +221,7 @@ mod tests {
         config.model.region_tag.clear();
         config.http.max_body_bytes = 1;
         config.engine.tick = Duration::ZERO;
-        let Err(ConfigError::Invalid(problems)) = config.validate() else {
-            panic!("expected invalid")
-        };
+        let Err(ConfigError::Invalid(problems)) = config.validate() else { panic!("expected invalid") };
         assert_eq!(problems.len(), 3, "{problems:?}");
     }
 }

@@ -20,12 +20,9 @@ use crate::server::Server;
 /// # Errors
 /// When the engine cannot start or the load cannot reach it.
 pub async fn run(duration: Duration) -> anyhow::Result<()> {
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut config = Config::default();
-    config.server.data_dir =
-        std::env::temp_dir().join(format!("augur-demo-{stamp}-{}", std::process::id()));
+    config.server.data_dir = std::env::temp_dir().join(format!("augur-demo-{stamp}-{}", std::process::id()));
     config.http.addr = ([127, 0, 0, 1], 0).into();
     config.tcp.addr = ([127, 0, 0, 1], 0).into();
     std::fs::create_dir_all(&config.server.data_dir)
@@ -73,10 +70,7 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
                 let points = live.points.load(Ordering::Relaxed);
                 let secs = started.elapsed().as_secs_f64();
                 bar.set_position(started.elapsed().as_millis() as u64);
-                bar.set_message(format!(
-                    "{points} points acknowledged, {:.0} points/s",
-                    points as f64 / secs
-                ));
+                bar.set_message(format!("{points} points acknowledged, {:.0} points/s", points as f64 / secs));
             }
         }
     });
@@ -87,14 +81,9 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     report.print(false);
     println!();
 
-    println!(
-        "Strict by design: a body with one bad line keeps the good line and names the bad one:"
-    );
+    println!("Strict by design: a body with one bad line keeps the good line and names the bad one:");
     let body = "cpu,host=demo,region=eu-west-1 usage_user=12.5\ncpu,host=demo,region=eu-west-1 usage_user=12.5.1\n";
-    println!(
-        "  POST /api/v2/write\n    {}",
-        body.trim_end().replace('\n', "\n    ")
-    );
+    println!("  POST /api/v2/write\n    {}", body.trim_end().replace('\n', "\n    "));
     let reply = post(server.http_addr(), "/api/v2/write", body).await?;
     println!("  -> {reply}");
     println!();
@@ -142,12 +131,7 @@ async fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> anyhow::Res
     stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    let status = response
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim_start_matches("HTTP/1.1 ")
-        .to_owned();
+    let status = response.lines().next().unwrap_or("").trim_start_matches("HTTP/1.1 ").to_owned();
     let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
     Ok(format!("{status} {body}"))
 }

@@ -148,14 +148,8 @@ impl Report {
             "  acknowledged: {} points, {} field values ({} requests, {} errors)",
             self.points_total, self.values_total, self.requests, self.errors
         );
-        println!(
-            "  throughput:   {:.0} points/s, {:.0} field values/s",
-            self.points_per_s, self.values_per_s
-        );
-        println!(
-            "  ack latency:  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            self.p50_ms, self.p99_ms, self.max_ms
-        );
+        println!("  throughput:   {:.0} points/s, {:.0} field values/s", self.points_per_s, self.values_per_s);
+        println!("  ack latency:  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", self.p50_ms, self.p99_ms, self.max_ms);
         if json {
             let mut stdout = std::io::stdout().lock();
             let _ = serde_json::to_writer(&mut stdout, self);
@@ -171,11 +165,8 @@ struct Target {
 }
 
 async fn resolve(options: &LoadgenOptions) -> anyhow::Result<Target> {
-    let rest = options
-        .url
-        .strip_prefix("http://")
-        .or_else(|| options.url.strip_prefix("tcp://"))
-        .unwrap_or(&options.url);
+    let rest =
+        options.url.strip_prefix("http://").or_else(|| options.url.strip_prefix("tcp://")).unwrap_or(&options.url);
     if options.url.starts_with("https://") {
         bail!("--url {}: https is not supported; use http://", options.url);
     }
@@ -185,12 +176,7 @@ async fn resolve(options: &LoadgenOptions) -> anyhow::Result<Target> {
     };
     let addr = tokio::net::lookup_host(authority)
         .await
-        .with_context(|| {
-            format!(
-                "--url {}: cannot resolve `{authority}` (expected HOST:PORT)",
-                options.url
-            )
-        })?
+        .with_context(|| format!("--url {}: cannot resolve `{authority}` (expected HOST:PORT)", options.url))?
         .next()
         .with_context(|| format!("--url {}: `{authority}` has no address", options.url))?;
     let path = if path.is_empty() || path == "/" {
@@ -224,9 +210,7 @@ pub async fn run(options: &LoadgenOptions, live: Arc<Live>) -> anyhow::Result<Re
     }
     let target = Arc::new(resolve(options).await?);
     // Fail fast when nothing listens, instead of counting a run of errors.
-    connect(options, &target)
-        .await
-        .with_context(|| format!("cannot connect to {}", target.addr))?;
+    connect(options, &target).await.with_context(|| format!("cannot connect to {}", target.addr))?;
 
     let started = Instant::now();
     let deadline = started + options.duration;
@@ -251,8 +235,7 @@ pub async fn run(options: &LoadgenOptions, live: Arc<Live>) -> anyhow::Result<Re
         if total.latencies_us.is_empty() {
             return 0.0;
         }
-        let rank = ((p * total.latencies_us.len() as f64).ceil() as usize)
-            .clamp(1, total.latencies_us.len());
+        let rank = ((p * total.latencies_us.len() as f64).ceil() as usize).clamp(1, total.latencies_us.len());
         f64::from(total.latencies_us[rank - 1]) / 1000.0
     };
     Ok(Report {
@@ -293,9 +276,7 @@ async fn drive(
     let values_per_batch = (options.batch * fleet.fields()) as u64;
     let mut pacing = (options.rate > 0).then(|| {
         let per_connection = options.rate as f64 / options.connections as f64;
-        let mut interval = tokio::time::interval(Duration::from_secs_f64(
-            options.batch as f64 / per_connection,
-        ));
+        let mut interval = tokio::time::interval(Duration::from_secs_f64(options.batch as f64 / per_connection));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval
     });
@@ -316,22 +297,16 @@ async fn drive(
             }
             continue;
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let now =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         fleet.batch(options.batch, now, &mut text);
         let body = if options.gzip {
-            let mut encoder = flate2::write::GzEncoder::new(
-                Vec::with_capacity(text.len() / 4),
-                flate2::Compression::fast(),
-            );
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::with_capacity(text.len() / 4), flate2::Compression::fast());
             let _ = encoder.write_all(&text);
             Bytes::from(encoder.finish().unwrap_or_default())
         } else {
-            Bytes::from(std::mem::replace(
-                &mut text,
-                Vec::with_capacity(options.batch * 400),
-            ))
+            Bytes::from(std::mem::replace(&mut text, Vec::with_capacity(options.batch * 400)))
         };
         let sent = Instant::now();
         result.requests += 1;
@@ -341,8 +316,7 @@ async fn drive(
                 result.latencies_us.push(micros);
                 result.points += options.batch as u64;
                 result.values += values_per_batch;
-                live.points
-                    .fetch_add(options.batch as u64, Ordering::Relaxed);
+                live.points.fetch_add(options.batch as u64, Ordering::Relaxed);
             }
             Ok(Ack::Refused(_)) => {
                 result.errors += 1;

@@ -97,10 +97,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let config = Config::load(Some(&file), std::env::vars())?;
             config.validate()?;
             println!("{} is valid. Effective configuration:\n", file.display());
-            print!(
-                "{}",
-                toml::to_string(&config).context("rendering the configuration")?
-            );
+            print!("{}", toml::to_string(&config).context("rendering the configuration")?);
             Ok(())
         }
     }
@@ -129,11 +126,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating the data dir {}", config.server.data_dir.display()))?;
     let server = Server::start(&config).await?;
     // Tests and scripts read the bound addresses (port 0 picks free ones) from this line.
-    println!(
-        "augur listening http={} tcp={}",
-        server.http_addr(),
-        server.tcp_addr()
-    );
+    println!("augur listening http={} tcp={}", server.http_addr(), server.tcp_addr());
     wait_for_stop_signal().await?;
     info!("Stop signal received; draining.");
     server.shutdown().await?;
@@ -160,8 +153,5 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

@@ -39,10 +39,7 @@ pub struct PipelineStats {
 impl PipelineStats {
     /// A copy of the latest totals, one entry per partition.
     pub fn snapshot(&self) -> Vec<PartitionTotals> {
-        self.partitions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.partitions.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
@@ -116,49 +113,30 @@ impl Pipelines {
     ///
     /// # Errors
     /// When the thread pool or the driver thread cannot be created.
-    pub fn start(
-        receivers: Vec<PartitionReceiver>,
-        threads: usize,
-        tick: Duration,
-    ) -> std::io::Result<Self> {
+    pub fn start(receivers: Vec<PartitionReceiver>, threads: usize, tick: Duration) -> std::io::Result<Self> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("augur-pipeline-{i}"))
             .build()
             .map_err(std::io::Error::other)?;
-        let stats = Arc::new(PipelineStats {
-            partitions: Mutex::new(vec![PartitionTotals::default(); receivers.len()]),
-        });
+        let stats =
+            Arc::new(PipelineStats { partitions: Mutex::new(vec![PartitionTotals::default(); receivers.len()]) });
         let mut tasks: Vec<PartitionTask> = receivers
             .into_iter()
-            .map(|receiver| PartitionTask {
-                receiver,
-                totals: PartitionTotals::default(),
-                disconnected: false,
-            })
+            .map(|receiver| PartitionTask { receiver, totals: PartitionTotals::default(), disconnected: false })
             .collect();
         let published = stats.clone();
-        let driver = std::thread::Builder::new()
-            .name("augur-pipelines".into())
-            .spawn(move || loop {
-                let found = pool.install(|| {
-                    tasks
-                        .par_iter_mut()
-                        .map(PartitionTask::drain)
-                        .reduce(|| false, |a, b| a || b)
-                });
-                *published
-                    .partitions
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) =
-                    tasks.iter().map(|t| t.totals.clone()).collect();
-                if tasks.iter().all(|t| t.disconnected) {
-                    return;
-                }
-                if !found {
-                    std::thread::sleep(tick);
-                }
-            })?;
+        let driver = std::thread::Builder::new().name("augur-pipelines".into()).spawn(move || loop {
+            let found = pool.install(|| tasks.par_iter_mut().map(PartitionTask::drain).reduce(|| false, |a, b| a || b));
+            *published.partitions.lock().unwrap_or_else(PoisonError::into_inner) =
+                tasks.iter().map(|t| t.totals.clone()).collect();
+            if tasks.iter().all(|t| t.disconnected) {
+                return;
+            }
+            if !found {
+                std::thread::sleep(tick);
+            }
+        })?;
         Ok(Self { driver, stats })
     }
 

@@ -58,17 +58,13 @@ impl Server {
         let threads = config.engine.resolved_threads();
         let (router, receivers) = Router::new(partitions, config.router.queue_capacity_bytes);
         let router = Arc::new(router);
-        let pipelines = Pipelines::start(receivers, threads, config.engine.tick)
-            .context("starting the pipelines")?;
+        let pipelines = Pipelines::start(receivers, threads, config.engine.tick).context("starting the pipelines")?;
         let ingest_pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("augur-ingest-{i}"))
             .build()
             .context("starting the ingest pool")?;
-        let regions = RegionRule {
-            tag: config.model.region_tag.clone(),
-            default: config.model.default_region.clone(),
-        };
+        let regions = RegionRule { tag: config.model.region_tag.clone(), default: config.model.default_region.clone() };
         let writer = Writer::new(router, regions, Arc::new(ingest_pool));
 
         let http = TcpListener::bind(config.http.addr)
@@ -80,36 +76,23 @@ impl Server {
         let (http_addr, tcp_addr) = (http.local_addr()?, tcp.local_addr()?);
 
         let (trigger, shutdown) = shutdown_channel();
-        let app = augur_ingest::http::routes(HttpState::new(writer.clone(), config.http.clone()))
-            .route(
-                "/metrics",
-                get({
-                    let (writer, stats) = (writer.clone(), pipelines.stats().clone());
-                    move || async move { metrics::render(&writer, &stats) }
-                }),
-            );
+        let app = augur_ingest::http::routes(HttpState::new(writer.clone(), config.http.clone())).route(
+            "/metrics",
+            get({
+                let (writer, stats) = (writer.clone(), pipelines.stats().clone());
+                move || async move { metrics::render(&writer, &stats) }
+            }),
+        );
         let http_config = config.http.clone();
         let listeners = vec![
             tokio::spawn({
                 let shutdown = shutdown.clone();
                 async move { augur_ingest::http::serve(http, app, &http_config, shutdown).await }
             }),
-            tokio::spawn(augur_ingest::tcp::serve(
-                tcp,
-                writer.clone(),
-                config.tcp.clone(),
-                shutdown,
-            )),
+            tokio::spawn(augur_ingest::tcp::serve(tcp, writer.clone(), config.tcp.clone(), shutdown)),
         ];
         info!(%http_addr, %tcp_addr, partitions, threads, "Augur is listening.");
-        Ok(Self {
-            http_addr,
-            tcp_addr,
-            trigger,
-            listeners,
-            pipelines,
-            writer,
-        })
+        Ok(Self { http_addr, tcp_addr, trigger, listeners, pipelines, writer })
     }
 
     /// The bound HTTP address (useful with port 0).
@@ -149,9 +132,7 @@ impl Server {
             .map(|s| RouterTotals {
                 points_in: s.points_in.load(std::sync::atomic::Ordering::Relaxed),
                 batches_in: s.batches_in.load(std::sync::atomic::Ordering::Relaxed),
-                batches_rejected: s
-                    .batches_rejected
-                    .load(std::sync::atomic::Ordering::Relaxed),
+                batches_rejected: s.batches_rejected.load(std::sync::atomic::Ordering::Relaxed),
             })
             .collect();
         // The listeners are gone; dropping the last writer drops the router's senders, so the
@@ -161,9 +142,6 @@ impl Server {
         let pipelines = self.pipelines;
         tokio::task::spawn_blocking(move || pipelines.join()).await?;
         info!("Augur stopped.");
-        Ok(Summary {
-            partitions: stats.snapshot(),
-            router,
-        })
+        Ok(Summary { partitions: stats.snapshot(), router })
     }
 }

@@ -82,12 +82,7 @@ impl PointBatch {
     }
 
     /// Appends a parsed line as one point.
-    pub fn push_line(
-        &mut self,
-        line: &ParsedLine<'_, '_>,
-        series_id: SeriesId,
-        regions: &RegionRule,
-    ) {
+    pub fn push_line(&mut self, line: &ParsedLine<'_, '_>, series_id: SeriesId, regions: &RegionRule) {
         let measurement = self.push_text(|out| line.measurement.unescape_name_into(out));
         let mut region = None;
         for (key, value) in line.tags {
@@ -129,10 +124,7 @@ impl PointBatch {
     fn push_text(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Span {
         let start = to_u32(self.text.len());
         write(&mut self.text);
-        Span {
-            start,
-            end: to_u32(self.text.len()),
-        }
+        Span { start, end: to_u32(self.text.len()) }
     }
 
     fn str(&self, span: Span) -> &str {
@@ -143,9 +135,7 @@ impl PointBatch {
     }
 
     fn range(&self, index: usize, end_of: impl Fn(&Entry) -> u32) -> Range<usize> {
-        let start = index
-            .checked_sub(1)
-            .map_or(0, |prev| end_of(&self.entries[prev]));
+        let start = index.checked_sub(1).map_or(0, |prev| end_of(&self.entries[prev]));
         start as usize..end_of(&self.entries[index]) as usize
     }
 }
@@ -191,9 +181,7 @@ impl<'b> PointView<'b> {
     /// Tags, sorted by key.
     pub fn tags(&self) -> impl ExactSizeIterator<Item = (&'b str, &'b str)> + 'b {
         let batch = self.batch;
-        batch.tags[batch.range(self.index, |e| e.tags_end)]
-            .iter()
-            .map(move |&(k, v)| (batch.str(k), batch.str(v)))
+        batch.tags[batch.range(self.index, |e| e.tags_end)].iter().map(move |&(k, v)| (batch.str(k), batch.str(v)))
     }
 
     /// Fields, in input order.
@@ -208,14 +196,8 @@ impl<'b> PointView<'b> {
     pub fn to_point(&self) -> Point {
         Point {
             measurement: self.measurement().to_owned(),
-            tags: self
-                .tags()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            fields: self
-                .fields()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
+            tags: self.tags().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            fields: self.fields().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
             time: self.time(),
         }
     }

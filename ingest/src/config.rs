@@ -21,10 +21,7 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self {
-            region_tag: "region".into(),
-            default_region: "default".into(),
-        }
+        Self { region_tag: "region".into(), default_region: "default".into() }
     }
 }
 
@@ -40,10 +37,7 @@ pub struct RouterConfig {
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        Self {
-            partitions: 0,
-            queue_capacity_bytes: 64 << 20,
-        }
+        Self { partitions: 0, queue_capacity_bytes: 64 << 20 }
     }
 }
 
@@ -119,46 +113,23 @@ impl Default for TcpConfig {
 }
 
 /// Reports every problem of the ingest configuration, each prefixed with its key.
-pub fn validate(
-    model: &ModelConfig,
-    router: &RouterConfig,
-    http: &HttpConfig,
-    tcp: &TcpConfig,
-) -> Vec<String> {
+pub fn validate(model: &ModelConfig, router: &RouterConfig, http: &HttpConfig, tcp: &TcpConfig) -> Vec<String> {
     let mut problems = Vec::new();
     let mut check = |ok: bool, problem: String| {
         if !ok {
             problems.push(problem);
         }
     };
-    check(
-        !model.region_tag.is_empty(),
-        "model.region-tag must not be empty".into(),
-    );
-    check(
-        !model.default_region.is_empty(),
-        "model.default-region must not be empty".into(),
-    );
-    check(
-        router.partitions <= 4096,
-        format!(
-            "router.partitions = {} is over the limit of 4096",
-            router.partitions
-        ),
-    );
+    check(!model.region_tag.is_empty(), "model.region-tag must not be empty".into());
+    check(!model.default_region.is_empty(), "model.default-region must not be empty".into());
+    check(router.partitions <= 4096, format!("router.partitions = {} is over the limit of 4096", router.partitions));
     check(
         router.queue_capacity_bytes >= 1 << 20,
-        format!(
-            "router.queue-capacity-bytes = {} is under the minimum of 1 MiB",
-            router.queue_capacity_bytes
-        ),
+        format!("router.queue-capacity-bytes = {} is under the minimum of 1 MiB", router.queue_capacity_bytes),
     );
     check(
         (1024..=MAX_BODY_LIMIT).contains(&http.max_body_bytes),
-        format!(
-            "http.max-body-bytes = {} must be between 1 KiB and 1 GiB",
-            http.max_body_bytes
-        ),
+        format!("http.max-body-bytes = {} must be between 1 KiB and 1 GiB", http.max_body_bytes),
     );
     check(
         http.max_inflight_bytes >= 2 * http.max_body_bytes,
@@ -167,28 +138,16 @@ pub fn validate(
             http.max_inflight_bytes, http.max_body_bytes
         ),
     );
-    check(
-        http.max_connections > 0,
-        "http.max-connections must be at least 1".into(),
-    );
-    check(
-        tcp.max_connections > 0,
-        "tcp.max-connections must be at least 1".into(),
-    );
+    check(http.max_connections > 0, "http.max-connections must be at least 1".into());
+    check(tcp.max_connections > 0, "tcp.max-connections must be at least 1".into());
     check(
         !http.header_read_timeout.is_zero() && !http.body_read_timeout.is_zero(),
         "http.header-read-timeout and http.body-read-timeout must be above 0".into(),
     );
-    check(
-        !tcp.idle_timeout.is_zero(),
-        "tcp.idle-timeout must be above 0".into(),
-    );
+    check(!tcp.idle_timeout.is_zero(), "tcp.idle-timeout must be above 0".into());
     check(
         (256..=MAX_BODY_LIMIT as usize).contains(&tcp.max_line_bytes),
-        format!(
-            "tcp.max-line-bytes = {} must be between 256 bytes and 1 GiB",
-            tcp.max_line_bytes
-        ),
+        format!("tcp.max-line-bytes = {} must be between 256 bytes and 1 GiB", tcp.max_line_bytes),
     );
     problems
 }

@@ -89,9 +89,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout);
+        builder.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout);
         let mut shutdown = shutdown.clone();
         tasks.spawn(async move {
             let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -119,8 +117,6 @@ pub async fn serve(
 fn is_per_connection(error: &io::Error) -> bool {
     matches!(
         error.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
     ) || error.raw_os_error() == Some(24) // EMFILE: too many open files; recovers as others close
 }

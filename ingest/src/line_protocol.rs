@@ -59,7 +59,9 @@ pub enum Reason {
     UnterminatedString,
     #[error("unexpected `{0}` after a string field value")]
     AfterString(char),
-    #[error("invalid field value `{0}`: expected a float, an integer (42i), an unsigned (42u), a boolean or a \"string\"")]
+    #[error(
+        "invalid field value `{0}`: expected a float, an integer (42i), an unsigned (42u), a boolean or a \"string\""
+    )]
     InvalidValue(String),
     #[error("NaN and infinity cannot be written as field values")]
     NotFinite,
@@ -185,16 +187,8 @@ impl ParsedLine<'_, '_> {
         };
         Point {
             measurement: text(&self.measurement, false),
-            tags: self
-                .tags
-                .iter()
-                .map(|(k, v)| (text(k, false), text(v, false)))
-                .collect(),
-            fields: self
-                .fields
-                .iter()
-                .map(|(k, v)| (text(k, false), (*v).map_string(|s| text(&s, true))))
-                .collect(),
+            tags: self.tags.iter().map(|(k, v)| (text(k, false), text(v, false))).collect(),
+            fields: self.fields.iter().map(|(k, v)| (text(k, false), (*v).map_string(|s| text(&s, true)))).collect(),
             time: self.time,
         }
     }
@@ -246,8 +240,7 @@ impl<'a> Parser<'a> {
                 return None;
             }
             let start = self.pos;
-            let end =
-                memchr::memchr(b'\n', &self.body[start..]).map_or(self.body.len(), |n| start + n);
+            let end = memchr::memchr(b'\n', &self.body[start..]).map_or(self.body.len(), |n| start + n);
             self.pos = end + 1;
             self.line += 1;
             let mut line = &self.body[start..end];
@@ -270,8 +263,9 @@ impl<'a> Parser<'a> {
                 scan::scan_line(line, first, &mut self.tags, &mut self.fields)
                     .and_then(|scanned| {
                         let time = match scanned.timestamp {
-                            Some((column, raw)) => number::parse_timestamp(raw, self.precision)
-                                .map_err(|reason| (column, reason))?,
+                            Some((column, raw)) => {
+                                number::parse_timestamp(raw, self.precision).map_err(|reason| (column, reason))?
+                            }
                             None => self.default_time,
                         };
                         Ok(ParsedLine {
@@ -283,11 +277,7 @@ impl<'a> Parser<'a> {
                             canonical_series: scanned.canonical_series,
                         })
                     })
-                    .map_err(|(column, reason)| LineError {
-                        line: number,
-                        column: column + 1,
-                        reason,
-                    }),
+                    .map_err(|(column, reason)| LineError { line: number, column: column + 1, reason }),
             );
         }
     }
@@ -308,21 +298,13 @@ impl<'a> Parser<'a> {
     }
 
     fn error(&self, column: usize, reason: Reason) -> LineError {
-        LineError {
-            line: self.line,
-            column: column + 1,
-            reason,
-        }
+        LineError { line: self.line, column: column + 1, reason }
     }
 }
 
 /// Parses a whole body into owned points and errors. Convenient for tests and tools; the ingest
 /// path uses [`Parser`] directly to avoid the copies.
-pub fn parse_points(
-    body: &[u8],
-    precision: Precision,
-    default_time: i64,
-) -> (Vec<Point>, Vec<LineError>) {
+pub fn parse_points(body: &[u8], precision: Precision, default_time: i64) -> (Vec<Point>, Vec<LineError>) {
     let mut parser = Parser::new(body, precision, default_time, 1);
     let (mut points, mut errors) = (Vec::new(), Vec::new());
     while let Some(result) = parser.next() {

@@ -52,9 +52,7 @@ pub struct PartitionStats {
 #[derive(Debug, thiserror::Error)]
 pub enum Rejected {
     /// A partition's queue is full: retry later.
-    #[error(
-        "partition {partition} is full ({queued_bytes} bytes queued, capacity {capacity} bytes)"
-    )]
+    #[error("partition {partition} is full ({queued_bytes} bytes queued, capacity {capacity} bytes)")]
     Full {
         /// The first partition found full.
         partition: usize,
@@ -105,17 +103,9 @@ impl Router {
             let shared = Arc::new(PartitionStats::default());
             senders.push(tx);
             stats.push(shared.clone());
-            receivers.push(PartitionReceiver {
-                partition,
-                receiver: rx,
-                stats: shared,
-            });
+            receivers.push(PartitionReceiver { partition, receiver: rx, stats: shared });
         }
-        let router = Self {
-            senders,
-            stats,
-            capacity_bytes,
-        };
+        let router = Self { senders, stats, capacity_bytes };
         (router, receivers)
     }
 
@@ -141,28 +131,17 @@ impl Router {
     /// # Errors
     /// [`Rejected`] when a partition is full or closed; the batches come back untouched so the
     /// caller can retry without parsing again.
-    pub fn admit(
-        &self,
-        batches: Vec<(usize, PointBatch)>,
-    ) -> Result<(), (Rejected, Vec<(usize, PointBatch)>)> {
+    pub fn admit(&self, batches: Vec<(usize, PointBatch)>) -> Result<(), (Rejected, Vec<(usize, PointBatch)>)> {
         for (reserved, (partition, batch)) in batches.iter().enumerate() {
             let bytes = batch.heap_bytes();
             if let Err(queued_bytes) = self.reserve(*partition, bytes) {
                 for (p, b) in &batches[..reserved] {
-                    self.stats[*p]
-                        .queued_bytes
-                        .fetch_sub(b.heap_bytes(), Ordering::AcqRel);
+                    self.stats[*p].queued_bytes.fetch_sub(b.heap_bytes(), Ordering::AcqRel);
                 }
                 let stats = &self.stats[*partition];
                 stats.batches_rejected.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .points_rejected
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                let rejected = Rejected::Full {
-                    partition: *partition,
-                    queued_bytes,
-                    capacity: self.capacity_bytes,
-                };
+                stats.points_rejected.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let rejected = Rejected::Full { partition: *partition, queued_bytes, capacity: self.capacity_bytes };
                 return Err((rejected, batches));
             }
         }
@@ -193,12 +172,7 @@ impl Router {
             if current > 0 && current + bytes > self.capacity_bytes {
                 return Err(current);
             }
-            match queued.compare_exchange_weak(
-                current,
-                current + bytes,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            match queued.compare_exchange_weak(current, current + bytes, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Ok(()),
                 Err(actual) => current = actual,
             }
@@ -230,12 +204,8 @@ impl PartitionReceiver {
     }
 
     fn release(&self, batch: &PointBatch) {
-        self.stats
-            .queued_bytes
-            .fetch_sub(batch.heap_bytes(), Ordering::AcqRel);
-        self.stats
-            .queued_points
-            .fetch_sub(batch.len(), Ordering::AcqRel);
+        self.stats.queued_bytes.fetch_sub(batch.heap_bytes(), Ordering::AcqRel);
+        self.stats.queued_points.fetch_sub(batch.len(), Ordering::AcqRel);
     }
 }
 
@@ -250,10 +220,7 @@ mod tests {
     use crate::series::SeriesHasher;
 
     fn batch(lines: &str) -> PointBatch {
-        let regions = RegionRule {
-            tag: "region".into(),
-            default: "default".into(),
-        };
+        let regions = RegionRule { tag: "region".into(), default: "default".into() };
         let mut parser = Parser::new(lines.as_bytes(), Precision::Nanoseconds, 0, 1);
         let mut batch = PointBatch::new();
         while let Some(line) = parser.next() {
@@ -292,40 +259,19 @@ mod tests {
         // Fill partition 1 so that a small batch no longer fits.
         let mut filler = batch("m v=1\n");
         filler.push_line(
-            &Parser::new(b"m v=2", Precision::Nanoseconds, 0, 1)
-                .next()
-                .unwrap()
-                .unwrap(),
+            &Parser::new(b"m v=2", Precision::Nanoseconds, 0, 1).next().unwrap().unwrap(),
             1,
-            &RegionRule {
-                tag: "region".into(),
-                default: "d".into(),
-            },
+            &RegionRule { tag: "region".into(), default: "d".into() },
         );
         router.admit(vec![(1, filler)]).unwrap();
-        router.stats[1]
-            .queued_bytes
-            .store(big_bytes, Ordering::SeqCst);
+        router.stats[1].queued_bytes.store(big_bytes, Ordering::SeqCst);
 
-        let request = vec![
-            (0, batch("m,region=a v=1\n")),
-            (1, batch("m,region=b v=1\n")),
-        ];
+        let request = vec![(0, batch("m,region=a v=1\n")), (1, batch("m,region=b v=1\n"))];
         let (rejected, back) = router.admit(request).unwrap_err();
-        assert!(
-            matches!(rejected, Rejected::Full { partition: 1, .. }),
-            "{rejected}"
-        );
+        assert!(matches!(rejected, Rejected::Full { partition: 1, .. }), "{rejected}");
         assert_eq!(back.len(), 2, "the batches come back for a retry");
-        assert!(
-            receivers[0].try_recv().is_none(),
-            "nothing of the request reached partition 0"
-        );
-        assert_eq!(
-            router.stats[0].queued_bytes.load(Ordering::SeqCst),
-            0,
-            "its reservation was released"
-        );
+        assert!(receivers[0].try_recv().is_none(), "nothing of the request reached partition 0");
+        assert_eq!(router.stats[0].queued_bytes.load(Ordering::SeqCst), 0, "its reservation was released");
         assert_eq!(router.stats[1].batches_rejected.load(Ordering::SeqCst), 1);
 
         // Once partition 1 drains, the same batches are admitted.
@@ -350,23 +296,11 @@ mod tests {
     #[test]
     fn batches_keep_points_regions_and_text() {
         let b = batch("cpu,region=eu-west,host=a v=1.5,s=\"x y\" 10\nmem used=3i 20\n");
-        let points: Vec<_> = b
-            .iter()
-            .map(|p| (p.region().to_owned(), p.to_point()))
-            .collect();
+        let points: Vec<_> = b.iter().map(|p| (p.region().to_owned(), p.to_point())).collect();
         assert_eq!(points[0].0, "eu-west");
         assert_eq!(points[1].0, "default");
-        assert_eq!(
-            points[0].1.tags,
-            vec![
-                ("host".into(), "a".into()),
-                ("region".into(), "eu-west".into())
-            ]
-        );
-        assert_eq!(
-            points[0].1.fields[1],
-            ("s".into(), crate::FieldValue::String("x y".into()))
-        );
+        assert_eq!(points[0].1.tags, vec![("host".into(), "a".into()), ("region".into(), "eu-west".into())]);
+        assert_eq!(points[0].1.fields[1], ("s".into(), crate::FieldValue::String("x y".into())));
         assert_eq!(points[1].1.time, 20);
         assert_eq!(b.value_count(), 3);
     }

@@ -59,18 +59,11 @@ impl SeriesHasher {
         series_id(&self.key)
     }
 
-    fn canonical_name(
-        &mut self,
-        name: crate::line_protocol::Escaped<'_>,
-        escape: fn(&str, &mut Vec<u8>),
-    ) {
+    fn canonical_name(&mut self, name: crate::line_protocol::Escaped<'_>, escape: fn(&str, &mut Vec<u8>)) {
         self.name.clear();
         name.unescape_name_into(&mut self.name);
         // The parser validated the line as UTF-8 and unescaping only removes ASCII backslashes.
-        escape(
-            std::str::from_utf8(&self.name).unwrap_or_default(),
-            &mut self.key,
-        );
+        escape(std::str::from_utf8(&self.name).unwrap_or_default(), &mut self.key);
     }
 }
 
@@ -98,10 +91,7 @@ mod tests {
     fn order_and_escaping_do_not_change_the_id() {
         let canonical = id_of_line("cpu,host=a,region=eu v=1");
         assert_eq!(id_of_line("cpu,region=eu,host=a v=2 5"), canonical);
-        assert_eq!(
-            id_of_line(r"c\pu,host=a v=1"),
-            id_of_line(r"c\\pu,host=a v=1")
-        );
+        assert_eq!(id_of_line(r"c\pu,host=a v=1"), id_of_line(r"c\\pu,host=a v=1"));
         let mut key = Vec::new();
         canonical_key_into("my cpu", [("a,b", "c=d")], &mut key);
         assert_eq!(key, br"my\ cpu,a\,b=c\=d");

@@ -32,12 +32,7 @@ const MAX_BACKOFF: Duration = Duration::from_millis(100);
 ///
 /// # Errors
 /// Only if accepting fails in a way that is not about one connection.
-pub async fn serve(
-    listener: TcpListener,
-    writer: Writer,
-    config: TcpConfig,
-    mut shutdown: Shutdown,
-) -> io::Result<()> {
+pub async fn serve(listener: TcpListener, writer: Writer, config: TcpConfig, mut shutdown: Shutdown) -> io::Result<()> {
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let config = Arc::new(config);
     let mut tasks = tokio::task::JoinSet::new();
@@ -87,15 +82,7 @@ struct Connection {
 
 impl Connection {
     fn new(writer: Writer, config: Arc<TcpConfig>, peer: String) -> Self {
-        Self {
-            writer,
-            config,
-            peer,
-            next_line: 1,
-            bad_lines: 0,
-            unlogged_bad_lines: 0,
-            last_log: None,
-        }
+        Self { writer, config, peer, next_line: 1, bad_lines: 0, unlogged_bad_lines: 0, last_log: None }
     }
 
     async fn run(mut self, mut stream: TcpStream, mut shutdown: Shutdown) -> io::Result<()> {
@@ -150,10 +137,7 @@ impl Connection {
                     column: 1,
                     reason: Reason::LineTooLong(self.config.max_line_bytes),
                 };
-                self.writer
-                    .stats()
-                    .lines_invalid
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.writer.stats().lines_invalid.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.report(1, Some(&error));
                 buf.clear();
                 skipping = true;
@@ -168,15 +152,12 @@ impl Connection {
     /// Parses and admits complete lines, waiting while partitions are full. `false` when the engine
     /// is shutting down and nothing more can be taken.
     async fn ingest(&mut self, lines: bytes::Bytes) -> bool {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let now =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         let first_line = self.next_line;
         let writer = self.writer.clone();
-        let mut parsed: ParsedBody = self
-            .writer
-            .run_cpu(move || writer.parse(&lines, Precision::Nanoseconds, now, first_line))
-            .await;
+        let mut parsed: ParsedBody =
+            self.writer.run_cpu(move || writer.parse(&lines, Precision::Nanoseconds, now, first_line)).await;
         self.next_line = parsed.last_line + 1;
         if parsed.error_count > 0 {
             self.report(parsed.error_count, parsed.errors.first());
@@ -189,7 +170,10 @@ impl Connection {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
-                Err(Rejected::Closed { .. }) => return false,
+                Err(Rejected::Closed { .. }) => {
+                    self.writer.shed(&parsed);
+                    return false;
+                }
             }
         }
     }

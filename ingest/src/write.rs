@@ -71,12 +71,7 @@ pub struct Writer {
 impl Writer {
     /// A writer that routes through `router` and parses on `cpu`.
     pub fn new(router: Arc<Router>, regions: RegionRule, cpu: Arc<rayon::ThreadPool>) -> Self {
-        Self {
-            router,
-            regions: Arc::new(regions),
-            cpu,
-            stats: Arc::default(),
-        }
+        Self { router, regions: Arc::new(regions), cpu, stats: Arc::default() }
     }
 
     /// The router.
@@ -91,16 +86,9 @@ impl Writer {
 
     /// Parses `body` into one batch per partition. Lines without a timestamp get `now` (ns);
     /// `first_line` numbers the first line.
-    pub fn parse(
-        &self,
-        body: &[u8],
-        precision: Precision,
-        now: i64,
-        first_line: usize,
-    ) -> ParsedBody {
+    pub fn parse(&self, body: &[u8], precision: Precision, now: i64, first_line: usize) -> ParsedBody {
         let partitions = self.router.partitions();
-        let mut by_partition: Vec<PointBatch> =
-            (0..partitions).map(|_| PointBatch::new()).collect();
+        let mut by_partition: Vec<PointBatch> = (0..partitions).map(|_| PointBatch::new()).collect();
         let mut out = ParsedBody::default();
         let mut hasher = SeriesHasher::default();
         let mut parser = Parser::new(body, precision, now, first_line);
@@ -115,49 +103,38 @@ impl Writer {
             }
         }
         out.last_line = parser.line();
-        out.batches = by_partition
-            .into_iter()
-            .enumerate()
-            .filter(|(_, b)| !b.is_empty())
-            .collect();
+        out.batches = by_partition.into_iter().enumerate().filter(|(_, b)| !b.is_empty()).collect();
         out.points = out.batches.iter().map(|(_, b)| b.len()).sum();
         out.values = out.batches.iter().map(|(_, b)| b.value_count()).sum();
-        self.stats
-            .bytes_in
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
-        self.stats
-            .points_parsed
-            .fetch_add(out.points as u64, Ordering::Relaxed);
-        self.stats
-            .lines_invalid
-            .fetch_add(out.error_count as u64, Ordering::Relaxed);
+        self.stats.bytes_in.fetch_add(body.len() as u64, Ordering::Relaxed);
+        self.stats.points_parsed.fetch_add(out.points as u64, Ordering::Relaxed);
+        self.stats.lines_invalid.fetch_add(out.error_count as u64, Ordering::Relaxed);
         out
     }
 
-    /// Admits the batches of `parsed` all together or none of them, counting the outcome.
+    /// Admits the batches of `parsed` all together or none of them, counting them if admitted.
     ///
     /// # Errors
-    /// [`Rejected`] with the batches handed back, so a caller may retry without parsing again.
+    /// [`Rejected`] with the batches handed back into `parsed`, so a caller may retry without
+    /// parsing again, or give up and call [`Writer::shed`].
     pub fn admit(&self, parsed: &mut ParsedBody) -> Result<(), Rejected> {
         let batches = std::mem::take(&mut parsed.batches);
         match self.router.admit(batches) {
             Ok(()) => {
-                self.stats
-                    .points_accepted
-                    .fetch_add(parsed.points as u64, Ordering::Relaxed);
-                self.stats
-                    .values_accepted
-                    .fetch_add(parsed.values as u64, Ordering::Relaxed);
+                self.stats.points_accepted.fetch_add(parsed.points as u64, Ordering::Relaxed);
+                self.stats.values_accepted.fetch_add(parsed.values as u64, Ordering::Relaxed);
                 Ok(())
             }
             Err((rejected, batches)) => {
                 parsed.batches = batches;
-                self.stats
-                    .points_shed
-                    .fetch_add(parsed.points as u64, Ordering::Relaxed);
                 Err(rejected)
             }
         }
+    }
+
+    /// Counts the points of a body that will not be admitted (the client was told to retry).
+    pub fn shed(&self, parsed: &ParsedBody) {
+        self.stats.points_shed.fetch_add(parsed.points as u64, Ordering::Relaxed);
     }
 
     /// Runs CPU work on the ingest pool and awaits its result without blocking the runtime.

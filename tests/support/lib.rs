@@ -13,11 +13,7 @@ use std::time::{Duration, Instant};
 pub fn augur_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/augur
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("augur");
+    let path = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("augur");
     assert!(
         path.exists(),
         "{} is missing: build it with `cargo build -p augur-engine` (scripts/test.sh does)",
@@ -33,11 +29,8 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     /// A new empty directory named after `label`.
     pub fn new(label: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path =
-            std::env::temp_dir().join(format!("augur-test-{label}-{}-{nanos}", std::process::id()));
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let path = std::env::temp_dir().join(format!("augur-test-{label}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&path).expect("create temp dir");
         Self(path)
     }
@@ -66,14 +59,7 @@ impl AugurServer {
     pub fn start(extra: &[&str]) -> Self {
         let data_dir = TempDir::new("serve");
         let mut child = Command::new(augur_binary())
-            .args([
-                "serve",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--tcp-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--tcp-addr", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir.0)
             .args(extra)
             .stdout(Stdio::piped())
@@ -82,9 +68,7 @@ impl AugurServer {
             .expect("spawn augur serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
+        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
         let addr = |key: &str| -> SocketAddr {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(key))
@@ -92,31 +76,20 @@ impl AugurServer {
                 .unwrap_or_else(|| panic!("no {key} address in {line:?}"))
         };
         let (http, tcp) = (addr("http="), addr("tcp="));
-        Self {
-            child,
-            http,
-            tcp,
-            data_dir,
-        }
+        Self { child, http, tcp, data_dir }
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(mut self, within: Duration) -> ExitStatus {
         let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
         assert!(status.success(), "kill -TERM {pid} failed");
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "augur did not exit within {within:?} of SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "augur did not exit within {within:?} of SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -134,9 +107,7 @@ impl Drop for AugurServer {
 /// One HTTP/1.1 request on a fresh connection; returns the status and body.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -146,17 +117,11 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, St
     let mut raw = String::new();
     stream.read_to_string(&mut raw).expect("read response");
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, body.to_owned())
 }
 
 /// The value of an unlabelled metric in a `/metrics` text.
 pub fn metric(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
 }

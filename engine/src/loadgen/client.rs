@@ -45,16 +45,10 @@ impl Sender {
     pub async fn http(addr: SocketAddr, path: &str, gzip: bool) -> std::io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (request, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(std::io::Error::other)?;
+        let (request, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
         tokio::spawn(connection);
-        Ok(Self::Http {
-            request,
-            host: addr.to_string(),
-            path: path.to_owned(),
-            gzip,
-        })
+        Ok(Self::Http { request, host: addr.to_string(), path: path.to_owned(), gzip })
     }
 
     /// Connects over TCP.
@@ -73,38 +67,20 @@ impl Sender {
     /// When the connection fails; the caller reconnects.
     pub async fn send(&mut self, body: Bytes) -> std::io::Result<Ack> {
         match self {
-            Self::Http {
-                request,
-                host,
-                path,
-                gzip,
-            } => {
+            Self::Http { request, host, path, gzip } => {
                 let mut builder = hyper::Request::post(path.as_str())
                     .header(hyper::header::HOST, host.as_str())
                     .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8");
                 if *gzip {
                     builder = builder.header(hyper::header::CONTENT_ENCODING, "gzip");
                 }
-                let req = builder
-                    .body(Full::new(body))
-                    .map_err(std::io::Error::other)?;
+                let req = builder.body(Full::new(body)).map_err(std::io::Error::other)?;
                 request.ready().await.map_err(std::io::Error::other)?;
-                let response = request
-                    .send_request(req)
-                    .await
-                    .map_err(std::io::Error::other)?;
+                let response = request.send_request(req).await.map_err(std::io::Error::other)?;
                 let status = response.status();
                 // Read the body so the connection is ready for the next request.
-                response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(std::io::Error::other)?;
-                Ok(if status.is_success() {
-                    Ack::Stored
-                } else {
-                    Ack::Refused(status.as_u16())
-                })
+                response.into_body().collect().await.map_err(std::io::Error::other)?;
+                Ok(if status.is_success() { Ack::Stored } else { Ack::Refused(status.as_u16()) })
             }
             Self::Tcp(stream) => {
                 stream.write_all(&body).await?;

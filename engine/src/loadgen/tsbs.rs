@@ -116,9 +116,7 @@ fn xorshift(state: &mut u64) -> u64 {
 
 /// The name of region `i`.
 pub fn region_name(i: usize) -> String {
-    REGIONS
-        .get(i)
-        .map_or_else(|| format!("region-{i}"), |r| (*r).to_owned())
+    REGIONS.get(i).map_or_else(|| format!("region-{i}"), |r| (*r).to_owned())
 }
 
 fn push_u64(out: &mut Vec<u8>, mut n: u64) {
@@ -150,24 +148,12 @@ mod tests {
         let (points, errors) = parse_points(&out, Precision::Nanoseconds, 0);
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(points.len(), 50);
-        assert!(points
-            .iter()
-            .all(|p| p.fields.len() == 10 && p.time == 1_700_000_000_000_000_000));
-        let regions: std::collections::BTreeSet<_> = points
-            .iter()
-            .map(|p| {
-                p.tags
-                    .iter()
-                    .find(|(k, _)| k == "region")
-                    .unwrap()
-                    .1
-                    .clone()
-            })
-            .collect();
+        assert!(points.iter().all(|p| p.fields.len() == 10 && p.time == 1_700_000_000_000_000_000));
+        let regions: std::collections::BTreeSet<_> =
+            points.iter().map(|p| p.tags.iter().find(|(k, _)| k == "region").unwrap().1.clone()).collect();
         assert_eq!(regions.len(), 3);
         // Tags are generated in order, so the parser's no-copy fast path applies.
-        let mut parser =
-            augur_ingest::line_protocol::Parser::new(&out, Precision::Nanoseconds, 0, 1);
+        let mut parser = augur_ingest::line_protocol::Parser::new(&out, Precision::Nanoseconds, 0, 1);
         while let Some(line) = parser.next() {
             assert!(line.unwrap().canonical_series.is_some());
         }

@@ -40,10 +40,7 @@ impl Charge {
     fn cover(&mut self, total_bytes: usize) -> Result<(), BodyError> {
         let needed = u32::try_from(total_bytes.div_ceil(1024)).map_err(|_| BodyError::Busy)?;
         if needed > self.kib {
-            let permit = self
-                .budget
-                .try_acquire_many(needed - self.kib)
-                .map_err(|_| BodyError::Busy)?;
+            let permit = self.budget.try_acquire_many(needed - self.kib).map_err(|_| BodyError::Busy)?;
             permit.forget(); // returned in `drop`
             self.kib = needed;
         }
@@ -80,18 +77,12 @@ pub(super) async fn read(
         }
         Ok(buf.freeze())
     };
-    tokio::time::timeout(timeout, collect)
-        .await
-        .map_err(|_| BodyError::Timeout(timeout))?
+    tokio::time::timeout(timeout, collect).await.map_err(|_| BodyError::Timeout(timeout))?
 }
 
 /// Decompresses a gzip body, refusing output over `limit` bytes and charging it as it grows, so a
 /// gzip bomb stops at the limit instead of filling memory. Blocking: run it on the ingest pool.
-pub(super) fn gunzip(
-    compressed: &[u8],
-    limit: u64,
-    charge: &mut Charge,
-) -> Result<Vec<u8>, BodyError> {
+pub(super) fn gunzip(compressed: &[u8], limit: u64, charge: &mut Charge) -> Result<Vec<u8>, BodyError> {
     const STEP: usize = 256 << 10;
     let mut decoder = flate2::read::MultiGzDecoder::new(compressed);
     let mut out = Vec::new();
@@ -105,10 +96,7 @@ pub(super) fn gunzip(
             return Ok(out);
         }
         if out.len() as u64 > limit {
-            return Err(BodyError::TooLarge {
-                limit,
-                after: " after decompression",
-            });
+            return Err(BodyError::TooLarge { limit, after: " after decompression" });
         }
     }
 }

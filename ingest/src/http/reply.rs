@@ -21,11 +21,7 @@ pub(super) struct ApiError {
 
 impl ApiError {
     pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
 }
 
@@ -38,9 +34,7 @@ impl IntoResponse for ApiError {
 /// A 503 telling the client when to retry.
 pub(super) fn unavailable(message: impl Into<String>) -> Response {
     let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     response
 }
 
@@ -50,25 +44,14 @@ pub(super) async fn health() -> Response {
 }
 
 pub(super) async fn ping() -> Response {
-    (
-        StatusCode::NO_CONTENT,
-        [("X-Augur-Version", env!("CARGO_PKG_VERSION"))],
-    )
-        .into_response()
+    (StatusCode::NO_CONTENT, [("X-Augur-Version", env!("CARGO_PKG_VERSION"))]).into_response()
 }
 
 pub(super) async fn not_found(uri: axum::http::Uri) -> Response {
-    error_response(
-        StatusCode::NOT_FOUND,
-        "not found",
-        format!("no endpoint at {}", uri.path()),
-    )
+    error_response(StatusCode::NOT_FOUND, "not found", format!("no endpoint at {}", uri.path()))
 }
 
-pub(super) async fn method_not_allowed(
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-) -> Response {
+pub(super) async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
     error_response(
         StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed",

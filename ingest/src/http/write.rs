@@ -36,11 +36,7 @@ pub(super) async fn write_v1(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match params
-        .precision
-        .as_deref()
-        .map(|p| (p, Precision::from_v1(p)))
-    {
+    match params.precision.as_deref().map(|p| (p, Precision::from_v1(p))) {
         None => write(state, Precision::Nanoseconds, headers, body).await,
         Some((_, Some(precision))) => write(state, precision, headers, body).await,
         Some((p, None)) => bad_precision(p, "n, u, ms, s, m, h"),
@@ -53,11 +49,7 @@ pub(super) async fn write_v2(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match params
-        .precision
-        .as_deref()
-        .map(|p| (p, Precision::from_v2(p)))
-    {
+    match params.precision.as_deref().map(|p| (p, Precision::from_v2(p))) {
         None => write(state, Precision::Nanoseconds, headers, body).await,
         Some((_, Some(precision))) => write(state, precision, headers, body).await,
         Some((p, None)) => bad_precision(p, "ns, us, ms, s"),
@@ -78,14 +70,7 @@ fn content_type_ok(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
-    let essence = value
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match essence.as_str() {
         "text/plain" | "application/octet-stream" | "application/x-www-form-urlencoded" => Ok(()),
         _ => Err(ApiError::new(
@@ -101,10 +86,7 @@ fn content_type_ok(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Whether the body is gzip; `Err` for an encoding we do not speak.
 fn is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
-    match headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase())
-    {
+    match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase()) {
         None => Ok(false),
         Some(e) if e.is_empty() || e == "identity" => Ok(false),
         Some(e) if e == "gzip" || e == "x-gzip" => Ok(true),
@@ -117,9 +99,8 @@ fn is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
 }
 
 async fn write(state: HttpState, precision: Precision, headers: HeaderMap, body: Body) -> Response {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    let now =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
     if let Err(error) = content_type_ok(&headers) {
         return error.into_response();
     }
@@ -128,9 +109,7 @@ async fn write(state: HttpState, precision: Precision, headers: HeaderMap, body:
         Err(error) => return error.into_response(),
     };
     let limit = state.config.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return body_error(BodyError::TooLarge { limit, after: "" });
     }
@@ -152,6 +131,9 @@ async fn write(state: HttpState, precision: Precision, headers: HeaderMap, body:
             drop(charge);
             let mut parsed = parsed;
             let admitted = writer.admit(&mut parsed);
+            if admitted.is_err() {
+                writer.shed(&parsed);
+            }
             Ok::<_, BodyError>((parsed, admitted))
         })
         .await;
@@ -174,11 +156,7 @@ fn partial_write(parsed: &ParsedBody) -> Response {
         .iter()
         .map(|e| json!({ "line": e.line, "column": e.column, "reason": e.reason.to_string() }))
         .collect();
-    let first = parsed
-        .errors
-        .first()
-        .map(ToString::to_string)
-        .unwrap_or_default();
+    let first = parsed.errors.first().map(ToString::to_string).unwrap_or_default();
     let body = json!({
         "code": "invalid",
         "message": format!(
@@ -195,15 +173,9 @@ fn partial_write(parsed: &ParsedBody) -> Response {
 fn body_error(error: BodyError) -> Response {
     let message = error.to_string();
     match error {
-        BodyError::TooLarge { .. } => {
-            error_response(StatusCode::PAYLOAD_TOO_LARGE, "request too large", message)
-        }
-        BodyError::Timeout(_) => {
-            error_response(StatusCode::REQUEST_TIMEOUT, "request timeout", message)
-        }
+        BodyError::TooLarge { .. } => error_response(StatusCode::PAYLOAD_TOO_LARGE, "request too large", message),
+        BodyError::Timeout(_) => error_response(StatusCode::REQUEST_TIMEOUT, "request timeout", message),
         BodyError::Busy => unavailable(message),
-        BodyError::BadGzip(_) | BodyError::Read(_) => {
-            error_response(StatusCode::BAD_REQUEST, "invalid", message)
-        }
+        BodyError::BadGzip(_) | BodyError::Read(_) => error_response(StatusCode::BAD_REQUEST, "invalid", message),
     }
 }

@@ -60,8 +60,8 @@ fn parse_integer(digits: &[u8]) -> Option<i64> {
 
 /// Powers of ten exactly representable in an f64.
 const EXACT_POWERS_OF_TEN: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
 ];
 
 /// Parses `[-+]?(digits[.digits*]|.digits)([eE][-+]?digits)?`, rejecting NaN, infinity and
@@ -133,9 +133,7 @@ fn parse_float(raw: &[u8]) -> Result<f64, Reason> {
         text.parse::<f64>().map_err(|_| invalid())?
     };
     if !value.is_finite() {
-        return Err(Reason::FloatOutOfRange(
-            String::from_utf8_lossy(raw).into_owned(),
-        ));
+        return Err(Reason::FloatOutOfRange(String::from_utf8_lossy(raw).into_owned()));
     }
     Ok(if negative { -value } else { value })
 }

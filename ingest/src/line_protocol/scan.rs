@@ -128,11 +128,7 @@ pub(super) fn scan_line<'a>(
     } else {
         None
     };
-    Ok(Scanned {
-        measurement,
-        timestamp,
-        canonical_series,
-    })
+    Ok(Scanned { measurement, timestamp, canonical_series })
 }
 
 /// Scans a name from `start` to the first unescaped stop byte; returns it and the stop position.
@@ -154,13 +150,7 @@ fn scan_name<'a>(line: &'a [u8], start: usize, stops: &Stops) -> ScanResult<(Esc
             i += 1;
         }
     }
-    Ok((
-        Escaped {
-            raw: &line[start..i],
-            escaped,
-        },
-        i,
-    ))
+    Ok((Escaped { raw: &line[start..i], escaped }, i))
 }
 
 /// Scans a field value from `start`; returns it and the position just past it.
@@ -212,17 +202,12 @@ fn cmp_names(a: &Escaped<'_>, b: &Escaped<'_>) -> Ordering {
 
 /// Sorts tags by key; `Ok(true)` if they already were in order. `Err` names a duplicate key.
 fn sort_tags(tags: &mut [(Escaped<'_>, Escaped<'_>)]) -> Result<bool, String> {
-    let in_order = tags
-        .windows(2)
-        .all(|w| cmp_names(&w[0].0, &w[1].0) == Ordering::Less);
+    let in_order = tags.windows(2).all(|w| cmp_names(&w[0].0, &w[1].0) == Ordering::Less);
     if in_order {
         return Ok(true);
     }
     tags.sort_by(|a, b| cmp_names(&a.0, &b.0));
-    match tags
-        .windows(2)
-        .find(|w| cmp_names(&w[0].0, &w[1].0) == Ordering::Equal)
-    {
+    match tags.windows(2).find(|w| cmp_names(&w[0].0, &w[1].0) == Ordering::Equal) {
         Some(w) => Err(lossy(&w[0].0)),
         None => Ok(false),
     }
@@ -244,9 +229,7 @@ fn check_many_fields(fields: &[(Escaped<'_>, FieldValue<Escaped<'_>>)]) -> Resul
 
 /// Whether `key` is already among `fields`. Lines carry few fields, so a scan beats hashing.
 fn is_duplicate(fields: &[(Escaped<'_>, FieldValue<Escaped<'_>>)], key: &Escaped<'_>) -> bool {
-    fields
-        .iter()
-        .any(|(k, _)| cmp_names(k, key) == Ordering::Equal)
+    fields.iter().any(|(k, _)| cmp_names(k, key) == Ordering::Equal)
 }
 
 fn lossy(name: &Escaped<'_>) -> String {

@@ -23,10 +23,7 @@ fn error(line: &str) -> LineError {
 }
 
 fn tags(p: &Point) -> Vec<(&str, &str)> {
-    p.tags
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
+    p.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 #[test]
@@ -60,17 +57,10 @@ fn every_boolean_spelling() {
         ("False", false),
         ("FALSE", false),
     ] {
-        assert_eq!(
-            one(&format!("m v={text}")).fields[0].1,
-            FieldValue::Boolean(value),
-            "{text}"
-        );
+        assert_eq!(one(&format!("m v={text}")).fields[0].1, FieldValue::Boolean(value), "{text}");
     }
     for bad in ["tRUE", "yes", "truee", "FaLsE"] {
-        assert!(
-            matches!(error(&format!("m v={bad}")).reason, Reason::InvalidValue(_)),
-            "{bad}"
-        );
+        assert!(matches!(error(&format!("m v={bad}")).reason, Reason::InvalidValue(_)), "{bad}");
     }
 }
 
@@ -89,27 +79,16 @@ fn float_spellings() {
         ("123456789012345678901234567890", 1.2345678901234568e29),
         ("58.1", 58.1),
     ] {
-        assert_eq!(
-            one(&format!("m v={text}")).fields[0].1,
-            FieldValue::Float(value),
-            "{text}"
-        );
+        assert_eq!(one(&format!("m v={text}")).fields[0].1, FieldValue::Float(value), "{text}");
     }
 }
 
 #[test]
 fn nan_and_infinity_are_rejected() {
     for text in ["NaN", "nan", "inf", "-inf", "Infinity", "+Inf"] {
-        assert_eq!(
-            error(&format!("m v={text}")).reason,
-            Reason::NotFinite,
-            "{text}"
-        );
+        assert_eq!(error(&format!("m v={text}")).reason, Reason::NotFinite, "{text}");
     }
-    assert!(matches!(
-        error("m v=1e400").reason,
-        Reason::FloatOutOfRange(_)
-    ));
+    assert!(matches!(error("m v=1e400").reason, Reason::FloatOutOfRange(_)));
 }
 
 #[test]
@@ -119,22 +98,10 @@ fn bad_numbers_are_named() {
         assert_eq!(e.reason, Reason::InvalidValue(text.into()), "{text}");
         assert_eq!(e.column, 5);
     }
-    assert!(matches!(
-        error("m v=9223372036854775808i").reason,
-        Reason::IntegerOutOfRange(_)
-    ));
-    assert_eq!(
-        one("m v=-9223372036854775808i").fields[0].1,
-        FieldValue::Integer(i64::MIN)
-    );
-    assert_eq!(
-        one("m v=18446744073709551615u").fields[0].1,
-        FieldValue::Unsigned(u64::MAX)
-    );
-    assert!(matches!(
-        error("m v=18446744073709551616u").reason,
-        Reason::UnsignedOutOfRange(_)
-    ));
+    assert!(matches!(error("m v=9223372036854775808i").reason, Reason::IntegerOutOfRange(_)));
+    assert_eq!(one("m v=-9223372036854775808i").fields[0].1, FieldValue::Integer(i64::MIN));
+    assert_eq!(one("m v=18446744073709551615u").fields[0].1, FieldValue::Unsigned(u64::MAX));
+    assert!(matches!(error("m v=18446744073709551616u").reason, Reason::UnsignedOutOfRange(_)));
     assert!(matches!(error("m v=-1u").reason, Reason::InvalidValue(_)));
     assert!(matches!(error("m v=1.5i").reason, Reason::InvalidValue(_)));
 }
@@ -155,36 +122,21 @@ fn escapes_in_names() {
 #[test]
 fn escapes_in_strings() {
     let p = one(r#"m s="say \"hi\" \\ back\slash, = and spaces""#);
-    assert_eq!(
-        p.fields[0].1,
-        FieldValue::String(r#"say "hi" \ back\slash, = and spaces"#.into())
-    );
-    assert_eq!(
-        one(r#"m s="""#).fields[0].1,
-        FieldValue::String(String::new())
-    );
+    assert_eq!(p.fields[0].1, FieldValue::String(r#"say "hi" \ back\slash, = and spaces"#.into()));
+    assert_eq!(one(r#"m s="""#).fields[0].1, FieldValue::String(String::new()));
 }
 
 #[test]
 fn tags_are_sorted_and_duplicates_rejected() {
     let p = one("m,z=1,a=2,m=3 v=1");
     assert_eq!(tags(&p), vec![("a", "2"), ("m", "3"), ("z", "1")]);
-    assert_eq!(
-        error("m,a=1,b=2,a=3 v=1").reason,
-        Reason::DuplicateTag("a".into())
-    );
-    assert_eq!(
-        error(r"m,a\ b=1,a\ b=2 v=1").reason,
-        Reason::DuplicateTag("a b".into())
-    );
+    assert_eq!(error("m,a=1,b=2,a=3 v=1").reason, Reason::DuplicateTag("a".into()));
+    assert_eq!(error(r"m,a\ b=1,a\ b=2 v=1").reason, Reason::DuplicateTag("a b".into()));
 }
 
 #[test]
 fn duplicate_fields_are_rejected_also_on_long_lines() {
-    assert_eq!(
-        error("m a=1,b=2,a=3").reason,
-        Reason::DuplicateField("a".into())
-    );
+    assert_eq!(error("m a=1,b=2,a=3").reason, Reason::DuplicateField("a".into()));
     let many: Vec<String> = (0..100).map(|i| format!("f{i}=1")).collect();
     one(&format!("m {}", many.join(",")));
     let line = format!("m {},f7=2", many.join(","));
@@ -201,22 +153,10 @@ fn timestamps_and_precision() {
     assert_eq!(one("m v=1 -5").time, -5);
     assert_eq!(one("m v=1 123   ").time, 123);
     let (_, errors) = parse_points(b"m v=1 9223372036854775807", Precision::Seconds, NOW);
-    assert!(matches!(
-        errors[0].reason,
-        Reason::TimestampOutOfRange(_, Precision::Seconds)
-    ));
-    assert!(matches!(
-        error("m v=1 99999999999999999999").reason,
-        Reason::TimestampOutOfRange(..)
-    ));
-    assert!(matches!(
-        error("m v=1 12x").reason,
-        Reason::InvalidTimestamp(_)
-    ));
-    assert!(matches!(
-        error("m v=1 1.5").reason,
-        Reason::InvalidTimestamp(_)
-    ));
+    assert!(matches!(errors[0].reason, Reason::TimestampOutOfRange(_, Precision::Seconds)));
+    assert!(matches!(error("m v=1 99999999999999999999").reason, Reason::TimestampOutOfRange(..)));
+    assert!(matches!(error("m v=1 12x").reason, Reason::InvalidTimestamp(_)));
+    assert!(matches!(error("m v=1 1.5").reason, Reason::InvalidTimestamp(_)));
     assert_eq!(error("m v=1 123 456").reason, Reason::TrailingText);
 }
 
@@ -257,18 +197,10 @@ fn malformed_lines_name_line_column_and_reason() {
     for (line, column, reason) in cases {
         let body = format!("ok v=1\n{line}\nok v=2\n");
         let (points, errors) = parse(&body);
-        assert_eq!(
-            points.len(),
-            2,
-            "{line:?}: the good lines around a bad one are kept"
-        );
+        assert_eq!(points.len(), 2, "{line:?}: the good lines around a bad one are kept");
         assert_eq!(errors.len(), 1, "{line:?}: {errors:?}");
         let e = &errors[0];
-        assert_eq!(
-            (e.line, e.column, &e.reason),
-            (2, *column, reason),
-            "{line:?}: {e}"
-        );
+        assert_eq!((e.line, e.column, &e.reason), (2, *column, reason), "{line:?}: {e}");
     }
 }
 
@@ -278,13 +210,7 @@ fn invalid_utf8_is_reported_per_line() {
     body.extend_from_slice("m,tag=ünïcødé v=4\n".as_bytes());
     let (points, errors) = parse_points(&body, Precision::Nanoseconds, NOW);
     assert_eq!(points.len(), 4);
-    assert_eq!(
-        errors
-            .iter()
-            .map(|e| (e.line, e.column))
-            .collect::<Vec<_>>(),
-        vec![(2, 5), (4, 6)]
-    );
+    assert_eq!(errors.iter().map(|e| (e.line, e.column)).collect::<Vec<_>>(), vec![(2, 5), (4, 6)]);
     assert!(errors.iter().all(|e| e.reason == Reason::InvalidUtf8));
     assert_eq!(points[2].tags[0].1, "é");
 }
@@ -302,11 +228,7 @@ fn canonical_series_is_offered_only_when_the_input_is_canonical() {
     let check = |line: &str, expected: Option<&str>| {
         let mut parser = Parser::new(line.as_bytes(), Precision::Nanoseconds, 0, 1);
         let parsed = parser.next().unwrap().unwrap();
-        assert_eq!(
-            parsed.canonical_series,
-            expected.map(str::as_bytes),
-            "{line}"
-        );
+        assert_eq!(parsed.canonical_series, expected.map(str::as_bytes), "{line}");
     };
     check("cpu,a=1,b=2 v=1", Some("cpu,a=1,b=2"));
     check("cpu v=1", Some("cpu"));
@@ -326,9 +248,7 @@ fn name() -> impl Strategy<Value = String> {
 
 fn field_value() -> impl Strategy<Value = FieldValue> {
     prop_oneof![
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(FieldValue::Float),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(FieldValue::Float),
         any::<i64>().prop_map(FieldValue::Integer),
         any::<u64>().prop_map(FieldValue::Unsigned),
         any::<bool>().prop_map(FieldValue::Boolean),
@@ -343,9 +263,7 @@ fn point() -> impl Strategy<Value = Point> {
         proptest::collection::btree_map(name(), field_value(), 1..6),
         any::<i64>(),
     )
-        .prop_filter("no leading blanks in the measurement", |(m, ..)| {
-            !m.starts_with([' ', '\t'])
-        })
+        .prop_filter("no leading blanks in the measurement", |(m, ..)| !m.starts_with([' ', '\t']))
         .prop_map(|(measurement, tags, fields, time)| Point {
             measurement,
             tags: tags.into_iter().collect(),

@@ -19,58 +19,24 @@ async fn v2_write_stores_points_with_their_values() {
     assert_eq!(reply.status, 204, "{}", reply.body);
     let points = server.drain();
     assert_eq!(points.len(), 2);
-    assert_eq!(
-        points[0].fields[1],
-        ("count".into(), FieldValue::Integer(3))
-    );
-    assert_eq!(
-        points[0].fields[3],
-        ("note".into(), FieldValue::String("ok".into()))
-    );
+    assert_eq!(points[0].fields[1], ("count".into(), FieldValue::Integer(3)));
+    assert_eq!(points[0].fields[3], ("note".into(), FieldValue::String("ok".into())));
     assert_eq!((points[0].time, points[1].time), (1000, 2000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn precision_parameters_of_v1_and_v2() {
     let server = Server::start(Options::default()).await;
-    let reply = request(
-        server.http,
-        "POST",
-        "/write?db=x&precision=h",
-        &[],
-        b"m v=1 2",
-    )
-    .await;
+    let reply = request(server.http, "POST", "/write?db=x&precision=h", &[], b"m v=1 2").await;
     assert_eq!(reply.status, 204, "{}", reply.body);
-    let reply = request(
-        server.http,
-        "POST",
-        &format!("{V2}&precision=ms"),
-        &[],
-        b"m v=1 3",
-    )
-    .await;
+    let reply = request(server.http, "POST", &format!("{V2}&precision=ms"), &[], b"m v=1 3").await;
     assert_eq!(reply.status, 204, "{}", reply.body);
     let times: Vec<i64> = server.drain().iter().map(|p| p.time).collect();
     assert_eq!(times, vec![3_000_000, 7_200_000_000_000]);
 
-    let reply = request(
-        server.http,
-        "POST",
-        &format!("{V2}&precision=h"),
-        &[],
-        b"m v=1 3",
-    )
-    .await;
+    let reply = request(server.http, "POST", &format!("{V2}&precision=h"), &[], b"m v=1 3").await;
     assert_eq!(reply.status, 400);
-    assert!(
-        reply.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("ns, us, ms, s"),
-        "{}",
-        reply.body
-    );
+    assert!(reply.json()["message"].as_str().unwrap().contains("ns, us, ms, s"), "{}", reply.body);
     let reply = request(server.http, "POST", "/write?precision=ns", &[], b"m v=1 3").await;
     assert_eq!(reply.status, 400, "v1 spells nanoseconds `n`");
 }
@@ -78,78 +44,31 @@ async fn precision_parameters_of_v1_and_v2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_timestamps_get_the_receive_time() {
     let server = Server::start(Options::default()).await;
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64;
-    assert_eq!(
-        request(server.http, "POST", V2, &[], b"m v=1\nm v=2")
-            .await
-            .status,
-        204
-    );
-    let after = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64;
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    assert_eq!(request(server.http, "POST", V2, &[], b"m v=1\nm v=2").await.status, 204);
+    let after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
     let points = server.drain();
     assert_eq!(points.len(), 2);
     assert!(points.iter().all(|p| (before..=after).contains(&p.time)));
-    assert_eq!(
-        points[0].time, points[1].time,
-        "one receive time per request"
-    );
+    assert_eq!(points[0].time, points[1].time, "one receive time per request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_bodies_are_accepted_and_truncated_ones_named() {
     let server = Server::start(Options::default()).await;
-    let body: String = (0..1000)
-        .map(|i| format!("m,host=h{i} v={i} {i}\n"))
-        .collect();
+    let body: String = (0..1000).map(|i| format!("m,host=h{i} v={i} {i}\n")).collect();
     let compressed = gzip(body.as_bytes());
-    let reply = request(
-        server.http,
-        "POST",
-        V2,
-        &[("Content-Encoding", "gzip")],
-        &compressed,
-    )
-    .await;
+    let reply = request(server.http, "POST", V2, &[("Content-Encoding", "gzip")], &compressed).await;
     assert_eq!(reply.status, 204, "{}", reply.body);
     assert_eq!(server.drain().len(), 1000);
 
     let truncated = &compressed[..compressed.len() / 2];
-    let reply = request(
-        server.http,
-        "POST",
-        V2,
-        &[("Content-Encoding", "gzip")],
-        truncated,
-    )
-    .await;
+    let reply = request(server.http, "POST", V2, &[("Content-Encoding", "gzip")], truncated).await;
     assert_eq!(reply.status, 400);
-    assert!(
-        reply.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("invalid gzip body"),
-        "{}",
-        reply.body
-    );
-    assert!(
-        server.drain().is_empty(),
-        "nothing of a truncated body is stored"
-    );
+    assert!(reply.json()["message"].as_str().unwrap().contains("invalid gzip body"), "{}", reply.body);
+    assert!(server.drain().is_empty(), "nothing of a truncated body is stored");
 
-    let reply = request(
-        server.http,
-        "POST",
-        V2,
-        &[("Content-Encoding", "br")],
-        b"m v=1",
-    )
-    .await;
+    let reply = request(server.http, "POST", V2, &[("Content-Encoding", "br")], b"m v=1").await;
     assert_eq!(reply.status, 415);
 }
 
@@ -175,9 +94,7 @@ async fn bad_lines_are_named_and_good_lines_kept() {
 async fn only_the_first_hundred_bad_lines_are_listed() {
     let server = Server::start(Options::default()).await;
     let body = "m v=x\n".repeat(250);
-    let json = request(server.http, "POST", V2, &[], body.as_bytes())
-        .await
-        .json();
+    let json = request(server.http, "POST", V2, &[], body.as_bytes()).await.json();
     assert_eq!(json["rejected_lines"], 250);
     assert_eq!(json["errors"].as_array().unwrap().len(), 100);
 }
@@ -200,27 +117,14 @@ async fn bodies_over_the_limit_get_413() {
     let server = Server::start(small_limits()).await;
     // A declared 1 GB body is refused before a byte of it is read.
     let started = Instant::now();
-    let reply = request(
-        server.http,
-        "POST",
-        V2,
-        &[("Content-Length", "1000000000")],
-        b"",
-    )
-    .await;
+    let reply = request(server.http, "POST", V2, &[("Content-Length", "1000000000")], b"").await;
     assert_eq!(reply.status, 413);
-    assert!(
-        reply.json()["message"].as_str().unwrap().contains("65536"),
-        "{}",
-        reply.body
-    );
+    assert!(reply.json()["message"].as_str().unwrap().contains("65536"), "{}", reply.body);
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // A chunked body that grows past the limit is cut off at the limit.
     let mut stream = TcpStream::connect(server.http).await.unwrap();
-    let head = format!(
-        "POST {V2} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-    );
+    let head = format!("POST {V2} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
     let chunk = "m v=1\n".repeat(1000);
     for _ in 0..20 {
@@ -242,95 +146,39 @@ async fn bodies_over_the_limit_get_413() {
         encoder.finish().unwrap()
     };
     assert!(bomb.len() < 64 << 10, "bomb is {} bytes", bomb.len());
-    let reply = request(
-        server.http,
-        "POST",
-        V2,
-        &[("Content-Encoding", "gzip")],
-        &bomb,
-    )
-    .await;
+    let reply = request(server.http, "POST", V2, &[("Content-Encoding", "gzip")], &bomb).await;
     assert_eq!(reply.status, 413);
-    assert!(
-        reply.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("after decompression"),
-        "{}",
-        reply.body
-    );
+    assert!(reply.json()["message"].as_str().unwrap().contains("after decompression"), "{}", reply.body);
     assert!(server.drain().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_type_and_routing_errors_are_json() {
     let server = Server::start(Options::default()).await;
-    for accepted in [
-        "text/plain; charset=utf-8",
-        "application/octet-stream",
-        "application/x-www-form-urlencoded",
-    ] {
-        let reply = request(
-            server.http,
-            "POST",
-            V2,
-            &[("Content-Type", accepted)],
-            b"m v=1",
-        )
-        .await;
+    for accepted in ["text/plain; charset=utf-8", "application/octet-stream", "application/x-www-form-urlencoded"] {
+        let reply = request(server.http, "POST", V2, &[("Content-Type", accepted)], b"m v=1").await;
         assert_eq!(reply.status, 204, "{accepted}");
     }
-    let reply = request(
-        server.http,
-        "POST",
-        V2,
-        &[("Content-Type", "application/json")],
-        b"{}",
-    )
-    .await;
+    let reply = request(server.http, "POST", V2, &[("Content-Type", "application/json")], b"{}").await;
     assert_eq!(reply.status, 415);
-    assert!(reply.json()["message"]
-        .as_str()
-        .unwrap()
-        .contains("application/json"));
+    assert!(reply.json()["message"].as_str().unwrap().contains("application/json"));
 
     let reply = request(server.http, "POST", "/nope", &[], b"").await;
-    assert_eq!(
-        (reply.status, reply.json()["code"].as_str()),
-        (404, Some("not found"))
-    );
+    assert_eq!((reply.status, reply.json()["code"].as_str()), (404, Some("not found")));
     let reply = request(server.http, "GET", "/write", &[], b"").await;
-    assert_eq!(
-        (reply.status, reply.json()["code"].as_str()),
-        (405, Some("method not allowed"))
-    );
-    assert_eq!(
-        request(server.http, "GET", "/ping", &[], b"").await.status,
-        204
-    );
-    assert_eq!(
-        request(server.http, "GET", "/health", &[], b"")
-            .await
-            .json()["status"],
-        "pass"
-    );
+    assert_eq!((reply.status, reply.json()["code"].as_str()), (405, Some("method not allowed")));
+    assert_eq!(request(server.http, "GET", "/ping", &[], b"").await.status, 204);
+    assert_eq!(request(server.http, "GET", "/health", &[], b"").await.json()["status"], "pass");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_partition_gets_503_and_nothing_of_the_request_is_enqueued() {
     // Nobody drains the partitions in this test, so they fill up.
-    let server = Server::start(Options {
-        partitions: 2,
-        capacity: 1 << 20,
-        ..Options::default()
-    })
-    .await;
+    let server = Server::start(Options { partitions: 2, capacity: 1 << 20, ..Options::default() }).await;
     let mut accepted = 0;
     let mut refused = None;
     for request_no in 0..200 {
-        let body: String = (0..2000)
-            .map(|i| format!("m,host=h{i} v={request_no} {i}\n"))
-            .collect();
+        let body: String = (0..2000).map(|i| format!("m,host=h{i} v={request_no} {i}\n")).collect();
         let reply = request(server.http, "POST", V2, &[], body.as_bytes()).await;
         match reply.status {
             204 => accepted += 2000,
@@ -343,15 +191,8 @@ async fn a_full_partition_gets_503_and_nothing_of_the_request_is_enqueued() {
     }
     let refused = refused.expect("partitions never filled up");
     assert_eq!(refused.header("Retry-After"), Some("1"));
-    assert!(refused.json()["message"]
-        .as_str()
-        .unwrap()
-        .contains("nothing of this request was stored"));
-    assert_eq!(
-        server.drain().len(),
-        accepted,
-        "exactly the acknowledged points were enqueued"
-    );
+    assert!(refused.json()["message"].as_str().unwrap().contains("nothing of this request was stored"));
+    assert_eq!(server.drain().len(), accepted, "exactly the acknowledged points were enqueued");
     // Drained, the partitions take writes again.
     let reply = request(server.http, "POST", V2, &[], b"m v=1").await;
     assert_eq!(reply.status, 204);
@@ -362,9 +203,7 @@ async fn slow_clients_are_cut_off() {
     let server = Server::start(small_limits()).await;
     // A body dribbling in a byte at a time runs into the body timeout.
     let mut stream = TcpStream::connect(server.http).await.unwrap();
-    let head = format!(
-        "POST {V2} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nConnection: close\r\n\r\n"
-    );
+    let head = format!("POST {V2} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nConnection: close\r\n\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
     let started = Instant::now();
     let mut raw = Vec::new();
@@ -378,10 +217,7 @@ async fn slow_clients_are_cut_off() {
             Ok(Ok(n)) => raw.extend_from_slice(&buf[..n]),
             Err(_) => {}
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the slow body was never cut off"
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "the slow body was never cut off");
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut raw)).await;
     assert_eq!(parse_response(&raw).status, 408);
@@ -399,8 +235,5 @@ async fn slow_clients_are_cut_off() {
             _ => {}
         }
     };
-    assert!(
-        closed,
-        "a client sending headers a byte at a time was never disconnected"
-    );
+    assert!(closed, "a client sending headers a byte at a time was never disconnected");
 }

@@ -28,26 +28,15 @@ pub(crate) struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            partitions: 3,
-            capacity: 64 << 20,
-            http: HttpConfig::default(),
-            tcp: TcpConfig::default(),
-        }
+        Self { partitions: 3, capacity: 64 << 20, http: HttpConfig::default(), tcp: TcpConfig::default() }
     }
 }
 
 impl Server {
     pub(crate) async fn start(options: Options) -> Self {
         let (router, receivers) = Router::new(options.partitions, options.capacity);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        let regions = RegionRule {
-            tag: "region".into(),
-            default: "default".into(),
-        };
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let regions = RegionRule { tag: "region".into(), default: "default".into() };
         let writer = Writer::new(Arc::new(router), regions, Arc::new(pool));
         let (trigger, shutdown) = shutdown_channel();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -56,22 +45,9 @@ impl Server {
         let app = augur_ingest::http::routes(HttpState::new(writer.clone(), options.http.clone()));
         let http_config = options.http;
         let http_shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            augur_ingest::http::serve(http, app, &http_config, http_shutdown).await
-        });
-        tokio::spawn(augur_ingest::tcp::serve(
-            tcp,
-            writer.clone(),
-            options.tcp,
-            shutdown,
-        ));
-        Self {
-            http: http_addr,
-            tcp: tcp_addr,
-            receivers,
-            writer,
-            _trigger: trigger,
-        }
+        tokio::spawn(async move { augur_ingest::http::serve(http, app, &http_config, http_shutdown).await });
+        tokio::spawn(augur_ingest::tcp::serve(tcp, writer.clone(), options.tcp, shutdown));
+        Self { http: http_addr, tcp: tcp_addr, receivers, writer, _trigger: trigger }
     }
 
     /// Every point queued in any partition now, taken out of the queues.
@@ -95,10 +71,7 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!(
-            "only {} of {n} points arrived",
-            accepted.load(std::sync::atomic::Ordering::SeqCst)
-        );
+        panic!("only {} of {n} points arrived", accepted.load(std::sync::atomic::Ordering::SeqCst));
     }
 }
 
@@ -111,10 +84,7 @@ pub(crate) struct Response {
 
 impl Response {
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub(crate) fn json(&self) -> serde_json::Value {
@@ -134,10 +104,7 @@ pub(crate) async fn request(
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-    {
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
@@ -156,27 +123,12 @@ async fn read_response(stream: &mut TcpStream) -> Response {
 
 pub(crate) fn parse_response(raw: &[u8]) -> Response {
     let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP response in {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response in {text:?}"));
     let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Response {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
+    Response { status, headers, body: body.to_owned() }
 }
 
 pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
