@@ -9,7 +9,7 @@
 //! - [`config`]: the `[model]`, `[router]`, `[http]` and `[tcp]` sections and their validation.
 //! - [`http`]: the HTTP listener: `/write`, `/api/v2/write`, `/health`, `/ping`.
 //! - [`tcp`]: the newline-delimited TCP listener.
-//! - [`write`]: parse a body into per-partition batches, then admit them.
+//! - [`mod@write`]: parse a body into per-partition batches, then admit them.
 //! - [`line_protocol`]: the zero-copy line-protocol parser and renderer.
 //! - [`point`]: the data model: typed field values, points, precision.
 //! - [`series`]: canonical series keys and stable series ids.

@@ -1,7 +1,7 @@
 //! The TCP listener: newline-delimited line protocol, as Telegraf's `socket_writer` sends it.
 //!
 //! A connection is never dropped for a bad line: bad lines are counted and logged (at most one log
-//! line per connection per [`LOG_EVERY`]). When a partition is full the connection stops reading
+//! line per connection per 10 s). When a partition is full the connection stops reading
 //! until the batch is admitted, so backpressure reaches the sender through TCP flow control.
 
 use std::io;
