@@ -30,6 +30,8 @@ step "build the augur binary the end-to-end tests run"
 cargo build --workspace --bins --locked
 
 step "tests"
+# One test holds 10,000 idle TCP connections: allow the descriptors the machine allows.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # Property tests run a CI-sized number of cases; raise PROPTEST_CASES by hand for longer runs.
 export PROPTEST_CASES="${PROPTEST_CASES:-256}"
 if cargo nextest --version >/dev/null 2>&1; then
