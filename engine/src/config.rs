@@ -62,11 +62,7 @@ impl Default for EngineConfig {
 impl EngineConfig {
     /// The thread count with 0 resolved to the number of cores.
     pub fn resolved_threads(&self) -> usize {
-        if self.threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            self.threads
-        }
+        augur_ingest::config::cores_if_zero(self.threads)
     }
 }
 

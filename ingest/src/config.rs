@@ -9,6 +9,15 @@ use serde::{Deserialize, Serialize};
 /// Largest accepted `max-body-bytes`: batch offsets are 32-bit.
 pub const MAX_BODY_LIMIT: u64 = 1 << 30;
 
+/// `n`, or the number of CPU cores when `n` is 0 (how counts of partitions and threads default).
+pub fn cores_if_zero(n: usize) -> usize {
+    if n == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        n
+    }
+}
+
 /// `[model]`: how points map to regions.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -44,11 +53,7 @@ impl Default for RouterConfig {
 impl RouterConfig {
     /// The partition count with 0 resolved to the number of cores.
     pub fn resolved_partitions(&self) -> usize {
-        if self.partitions == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            self.partitions
-        }
+        cores_if_zero(self.partitions)
     }
 }
 

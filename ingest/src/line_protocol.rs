@@ -22,7 +22,7 @@ mod tests;
 
 use std::borrow::Cow;
 
-pub use render::{escape_measurement_into, escape_name_into, escape_string_into, render_point};
+pub use render::{escape_measurement_into, escape_name_into, escape_string_into, render_point, render_points};
 
 use crate::point::{FieldValue, Point, Precision};
 

@@ -2,7 +2,7 @@
 //! inside the body, and every accepted point must survive a render and re-parse unchanged.
 #![no_main]
 
-use augur_ingest::line_protocol::{parse_points, render_point};
+use augur_ingest::line_protocol::{parse_points, render_points};
 use augur_ingest::Precision;
 use libfuzzer_sys::fuzz_target;
 
@@ -13,15 +13,7 @@ fuzz_target!(|body: &[u8]| {
         assert!(error.line >= 1 && error.line <= lines, "{error}");
     }
     let mut text = Vec::new();
-    for p in &points {
-        render_point(
-            &mut text,
-            &p.measurement,
-            p.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            p.fields.iter().map(|(k, v)| (k.as_str(), v.as_ref())),
-            Some(p.time),
-        );
-    }
+    render_points(&points, &mut text);
     let (again, errors) = parse_points(&text, Precision::Nanoseconds, 0);
     assert!(errors.is_empty(), "rendered points did not parse: {errors:?}");
     assert_eq!(again, points);

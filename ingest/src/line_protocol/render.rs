@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use crate::point::FieldValue;
+use crate::point::{FieldValue, Point};
+use crate::series::canonical_key_into;
 
 /// Appends `name` escaped as a measurement: `,`, space and `\` get a backslash.
 pub fn escape_measurement_into(name: &str, out: &mut Vec<u8>) {
@@ -38,13 +39,8 @@ pub fn render_point<'a>(
     fields: impl IntoIterator<Item = (&'a str, FieldValue<&'a str>)>,
     time: Option<i64>,
 ) {
-    escape_measurement_into(measurement, out);
-    for (key, value) in tags {
-        out.push(b',');
-        escape_name_into(key, out);
-        out.push(b'=');
-        escape_name_into(value, out);
-    }
+    // With tags in key order, the measurement and tags are the series key.
+    canonical_key_into(measurement, tags, out);
     let mut separator = b' ';
     for (key, value) in fields {
         out.push(separator);
@@ -54,8 +50,7 @@ pub fn render_point<'a>(
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = match value {
-            // `{:?}` prints the shortest text that parses back to the same f64, always with a
-            // `.` or an exponent, never as an integer that would read back as a float anyway.
+            // `{:?}` prints the shortest text that parses back to the same f64.
             FieldValue::Float(v) => write!(text, "{v:?}"),
             FieldValue::Integer(v) => write!(text, "{v}i"),
             FieldValue::Unsigned(v) => write!(text, "{v}u"),
@@ -74,4 +69,17 @@ pub fn render_point<'a>(
         out.extend_from_slice(time.to_string().as_bytes());
     }
     out.push(b'\n');
+}
+
+/// Appends owned points as lines of line protocol, each with its timestamp.
+pub fn render_points(points: &[Point], out: &mut Vec<u8>) {
+    for p in points {
+        render_point(
+            out,
+            &p.measurement,
+            p.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            p.fields.iter().map(|(k, v)| (k.as_str(), v.as_ref())),
+            Some(p.time),
+        );
+    }
 }

@@ -274,15 +274,7 @@ fn point() -> impl Strategy<Value = Point> {
 
 fn render(points: &[Point]) -> Vec<u8> {
     let mut out = Vec::new();
-    for p in points {
-        render_point(
-            &mut out,
-            &p.measurement,
-            p.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            p.fields.iter().map(|(k, v)| (k.as_str(), v.as_ref())),
-            Some(p.time),
-        );
-    }
+    render_points(points, &mut out);
     out
 }
 
