@@ -11,9 +11,10 @@ pub mod tsbs;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use augur_ingest::point::now_nanos;
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -297,8 +298,7 @@ async fn drive(
             }
             continue;
         };
-        let now =
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let now = now_nanos();
         fleet.batch(options.batch, now, &mut text);
         let body = if options.gzip {
             let mut encoder =

@@ -151,3 +151,52 @@ impl Pipelines {
         let _ = self.driver.join();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use augur_ingest::{RegionRule, Router, Writer};
+
+    use super::*;
+
+    #[test]
+    fn pipelines_drain_everything_admitted_and_count_regions() {
+        let (router, receivers) = Router::new(3, 64 << 20);
+        let pipelines = Pipelines::start(receivers, 2, Duration::from_millis(1)).unwrap();
+        let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap());
+        let regions = RegionRule { tag: "dc".into(), default: "nowhere".into() };
+        let writer = Writer::new(Arc::new(router), regions, pool);
+        let mut expected = BTreeMap::new();
+        for request in 0..20 {
+            let body: String = (0..500)
+                .map(|i| match i % 3 {
+                    0 => format!("cpu,host=h{i},dc=north v={request},w=1i {i}\n"),
+                    1 => format!("cpu,host=h{i},dc=south v={request} {i}\n"),
+                    _ => format!("cpu,host=h{i} v={request} {i}\n"),
+                })
+                .collect();
+            let mut parsed = writer.parse(body.as_bytes(), augur_ingest::Precision::Nanoseconds, 0, 1);
+            assert_eq!(parsed.error_count, 0);
+            writer.admit(&mut parsed).unwrap();
+            *expected.entry("north".to_owned()).or_insert(0) += 167;
+            *expected.entry("south".to_owned()).or_insert(0) += 167;
+            *expected.entry("nowhere".to_owned()).or_insert(0) += 166;
+        }
+        let stats = pipelines.stats().clone();
+        drop(writer); // the last sender: the pipelines drain and stop
+        pipelines.join();
+        let totals = stats.snapshot();
+        assert_eq!(totals.len(), 3);
+        let mut by_region = BTreeMap::new();
+        for t in &totals {
+            for (region, n) in &t.by_region {
+                *by_region.entry(region.clone()).or_insert(0) += n;
+            }
+        }
+        assert_eq!(by_region, expected);
+        assert_eq!(totals.iter().map(|t| t.points).sum::<u64>(), 10_000);
+        assert_eq!(totals.iter().map(|t| t.values).sum::<u64>(), 10_000 + 3_340);
+        assert!(totals.iter().all(|t| t.points > 0), "every partition got a share: {totals:?}");
+    }
+}

@@ -15,9 +15,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::config::HttpConfig;
+use crate::listener::accept_loop;
 use crate::shutdown::Shutdown;
 use crate::write::Writer;
 
@@ -66,32 +67,15 @@ pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     config: &HttpConfig,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> io::Result<()> {
-    let connections = Arc::new(Semaphore::new(config.max_connections));
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) if is_per_connection(&error) => {
-                    debug!(%error, "Accept failed for one connection.");
-                    continue;
-                }
-                Err(error) => return Err(error),
-            },
-            () = shutdown.wait() => break,
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            warn!(%peer, limit = config.max_connections, "HTTP connection refused: at the connection limit.");
-            continue; // dropping the stream closes it
-        };
+    let header_read_timeout = config.header_read_timeout;
+    accept_loop(listener, "http", config.max_connections, shutdown, |stream, peer, mut shutdown| {
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout);
-        let mut shutdown = shutdown.clone();
-        tasks.spawn(async move {
+        builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+        async move {
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let result = tokio::select! {
@@ -104,19 +88,7 @@ pub async fn serve(
             if let Err(error) = result {
                 debug!(%peer, %error, "HTTP connection ended with an error.");
             }
-            drop(permit);
-        });
-        while tasks.try_join_next().is_some() {}
-    }
-    while tasks.join_next().await.is_some() {}
-    Ok(())
-}
-
-/// Accept errors that concern one connection (or a momentary lack of descriptors), after which the
-/// listener keeps going.
-fn is_per_connection(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
-    ) || error.raw_os_error() == Some(24) // EMFILE: too many open files; recovers as others close
+        }
+    })
+    .await
 }

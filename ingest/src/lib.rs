@@ -9,6 +9,7 @@
 //! - [`config`]: the `[model]`, `[router]`, `[http]` and `[tcp]` sections and their validation.
 //! - [`http`]: the HTTP listener: `/write`, `/api/v2/write`, `/health`, `/ping`.
 //! - [`tcp`]: the newline-delimited TCP listener.
+//! - `listener`: the accept loop both share: connection cap, accept errors, orderly stop.
 //! - [`mod@write`]: parse a body into per-partition batches, then admit them.
 //! - [`line_protocol`]: the zero-copy line-protocol parser and renderer.
 //! - [`point`]: the data model: typed field values, points, precision.
@@ -21,6 +22,7 @@ pub mod batch;
 pub mod config;
 pub mod http;
 pub mod line_protocol;
+mod listener;
 pub mod point;
 pub mod router;
 pub mod series;

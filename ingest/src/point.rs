@@ -1,6 +1,12 @@
 //! The telemetry data model: typed field values, owned points and timestamp precision.
 
 use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The wall clock in nanoseconds since the Unix epoch: the timestamp of lines that carry none.
+pub fn now_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
 
 /// A typed field value. `S` is the string type: `&str` for views into a batch, `String` for owned
 /// points.

@@ -6,17 +6,17 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::config::TcpConfig;
 use crate::line_protocol::{LineError, Reason};
-use crate::point::Precision;
+use crate::listener::accept_loop;
+use crate::point::{now_nanos, Precision};
 use crate::router::Rejected;
 use crate::shutdown::Shutdown;
 use crate::write::{ParsedBody, Writer};
@@ -32,41 +32,17 @@ const MAX_BACKOFF: Duration = Duration::from_millis(100);
 ///
 /// # Errors
 /// Only if accepting fails in a way that is not about one connection.
-pub async fn serve(listener: TcpListener, writer: Writer, config: TcpConfig, mut shutdown: Shutdown) -> io::Result<()> {
-    let connections = Arc::new(Semaphore::new(config.max_connections));
+pub async fn serve(listener: TcpListener, writer: Writer, config: TcpConfig, shutdown: Shutdown) -> io::Result<()> {
     let config = Arc::new(config);
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) if error.raw_os_error() == Some(24) => {
-                    // Out of descriptors: wait for some to close rather than spin.
-                    warn!(%error, "TCP accept failed.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-                Err(error) if matches!(error.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) => continue,
-                Err(error) => return Err(error),
-            },
-            () = shutdown.wait() => break,
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            warn!(%peer, limit = config.max_connections, "TCP connection refused: at the connection limit.");
-            continue;
-        };
+    accept_loop(listener, "tcp", config.max_connections, shutdown, |stream, peer, shutdown| {
         let connection = Connection::new(writer.clone(), config.clone(), peer.to_string());
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
+        async move {
             if let Err(error) = connection.run(stream, shutdown).await {
-                debug!(%error, "TCP connection ended with an error.");
+                debug!(%peer, %error, "TCP connection ended with an error.");
             }
-            drop(permit);
-        });
-        while tasks.try_join_next().is_some() {}
-    }
-    while tasks.join_next().await.is_some() {}
-    Ok(())
+        }
+    })
+    .await
 }
 
 struct Connection {
@@ -152,8 +128,7 @@ impl Connection {
     /// Parses and admits complete lines, waiting while partitions are full. `false` when the engine
     /// is shutting down and nothing more can be taken.
     async fn ingest(&mut self, lines: bytes::Bytes) -> bool {
-        let now =
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let now = now_nanos();
         let first_line = self.next_line;
         let writer = self.writer.clone();
         let mut parsed: ParsedBody =

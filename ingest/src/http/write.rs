@@ -1,7 +1,5 @@
 //! `POST /write` (InfluxDB v1) and `POST /api/v2/write` (v2).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -13,7 +11,7 @@ use serde_json::json;
 use super::body::{self, BodyError, Charge};
 use super::reply::{error_response, unavailable, ApiError};
 use super::HttpState;
-use crate::point::Precision;
+use crate::point::{now_nanos, Precision};
 use crate::router::Rejected;
 use crate::write::ParsedBody;
 
@@ -99,8 +97,7 @@ fn is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
 }
 
 async fn write(state: HttpState, precision: Precision, headers: HeaderMap, body: Body) -> Response {
-    let now =
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    let now = now_nanos();
     if let Err(error) = content_type_ok(&headers) {
         return error.into_response();
     }

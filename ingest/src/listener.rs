@@ -1,0 +1,85 @@
+//! The accept loop both listeners share: a connection cap, accept errors that must not stop the
+//! listener, one task per connection, and an orderly stop.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use crate::shutdown::Shutdown;
+
+/// Least time between two logs about refused connections.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Pause after running out of file descriptors, so the loop waits for some to close instead of
+/// spinning.
+const EMFILE_PAUSE: Duration = Duration::from_millis(50);
+
+/// Accepts connections on `listener` until `shutdown`, running `handle` for each in its own task,
+/// at most `max_connections` at once (more are closed on accept). Waits for every connection task
+/// before returning; tasks get the shutdown signal to finish their work in flight.
+///
+/// # Errors
+/// Only when accepting fails in a way that is not about one connection.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    protocol: &'static str,
+    max_connections: usize,
+    mut shutdown: Shutdown,
+    mut handle: F,
+) -> io::Result<()>
+where
+    F: FnMut(TcpStream, SocketAddr, Shutdown) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut refused = 0u64;
+    let mut last_refused_log: Option<Instant> = None;
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) if error.raw_os_error() == Some(24) => {
+                    warn!(protocol, %error, "Accept failed: out of file descriptors.");
+                    tokio::time::sleep(EMFILE_PAUSE).await;
+                    continue;
+                }
+                Err(error) if is_per_connection(&error) => {
+                    debug!(protocol, %error, "Accept failed for one connection.");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            },
+            () = shutdown.wait() => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            refused += 1;
+            if last_refused_log.is_none_or(|at| at.elapsed() >= REFUSED_LOG_EVERY) {
+                warn!(protocol, %peer, limit = max_connections, refused, "Connections refused: at the connection limit.");
+                last_refused_log = Some(Instant::now());
+                refused = 0;
+            }
+            continue; // dropping the stream closes it
+        };
+        let connection = handle(stream, peer, shutdown.clone());
+        tasks.spawn(async move {
+            connection.await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+    )
+}
