@@ -84,8 +84,11 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     println!("Strict by design: a body with one bad line keeps the good line and names the bad one:");
     let body = "cpu,host=demo,region=eu-west-1 usage_user=12.5\ncpu,host=demo,region=eu-west-1 usage_user=12.5.1\n";
     println!("  POST /api/v2/write\n    {}", body.trim_end().replace('\n', "\n    "));
-    let reply = post(server.http_addr(), "/api/v2/write", body).await?;
-    println!("  -> {reply}");
+    let (status, reply) = post(server.http_addr(), "/api/v2/write", body).await?;
+    let reply = serde_json::from_str::<serde_json::Value>(&reply)
+        .and_then(|json| serde_json::to_string_pretty(&json))
+        .unwrap_or(reply);
+    println!("  -> {status}\n    {}", reply.replace('\n', "\n    "));
     println!();
 
     let summary = server.shutdown().await?;
@@ -121,8 +124,8 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One plain HTTP/1.1 POST; returns the status line and body.
-async fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> anyhow::Result<String> {
+/// One plain HTTP/1.1 POST; returns the status and the body.
+async fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> anyhow::Result<(String, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -133,5 +136,5 @@ async fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> anyhow::Res
     stream.read_to_string(&mut response).await?;
     let status = response.lines().next().unwrap_or("").trim_start_matches("HTTP/1.1 ").to_owned();
     let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    Ok(format!("{status} {body}"))
+    Ok((status, body))
 }
