@@ -176,7 +176,7 @@ mod tests {
                     _ => format!("cpu,host=h{i} v={request} {i}\n"),
                 })
                 .collect();
-            let mut parsed = writer.parse(body.as_bytes(), augur_ingest::Precision::Nanoseconds, 0, 1);
+            let mut parsed = writer.parse(body.as_bytes(), augur_ingest::Precision::Nanoseconds, 0, 1, usize::MAX);
             assert_eq!(parsed.error_count, 0);
             writer.admit(&mut parsed).unwrap();
             *expected.entry("north".to_owned()).or_insert(0) += 167;

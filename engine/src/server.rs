@@ -11,7 +11,7 @@ use augur_ingest::{RegionRule, Router, Writer};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::config::Config;
 use crate::metrics;
@@ -23,7 +23,7 @@ pub struct Server {
     http_addr: SocketAddr,
     tcp_addr: SocketAddr,
     trigger: ShutdownTrigger,
-    listeners: Vec<JoinHandle<std::io::Result<()>>>,
+    listeners: Vec<JoinHandle<()>>,
     pipelines: Pipelines,
     writer: Writer,
 }
@@ -118,11 +118,16 @@ impl Server {
     /// Stops accepting, lets requests in flight finish, drains every partition and stops.
     ///
     /// # Errors
-    /// When a listener had failed.
+    /// When a listener task had panicked; the partitions are drained all the same, so nothing
+    /// acknowledged is dropped on the way out.
     pub async fn shutdown(self) -> anyhow::Result<Summary> {
         self.trigger.trigger();
+        let mut panicked = 0;
         for listener in self.listeners {
-            listener.await.context("a listener task panicked")??;
+            if let Err(error) = listener.await {
+                error!(%error, "A listener task panicked.");
+                panicked += 1;
+            }
         }
         let router = self
             .writer
@@ -142,6 +147,9 @@ impl Server {
         let pipelines = self.pipelines;
         tokio::task::spawn_blocking(move || pipelines.join()).await?;
         info!("Augur stopped.");
+        if panicked > 0 {
+            anyhow::bail!("{panicked} listener task(s) panicked; see the log");
+        }
         Ok(Summary { partitions: stats.snapshot(), router })
     }
 }

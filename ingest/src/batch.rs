@@ -140,10 +140,13 @@ impl PointBatch {
     }
 }
 
-/// Batches are bounded by the request body size limit (at most 1 GiB, see the HTTP config), so
-/// offsets fit in 32 bits.
+/// An offset into a batch.
+///
+/// # Panics
+/// Past 4 GiB. A batch holds text from one parsed chunk, at most one request body (limited to
+/// 1 GiB by the config validation) or one TCP read with its partial line, so offsets fit in 32 bits.
 fn to_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
+    u32::try_from(n).expect("a batch's text stays under 4 GiB")
 }
 
 /// One point of a batch.

@@ -137,9 +137,9 @@ pub fn validate(model: &ModelConfig, router: &RouterConfig, http: &HttpConfig, t
         format!("http.max-body-bytes = {} must be between 1 KiB and 1 GiB", http.max_body_bytes),
     );
     check(
-        http.max_inflight_bytes >= 2 * http.max_body_bytes,
+        http.max_inflight_bytes >= 2 * http.max_body_bytes + (1 << 20),
         format!(
-            "http.max-inflight-bytes = {} must be at least twice http.max-body-bytes ({}), for one body and its decompressed copy",
+            "http.max-inflight-bytes = {} must be at least twice http.max-body-bytes ({}) plus 1 MiB, for one body and its decompressed copy",
             http.max_inflight_bytes, http.max_body_bytes
         ),
     );

@@ -7,7 +7,6 @@ mod body;
 mod reply;
 mod write;
 
-use std::io;
 use std::sync::Arc;
 
 use axum::routing::{get, post};
@@ -60,15 +59,7 @@ pub fn routes(state: HttpState) -> axum::Router {
 }
 
 /// Serves `app` on `listener` until `shutdown`, then lets requests in flight finish.
-///
-/// # Errors
-/// Only if accepting fails in a way that is not about one connection.
-pub async fn serve(
-    listener: TcpListener,
-    app: axum::Router,
-    config: &HttpConfig,
-    shutdown: Shutdown,
-) -> io::Result<()> {
+pub async fn serve(listener: TcpListener, app: axum::Router, config: &HttpConfig, shutdown: Shutdown) {
     let header_read_timeout = config.header_read_timeout;
     accept_loop(listener, "http", config.max_connections, shutdown, |stream, peer, mut shutdown| {
         let _ = stream.set_nodelay(true);

@@ -57,8 +57,8 @@ pub enum Reason {
     ReservedKey(&'static str),
     #[error("unterminated string: no closing `\"` before the end of the line")]
     UnterminatedString,
-    #[error("unexpected `{0}` after a string field value")]
-    AfterString(char),
+    #[error("unexpected {} after a string field value", describe_byte(*.0))]
+    AfterString(u8),
     #[error(
         "invalid field value `{0}`: expected a float, an integer (42i), an unsigned (42u), a boolean or a \"string\""
     )]
@@ -83,6 +83,15 @@ pub enum Reason {
     LineTooLong(usize),
 }
 
+/// A byte for an error message: the character if it is printable ASCII, else its value.
+fn describe_byte(b: u8) -> String {
+    if b.is_ascii_graphic() {
+        format!("`{}`", b as char)
+    } else {
+        format!("byte 0x{b:02x}")
+    }
+}
+
 /// A rejected line: where it is and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}, column {column}: {reason}")]
@@ -97,15 +106,23 @@ pub struct LineError {
 
 /// A name (measurement, tag key or value, field key) or string value as it appears in the input:
 /// still escaped if `escaped` is set.
+///
+/// Only the parser makes these, from validated UTF-8 cut at ASCII delimiters: the batch relies on
+/// it (see `PointBatch`), so the fields are not public.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Escaped<'a> {
     /// The raw bytes between the delimiters (quotes excluded for strings). Valid UTF-8.
-    pub raw: &'a [u8],
+    pub(crate) raw: &'a [u8],
     /// Whether `raw` holds a backslash, i.e. whether unescaping may change it.
-    pub escaped: bool,
+    pub(crate) escaped: bool,
 }
 
 impl<'a> Escaped<'a> {
+    /// The raw bytes as they appear in the input (quotes excluded for strings).
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
     /// Appends the unescaped name to `out`.
     pub fn unescape_name_into(&self, out: &mut Vec<u8>) {
         if self.escaped {
@@ -155,25 +172,50 @@ fn unescape_into(raw: &[u8], out: &mut Vec<u8>, is_escapable: impl Fn(u8) -> boo
     out.extend_from_slice(&raw[i..]);
 }
 
-/// One parsed line, borrowing the body (names) and the parser (tag and field lists).
+/// One parsed line, borrowing the body (names) and the parser (tag and field lists). Only the
+/// parser makes these.
 #[derive(Debug)]
 pub struct ParsedLine<'p, 'a> {
-    /// 1-based line number.
-    pub line: usize,
-    /// The measurement.
-    pub measurement: Escaped<'a>,
-    /// Tags sorted by unescaped key; keys unique.
-    pub tags: &'p [(Escaped<'a>, Escaped<'a>)],
-    /// Fields in input order; keys unique.
-    pub fields: &'p [(Escaped<'a>, FieldValue<Escaped<'a>>)],
-    /// Nanoseconds since the Unix epoch (the request's receive time when the line had none).
-    pub time: i64,
-    /// The raw `measurement,tags` text when it already is the canonical series key (no escapes,
-    /// tags in order), so the series id can be hashed without copying.
-    pub canonical_series: Option<&'a [u8]>,
+    pub(crate) line: usize,
+    pub(crate) measurement: Escaped<'a>,
+    pub(crate) tags: &'p [(Escaped<'a>, Escaped<'a>)],
+    pub(crate) fields: &'p [(Escaped<'a>, FieldValue<Escaped<'a>>)],
+    pub(crate) time: i64,
+    pub(crate) canonical_series: Option<&'a [u8]>,
 }
 
-impl ParsedLine<'_, '_> {
+impl<'p, 'a> ParsedLine<'p, 'a> {
+    /// 1-based line number.
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    /// The measurement.
+    pub fn measurement(&self) -> Escaped<'a> {
+        self.measurement
+    }
+
+    /// Tags sorted by unescaped key; keys unique.
+    pub fn tags(&self) -> &'p [(Escaped<'a>, Escaped<'a>)] {
+        self.tags
+    }
+
+    /// Fields in input order; keys unique.
+    pub fn fields(&self) -> &'p [(Escaped<'a>, FieldValue<Escaped<'a>>)] {
+        self.fields
+    }
+
+    /// Nanoseconds since the Unix epoch (the request's receive time when the line had none).
+    pub fn time(&self) -> i64 {
+        self.time
+    }
+
+    /// The raw `measurement,tags` text when it already is the canonical series key (no escapes,
+    /// tags in order), so the series id can be hashed without copying.
+    pub fn canonical_series(&self) -> Option<&'a [u8]> {
+        self.canonical_series
+    }
+
     /// An owned copy of this line's point.
     pub fn to_point(&self) -> Point {
         let text = |e: &Escaped<'_>, string: bool| {
@@ -207,6 +249,7 @@ pub struct Parser<'a> {
     utf8_valid_until: usize,
     precision: Precision,
     default_time: i64,
+    max_line_bytes: usize,
     tags: Vec<(Escaped<'a>, Escaped<'a>)>,
     fields: Vec<(Escaped<'a>, FieldValue<Escaped<'a>>)>,
 }
@@ -222,9 +265,16 @@ impl<'a> Parser<'a> {
             utf8_valid_until: 0,
             precision,
             default_time,
+            max_line_bytes: usize::MAX,
             tags: Vec::new(),
             fields: Vec::new(),
         }
+    }
+
+    /// Rejects lines longer than `limit` bytes (newline excluded); no limit by default.
+    pub fn max_line_bytes(mut self, limit: usize) -> Self {
+        self.max_line_bytes = limit;
+        self
     }
 
     /// The number of the last line returned (or skipped).
@@ -243,6 +293,9 @@ impl<'a> Parser<'a> {
             let end = memchr::memchr(b'\n', &self.body[start..]).map_or(self.body.len(), |n| start + n);
             self.pos = end + 1;
             self.line += 1;
+            if end - start > self.max_line_bytes {
+                return Some(Err(self.error(self.max_line_bytes, Reason::LineTooLong(self.max_line_bytes))));
+            }
             let mut line = &self.body[start..end];
             if let [rest @ .., b'\r'] = line {
                 line = rest;

@@ -15,24 +15,21 @@ use crate::shutdown::Shutdown;
 
 /// Least time between two logs about refused connections.
 const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
-/// Pause after running out of file descriptors, so the loop waits for some to close instead of
-/// spinning.
-const EMFILE_PAUSE: Duration = Duration::from_millis(50);
+/// Pause after an accept error that is not about one connection (out of file descriptors, of
+/// memory, of buffers): such conditions pass, so the loop waits instead of spinning or giving up.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Accepts connections on `listener` until `shutdown`, running `handle` for each in its own task,
 /// at most `max_connections` at once (more are closed on accept). Waits for every connection task
-/// before returning; tasks get the shutdown signal to finish their work in flight.
-///
-/// # Errors
-/// Only when accepting fails in a way that is not about one connection.
+/// before returning; tasks get the shutdown signal to finish their work in flight. No accept error
+/// stops the loop: dropping the listener would abort every open connection and its requests.
 pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     protocol: &'static str,
     max_connections: usize,
     mut shutdown: Shutdown,
     mut handle: F,
-) -> io::Result<()>
-where
+) where
     F: FnMut(TcpStream, SocketAddr, Shutdown) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -44,16 +41,15 @@ where
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
-                Err(error) if error.raw_os_error() == Some(24) => {
-                    warn!(protocol, %error, "Accept failed: out of file descriptors.");
-                    tokio::time::sleep(EMFILE_PAUSE).await;
-                    continue;
-                }
                 Err(error) if is_per_connection(&error) => {
                     debug!(protocol, %error, "Accept failed for one connection.");
                     continue;
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    warn!(protocol, %error, "Accept failed; retrying shortly.");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
             },
             () = shutdown.wait() => break,
         };
@@ -73,8 +69,10 @@ where
         });
         while tasks.try_join_next().is_some() {}
     }
+    // Stop listening at once, so new clients are refused rather than left in the backlog while
+    // the open connections finish.
+    drop(listener);
     while tasks.join_next().await.is_some() {}
-    Ok(())
 }
 
 fn is_per_connection(error: &io::Error) -> bool {

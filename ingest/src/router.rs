@@ -151,11 +151,16 @@ impl Router {
             let stats = &self.stats[partition];
             stats.queued_points.fetch_add(points, Ordering::AcqRel);
             if let Err(returned) = self.senders[partition].send(batch) {
-                // The consumer is gone: only at shutdown, when nothing more will be read anyway.
+                // The consumer is gone (at shutdown, or if the pipelines died): nothing more will be
+                // read. Release what the unsent batches reserved; those sent before are lost with
+                // the consumer, so this request is not retryable as a whole.
                 stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
                 stats.queued_points.fetch_sub(points, Ordering::AcqRel);
                 let mut rest = vec![(partition, returned.0)];
-                rest.extend(batches);
+                for (p, b) in batches {
+                    self.stats[p].queued_bytes.fetch_sub(b.heap_bytes(), Ordering::AcqRel);
+                    rest.push((p, b));
+                }
                 return Err((Rejected::Closed { partition }, rest));
             }
             stats.points_in.fetch_add(points as u64, Ordering::Relaxed);

@@ -28,11 +28,9 @@ const READ_CHUNK: usize = 64 << 10;
 /// Longest wait between two admission attempts while partitions are full.
 const MAX_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serves line protocol on `listener` until `shutdown`.
-///
-/// # Errors
-/// Only if accepting fails in a way that is not about one connection.
-pub async fn serve(listener: TcpListener, writer: Writer, config: TcpConfig, shutdown: Shutdown) -> io::Result<()> {
+/// Serves line protocol on `listener` until `shutdown`, then lets connections finish what they
+/// received.
+pub async fn serve(listener: TcpListener, writer: Writer, config: TcpConfig, shutdown: Shutdown) {
     let config = Arc::new(config);
     accept_loop(listener, "tcp", config.max_connections, shutdown, |stream, peer, shutdown| {
         let connection = Connection::new(writer.clone(), config.clone(), peer.to_string());
@@ -65,6 +63,8 @@ impl Connection {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         // Inside a line longer than the limit: drop bytes until its newline.
         let mut skipping = false;
+        // How much of `buf` is known to hold no newline.
+        let mut scanned = 0;
         loop {
             buf.reserve(READ_CHUNK);
             let read = tokio::select! {
@@ -101,21 +101,28 @@ impl Connection {
                     }
                 }
             }
-            if let Some(last) = memchr::memrchr(b'\n', &buf) {
-                let complete = buf.split_to(last + 1).freeze();
-                if !self.ingest(complete).await {
-                    break;
+            // Only the bytes after `scanned` can hold a newline not seen yet: a line dribbling in
+            // a byte at a time costs linear, not quadratic, scanning.
+            match memchr::memrchr(b'\n', &buf[scanned..]) {
+                Some(last) => {
+                    let complete = buf.split_to(scanned + last + 1).freeze();
+                    scanned = 0;
+                    if !self.ingest(complete).await {
+                        break;
+                    }
                 }
+                None => scanned = buf.len(),
             }
             if buf.len() > self.config.max_line_bytes {
                 let error = LineError {
                     line: self.next_line,
-                    column: 1,
+                    column: self.config.max_line_bytes + 1,
                     reason: Reason::LineTooLong(self.config.max_line_bytes),
                 };
                 self.writer.stats().lines_invalid.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.report(1, Some(&error));
                 buf.clear();
+                scanned = 0;
                 skipping = true;
             }
         }
@@ -130,9 +137,12 @@ impl Connection {
     async fn ingest(&mut self, lines: bytes::Bytes) -> bool {
         let now = now_nanos();
         let first_line = self.next_line;
+        let max_line_bytes = self.config.max_line_bytes;
         let writer = self.writer.clone();
-        let mut parsed: ParsedBody =
-            self.writer.run_cpu(move || writer.parse(&lines, Precision::Nanoseconds, now, first_line)).await;
+        let mut parsed: ParsedBody = self
+            .writer
+            .run_cpu(move || writer.parse(&lines, Precision::Nanoseconds, now, first_line, max_line_bytes))
+            .await;
         self.next_line = parsed.last_line + 1;
         if parsed.error_count > 0 {
             self.report(parsed.error_count, parsed.errors.first());

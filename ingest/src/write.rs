@@ -85,13 +85,20 @@ impl Writer {
     }
 
     /// Parses `body` into one batch per partition. Lines without a timestamp get `now` (ns);
-    /// `first_line` numbers the first line.
-    pub fn parse(&self, body: &[u8], precision: Precision, now: i64, first_line: usize) -> ParsedBody {
+    /// `first_line` numbers the first line; lines longer than `max_line_bytes` are rejected.
+    pub fn parse(
+        &self,
+        body: &[u8],
+        precision: Precision,
+        now: i64,
+        first_line: usize,
+        max_line_bytes: usize,
+    ) -> ParsedBody {
         let partitions = self.router.partitions();
         let mut by_partition: Vec<PointBatch> = (0..partitions).map(|_| PointBatch::new()).collect();
         let mut out = ParsedBody::default();
         let mut hasher = SeriesHasher::default();
-        let mut parser = Parser::new(body, precision, now, first_line);
+        let mut parser = Parser::new(body, precision, now, first_line).max_line_bytes(max_line_bytes);
         while let Some(result) = parser.next() {
             match result {
                 Ok(line) => {

@@ -155,7 +155,7 @@ mod tests {
         // Tags are generated in order, so the parser's no-copy fast path applies.
         let mut parser = augur_ingest::line_protocol::Parser::new(&out, Precision::Nanoseconds, 0, 1);
         while let Some(line) = parser.next() {
-            assert!(line.unwrap().canonical_series.is_some());
+            assert!(line.unwrap().canonical_series().is_some());
         }
     }
 }

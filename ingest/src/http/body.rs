@@ -80,15 +80,23 @@ pub(super) async fn read(
     tokio::time::timeout(timeout, collect).await.map_err(|_| BodyError::Timeout(timeout))?
 }
 
-/// Decompresses a gzip body, refusing output over `limit` bytes and charging it as it grows, so a
-/// gzip bomb stops at the limit instead of filling memory. Blocking: run it on the ingest pool.
+/// Decompresses a gzip body, refusing output over `limit` bytes and charging the output buffer's
+/// capacity as it grows, so a gzip bomb stops at the limit instead of filling memory. Blocking: run
+/// it on the ingest pool.
 pub(super) fn gunzip(compressed: &[u8], limit: u64, charge: &mut Charge) -> Result<Vec<u8>, BodyError> {
     const STEP: usize = 256 << 10;
+    let most = usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(STEP);
     let mut decoder = flate2::read::MultiGzDecoder::new(compressed);
     let mut out = Vec::new();
     loop {
         let len = out.len();
-        charge.cover(compressed.len() + len + STEP)?;
+        if out.capacity() < len + STEP {
+            // Grow by doubling, as `Vec` would, but never past the limit plus one step, and
+            // charge the exact capacity before allocating it.
+            let capacity = (out.capacity() * 2).max(len + STEP).min(most);
+            charge.cover(compressed.len() + capacity)?;
+            out.reserve_exact(capacity - len);
+        }
         out.resize(len + STEP, 0);
         let n = decoder.read(&mut out[len..]).map_err(BodyError::BadGzip)?;
         out.truncate(len + n);

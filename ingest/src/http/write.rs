@@ -121,9 +121,9 @@ async fn write(state: HttpState, precision: Precision, headers: HeaderMap, body:
         .run_cpu(move || {
             let parsed = if gzip {
                 let text = body::gunzip(&raw, limit, &mut charge)?;
-                writer.parse(&text, precision, now, 1)
+                writer.parse(&text, precision, now, 1, usize::MAX)
             } else {
-                writer.parse(&raw, precision, now, 1)
+                writer.parse(&raw, precision, now, 1, usize::MAX)
             };
             drop(charge);
             let mut parsed = parsed;

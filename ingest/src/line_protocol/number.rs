@@ -34,10 +34,15 @@ fn range_or_invalid(raw: &[u8], digits: &[u8], out_of_range: fn(String) -> Reaso
 }
 
 fn parse_unsigned(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 20 {
+    if digits.is_empty() {
         return None;
     }
-    digits.iter().try_fold(0u64, |acc, &d| {
+    // Leading zeros are valid and do not count toward the 20 digits of u64::MAX.
+    let significant = &digits[digits.iter().take_while(|&&d| d == b'0').count()..];
+    if significant.len() > 20 {
+        return None;
+    }
+    significant.iter().try_fold(0u64, |acc, &d| {
         let d = d.wrapping_sub(b'0');
         (d < 10).then_some(())?;
         acc.checked_mul(10)?.checked_add(u64::from(d))

@@ -74,14 +74,13 @@ pub(super) fn scan_line<'a>(
         i = end;
     }
     let series_end = i;
-    let in_order = sort_tags(tags).map_err(|key| (start, Reason::DuplicateTag(key)))?;
+    let in_order = sort_tags(tags).map_err(|key| (column_of(line, &key), Reason::DuplicateTag(lossy(&key))))?;
     let canonical_series = (in_order && !series_escaped).then(|| &line[start..series_end]);
 
     i = skip_spaces(line, i);
     if i == series_end || i >= line.len() {
         return Err((i.min(line.len()), Reason::MissingFields));
     }
-    let fields_start = i;
     loop {
         let key_start = i;
         let (key, eq) = scan_name(line, key_start, &NAME)?;
@@ -109,12 +108,12 @@ pub(super) fn scan_line<'a>(
                 i = end;
                 break;
             }
-            Some(&other) => return Err((end, Reason::AfterString(other as char))),
+            Some(&other) => return Err((end, Reason::AfterString(other))),
         }
     }
 
     if fields.len() > LINEAR_DUPLICATE_CHECK {
-        check_many_fields(fields).map_err(|key| (fields_start, Reason::DuplicateField(key)))?;
+        check_many_fields(fields).map_err(|key| (column_of(line, &key), Reason::DuplicateField(lossy(&key))))?;
     }
 
     i = skip_spaces(line, i);
@@ -200,29 +199,35 @@ fn cmp_names(a: &Escaped<'_>, b: &Escaped<'_>) -> Ordering {
     }
 }
 
-/// Sorts tags by key; `Ok(true)` if they already were in order. `Err` names a duplicate key.
-fn sort_tags(tags: &mut [(Escaped<'_>, Escaped<'_>)]) -> Result<bool, String> {
+/// Sorts tags by key; `Ok(true)` if they already were in order. `Err` is the later of two equal
+/// keys.
+fn sort_tags<'a>(tags: &mut [(Escaped<'a>, Escaped<'a>)]) -> Result<bool, Escaped<'a>> {
     let in_order = tags.windows(2).all(|w| cmp_names(&w[0].0, &w[1].0) == Ordering::Less);
     if in_order {
         return Ok(true);
     }
-    tags.sort_by(|a, b| cmp_names(&a.0, &b.0));
+    tags.sort_by(|a, b| cmp_names(&a.0, &b.0)); // stable: equal keys keep their input order
     match tags.windows(2).find(|w| cmp_names(&w[0].0, &w[1].0) == Ordering::Equal) {
-        Some(w) => Err(lossy(&w[0].0)),
+        Some(w) => Err(w[1].0),
         None => Ok(false),
     }
+}
+
+/// The 0-based column of a name cut from `line`.
+fn column_of(line: &[u8], name: &Escaped<'_>) -> usize {
+    (name.raw.as_ptr() as usize).saturating_sub(line.as_ptr() as usize)
 }
 
 /// Up to this many fields a line's keys are checked for duplicates by a scan as they arrive; past
 /// it, once by sorting, so a line with a million fields costs n log n, not n².
 const LINEAR_DUPLICATE_CHECK: usize = 32;
 
-/// `Err` names a duplicate among many fields.
-fn check_many_fields(fields: &[(Escaped<'_>, FieldValue<Escaped<'_>>)]) -> Result<(), String> {
-    let mut keys: Vec<_> = fields.iter().map(|(k, _)| k.name()).collect();
-    keys.sort_unstable();
-    match keys.windows(2).find(|w| w[0] == w[1]) {
-        Some(w) => Err(String::from_utf8_lossy(&w[0]).into_owned()),
+/// `Err` is the later of two equal keys among many fields.
+fn check_many_fields<'a>(fields: &[(Escaped<'a>, FieldValue<Escaped<'a>>)]) -> Result<(), Escaped<'a>> {
+    let mut keys: Vec<_> = fields.iter().map(|(k, _)| (k.name(), *k)).collect();
+    keys.sort_by(|a, b| a.0.cmp(&b.0)); // stable: equal keys keep their input order
+    match keys.windows(2).find(|w| w[0].0 == w[1].0) {
+        Some(w) => Err(w[1].1),
         None => Ok(()),
     }
 }

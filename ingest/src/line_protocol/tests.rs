@@ -104,6 +104,10 @@ fn bad_numbers_are_named() {
     assert!(matches!(error("m v=18446744073709551616u").reason, Reason::UnsignedOutOfRange(_)));
     assert!(matches!(error("m v=-1u").reason, Reason::InvalidValue(_)));
     assert!(matches!(error("m v=1.5i").reason, Reason::InvalidValue(_)));
+    // Leading zeros do not count toward the range.
+    assert_eq!(one("m v=0000000000000000000000001i").fields[0].1, FieldValue::Integer(1));
+    assert_eq!(one("m v=000000000000000000000000018446744073709551615u").fields[0].1, FieldValue::Unsigned(u64::MAX));
+    assert_eq!(one("m v=1 00000000000000000000000042").time, 42);
 }
 
 #[test]
@@ -140,7 +144,9 @@ fn duplicate_fields_are_rejected_also_on_long_lines() {
     let many: Vec<String> = (0..100).map(|i| format!("f{i}=1")).collect();
     one(&format!("m {}", many.join(",")));
     let line = format!("m {},f7=2", many.join(","));
-    assert_eq!(error(&line).reason, Reason::DuplicateField("f7".into()));
+    let e = error(&line);
+    assert_eq!(e.reason, Reason::DuplicateField("f7".into()));
+    assert_eq!(e.column, line.rfind("f7=").unwrap() + 1, "the column of the second `f7`");
 }
 
 #[test]
@@ -188,7 +194,9 @@ fn malformed_lines_name_line_column_and_reason() {
         ("m v=1,", 7, Reason::MissingFieldEquals),
         (r#"m s="abc"#, 5, Reason::UnterminatedString),
         (r#"m s="abc\""#, 5, Reason::UnterminatedString),
-        (r#"m s="a"x"#, 8, Reason::AfterString('x')),
+        (r#"m s="a"x"#, 8, Reason::AfterString(b'x')),
+        ("m,a=1,b=2,a=3 v=1", 11, Reason::DuplicateTag("a".into())),
+        ("m a=1,b=2,a=3", 11, Reason::DuplicateField("a".into())),
         ("m\\", 2, Reason::TrailingBackslash),
         ("m v=1,w\\", 8, Reason::TrailingBackslash),
         ("m time=1", 3, Reason::ReservedKey("field")),
