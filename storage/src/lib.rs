@@ -1,9 +1,14 @@
 //! Augur's storage tier: where results leave the engine.
 //!
-//! It speaks Arrow and knows nothing of the ingest tier or the engine. Nothing is stored yet: the
-//! Hive-partitioned Parquet sink (raw points, rollups, predictions) and the sharded PostgreSQL sink
-//! (rollups, predictions) arrive with the cold- and hot-storage issues, and this map grows with
-//! them.
+//! It speaks Arrow and knows nothing of the ingest tier or the engine. The engine hands every
+//! output (raw points, closed windows) to a [`sink::Sink`] as Arrow `RecordBatch`es in the schemas
+//! defined here; the Parquet (cold) and PostgreSQL (hot) sinks arrive with the storage issues.
 //!
 //! # Layout
-//! (empty: no modules yet)
+//! - [`schema`]: the Arrow schema of each output kind, documented column by column.
+//! - [`sketch`]: `DdSketch`, the mergeable quantile sketch stored with every rollup, and its bytes.
+//! - [`sink`]: the `Sink` trait outputs go through, and the in-memory and null sinks.
+
+pub mod schema;
+pub mod sink;
+pub mod sketch;

@@ -1,0 +1,92 @@
+//! The Arrow schemas of Augur's outputs. Each output kind has one schema; column meanings are the
+//! contract with the stores and with analysts reading the files.
+//!
+//! ## Rollups ([`rollup_schema`])
+//! One row per (series, field, resolution, window). Windows are tumbling, aligned to the Unix
+//! epoch in UTC, `[window_start, window_end)`.
+//!
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `series_id` | u64 | XXH3-64 of `series_key` |
+//! | `series_key` | utf8 | canonical `measurement,tag=value,...` |
+//! | `measurement`, `region`, `field` | utf8 | |
+//! | `resolution` | utf8 | `10s`, `1m`, `1h`, ... |
+//! | `window_start`, `window_end` | timestamp ns UTC | |
+//! | `kind` | utf8 | `float`, `integer`, `unsigned`, `boolean`, `string` |
+//! | `count` | u64 | values in the window |
+//! | `sum`, `min`, `max`, `mean`, `stddev`, `first`, `last` | f64, null unless numeric | `stddev` is the population standard deviation; `first`/`last` by event time |
+//! | `int_sum`, `int_min`, `int_max`, `int_first`, `int_last` | decimal(38,0), null unless integer or unsigned | exact |
+//! | `first_time`, `last_time` | timestamp ns UTC | event times of the first and last value |
+//! | `true_count`, `false_count` | u64, null unless boolean | |
+//! | `last_string` | utf8, null unless string | |
+//! | `p50`, `p90`, `p95`, `p99` | f64, null unless numeric | within 1 % of the exact quantile |
+//! | `sketch` | binary, null unless numeric | `DdSketch::to_bytes`, mergeable across windows and shards |
+//! | `partial` | bool | emitted at shutdown before the watermark closed the window |
+//!
+//! ## Raw points ([`raw_schema`])
+//! One batch per (measurement, region, UTC hour), see [`RawKey`]: a `time` column (timestamp ns
+//! UTC), `series_id` (u64), one nullable utf8 column per tag key, then one nullable column per
+//! field, typed f64, i64, u64, bool or utf8. Columns are named by their key; a field that arrives
+//! with two types in one batch gets its second type in a column `<field>::<type>`. Schemas of
+//! different batches of one measurement may differ: readers union them by name.
+
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Precision and scale of the exact integer aggregates.
+pub const INT_DECIMAL: DataType = DataType::Decimal128(38, 0);
+
+/// Nanosecond UTC timestamps, as every time column is typed.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+/// The schema of rollup batches.
+pub fn rollup_schema() -> SchemaRef {
+    let f64_col = |name: &str| Field::new(name, DataType::Float64, true);
+    let dec_col = |name: &str| Field::new(name, INT_DECIMAL, true);
+    let mut fields = vec![
+        Field::new("series_id", DataType::UInt64, false),
+        Field::new("series_key", DataType::Utf8, false),
+        Field::new("measurement", DataType::Utf8, false),
+        Field::new("region", DataType::Utf8, false),
+        Field::new("field", DataType::Utf8, false),
+        Field::new("resolution", DataType::Utf8, false),
+        Field::new("window_start", timestamp_type(), false),
+        Field::new("window_end", timestamp_type(), false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("count", DataType::UInt64, false),
+    ];
+    fields.extend(["sum", "min", "max", "mean", "stddev", "first", "last"].map(f64_col));
+    fields.extend(["int_sum", "int_min", "int_max", "int_first", "int_last"].map(dec_col));
+    fields.extend([
+        Field::new("first_time", timestamp_type(), false),
+        Field::new("last_time", timestamp_type(), false),
+        Field::new("true_count", DataType::UInt64, true),
+        Field::new("false_count", DataType::UInt64, true),
+        Field::new("last_string", DataType::Utf8, true),
+    ]);
+    fields.extend(["p50", "p90", "p95", "p99"].map(f64_col));
+    fields.extend([Field::new("sketch", DataType::Binary, true), Field::new("partial", DataType::Boolean, false)]);
+    Arc::new(Schema::new(fields))
+}
+
+/// Where a batch of raw points belongs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RawKey {
+    /// The measurement of every point in the batch.
+    pub measurement: String,
+    /// The region of every point in the batch.
+    pub region: String,
+    /// Start of the UTC hour all the points' times fall in, in ns since the epoch.
+    pub hour_start: i64,
+}
+
+/// The fixed leading columns of a raw batch; tag and field columns follow.
+pub fn raw_schema(tags: impl IntoIterator<Item = String>, fields: impl IntoIterator<Item = (String, DataType)>) -> SchemaRef {
+    let mut columns = vec![Field::new("time", timestamp_type(), false), Field::new("series_id", DataType::UInt64, false)];
+    columns.extend(tags.into_iter().map(|name| Field::new(name, DataType::Utf8, true)));
+    columns.extend(fields.into_iter().map(|(name, data_type)| Field::new(name, data_type, true)));
+    Arc::new(Schema::new(columns))
+}

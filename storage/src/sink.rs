@@ -1,0 +1,109 @@
+//! The `Sink` trait every output goes through, and the two sinks that need no storage: one that
+//! keeps batches in memory (tests, the demo) and one that drops them (benchmarks).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use arrow_array::RecordBatch;
+
+use crate::schema::RawKey;
+
+/// Why a sink could not take a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Worth retrying (a store is down, a disk is full).
+    #[error("{0} (retryable)")]
+    Retryable(String),
+    /// Retrying the same batch will fail again.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Where the pipelines hand their output. Called from many pipeline tasks at once, once per batch
+/// (never per row).
+pub trait Sink: Send + Sync {
+    /// Takes a batch of raw points of one (measurement, region, hour).
+    ///
+    /// # Errors
+    /// [`SinkError`] when the batch was not taken.
+    fn raw(&self, key: &RawKey, batch: RecordBatch) -> Result<(), SinkError>;
+
+    /// Takes a batch of closed windows, in [`crate::schema::rollup_schema`].
+    ///
+    /// # Errors
+    /// [`SinkError`] when the batch was not taken.
+    fn rollups(&self, batch: RecordBatch) -> Result<(), SinkError>;
+
+    /// Makes everything taken so far durable (called at shutdown).
+    ///
+    /// # Errors
+    /// [`SinkError`] when that failed.
+    fn flush(&self) -> Result<(), SinkError>;
+}
+
+/// Keeps every batch in memory.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    raw: Mutex<Vec<(RawKey, RecordBatch)>>,
+    rollups: Mutex<Vec<RecordBatch>>,
+    flushes: AtomicU64,
+}
+
+impl MemorySink {
+    /// The raw batches taken so far.
+    pub fn raw_batches(&self) -> Vec<(RawKey, RecordBatch)> {
+        self.raw.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The rollup batches taken so far.
+    pub fn rollup_batches(&self) -> Vec<RecordBatch> {
+        self.rollups.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// How often `flush` was called.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::SeqCst)
+    }
+}
+
+impl Sink for MemorySink {
+    fn raw(&self, key: &RawKey, batch: RecordBatch) -> Result<(), SinkError> {
+        self.raw.lock().unwrap_or_else(PoisonError::into_inner).push((key.clone(), batch));
+        Ok(())
+    }
+
+    fn rollups(&self, batch: RecordBatch) -> Result<(), SinkError> {
+        self.rollups.lock().unwrap_or_else(PoisonError::into_inner).push(batch);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), SinkError> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Counts rows and drops them.
+#[derive(Debug, Default)]
+pub struct NullSink {
+    /// Raw rows taken.
+    pub raw_rows: AtomicU64,
+    /// Rollup rows taken.
+    pub rollup_rows: AtomicU64,
+}
+
+impl Sink for NullSink {
+    fn raw(&self, _key: &RawKey, batch: RecordBatch) -> Result<(), SinkError> {
+        self.raw_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn rollups(&self, batch: RecordBatch) -> Result<(), SinkError> {
+        self.rollup_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
