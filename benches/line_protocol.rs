@@ -7,8 +7,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use augur_engine::loadgen::tsbs::Fleet;
+use augur_ingest::config::ModelConfig;
 use augur_ingest::line_protocol::Parser;
-use augur_ingest::{Precision, RegionRule, Router, Writer};
+use augur_ingest::{Precision, Router, Writer};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 
 /// One loadgen request: 5000 lines from 1000 hosts in 4 regions, 10 tags and 10 float fields each.
@@ -52,8 +53,7 @@ fn parse_and_route(c: &mut Criterion) {
     let (body, values) = tsbs_body();
     let (router, receivers) = Router::new(2, usize::MAX);
     let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap());
-    let regions = RegionRule { tag: "region".into(), default: "default".into() };
-    let writer = Writer::new(Arc::new(router), regions, pool);
+    let writer = Writer::new(Arc::new(router), &ModelConfig::default(), pool);
     let mut group = c.benchmark_group("parse_and_route");
     bytes_and_values(&mut group, &body, values, |body| {
         let mut parsed = writer.parse(body, Precision::Nanoseconds, 0, 1, usize::MAX);

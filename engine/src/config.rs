@@ -7,6 +7,9 @@ use std::time::Duration;
 use augur_ingest::config::{HttpConfig, ModelConfig, RouterConfig, TcpConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::pipeline::PipelineConfig;
+use crate::window::Resolution;
+
 /// Prefix of environment overrides: `AUGUR_HTTP__ADDR=0.0.0.0:8086` sets `[http] addr`.
 pub const ENV_PREFIX: &str = "AUGUR_";
 
@@ -51,11 +54,25 @@ pub struct EngineConfig {
     /// How long an idle pipeline waits for data before it checks again.
     #[serde(with = "humantime_serde")]
     pub tick: Duration,
+    /// Window resolutions, finest first; each a whole multiple of the one before.
+    pub resolutions: Vec<humantime_serde::Serde<Duration>>,
+    /// How far behind the newest event time a point may arrive and still be aggregated.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// After this long without data, a partition's watermark follows the wall clock.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { threads: 0, tick: Duration::from_millis(10) }
+        Self {
+            threads: 0,
+            tick: Duration::from_millis(10),
+            resolutions: [10, 60, 3600].map(|s| Duration::from_secs(s).into()).to_vec(),
+            allowed_lateness: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -63,6 +80,45 @@ impl EngineConfig {
     /// The thread count with 0 resolved to the number of cores.
     pub fn resolved_threads(&self) -> usize {
         augur_ingest::config::cores_if_zero(self.threads)
+    }
+
+    /// The pipelines' settings.
+    pub fn pipeline(&self) -> PipelineConfig {
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        PipelineConfig {
+            threads: self.resolved_threads(),
+            tick: self.tick,
+            resolutions: self.resolutions.iter().map(|r| Resolution::new(**r)).collect(),
+            allowed_lateness: nanos(self.allowed_lateness),
+            idle_timeout: nanos(self.idle_timeout),
+        }
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.threads > 1024 {
+            problems.push(format!("engine.threads = {} is over the limit of 1024", self.threads));
+        }
+        if self.tick.is_zero() || self.tick > Duration::from_secs(1) {
+            problems.push(format!("engine.tick = {:?} must be above 0 and at most 1s", self.tick));
+        }
+        if self.resolutions.is_empty() {
+            problems.push("engine.resolutions must list at least one resolution".into());
+        }
+        if self.resolutions.first().is_some_and(|r| r.as_millis() < 1) {
+            problems.push("engine.resolutions: the finest must be at least 1ms".into());
+        }
+        for pair in self.resolutions.windows(2) {
+            let (fine, coarse) = (pair[0].as_nanos(), pair[1].as_nanos());
+            if fine == 0 || coarse <= fine || coarse % fine != 0 {
+                problems.push(format!(
+                    "engine.resolutions: {:?} must be a whole multiple of {:?}, the resolution before it",
+                    *pair[1], *pair[0]
+                ));
+            }
+        }
+        if self.idle_timeout.is_zero() {
+            problems.push("engine.idle-timeout must be above 0".into());
+        }
     }
 }
 
@@ -142,12 +198,7 @@ impl Config {
     /// [`ConfigError::Invalid`] listing each problem with its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = augur_ingest::config::validate(&self.model, &self.router, &self.http, &self.tcp);
-        if self.engine.threads > 1024 {
-            problems.push(format!("engine.threads = {} is over the limit of 1024", self.engine.threads));
-        }
-        if self.engine.tick.is_zero() || self.engine.tick > Duration::from_secs(1) {
-            problems.push(format!("engine.tick = {:?} must be above 0 and at most 1s", self.engine.tick));
-        }
+        self.engine.validate(&mut problems);
         if self.server.data_dir.as_os_str().is_empty() {
             problems.push("server.data-dir must not be empty".into());
         }
@@ -217,7 +268,9 @@ mod tests {
         config.model.region_tag.clear();
         config.http.max_body_bytes = 1;
         config.engine.tick = Duration::ZERO;
+        config.engine.resolutions = [10, 15].map(|s| Duration::from_secs(s).into()).to_vec();
         let Err(ConfigError::Invalid(problems)) = config.validate() else { panic!("expected invalid") };
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[3].contains("whole multiple"), "{problems:?}");
     }
 }

@@ -8,6 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use arrow_array::{
+    Array, BinaryArray, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
+};
+use augur_storage::sink::MemorySink;
+use augur_storage::sketch::DdSketch;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -28,7 +33,8 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("creating {}", config.server.data_dir.display()))?;
 
-    let server = Server::start(&config).await?;
+    let sink = Arc::new(MemorySink::default());
+    let server = Server::start(&config, sink.clone()).await?;
     println!("Augur demo");
     println!(
         "  engine:    {} partitions, data dir {}",
@@ -120,8 +126,75 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
         );
     }
     println!();
+    print_rollups(&sink)?;
+    println!();
     println!("Next: `augur serve` and point Telegraf or `augur loadgen` at http://127.0.0.1:8086.");
     Ok(())
+}
+
+/// Prints CPU per region for the latest minute: every host's 1-minute window merged per region,
+/// quantiles from the merged sketches.
+fn print_rollups(sink: &MemorySink) -> anyhow::Result<()> {
+    let batches = sink.rollup_batches();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let windows_closed: usize = batches.iter().map(|b| b.num_rows() - count_true(b, "partial")).sum();
+    println!("Rollups: {rows} rows ({windows_closed} closed by the watermark, the rest flushed at shutdown).");
+    let mut per_region: BTreeMap<(String, i64), (u64, f64, f64, DdSketch)> = BTreeMap::new();
+    for batch in &batches {
+        let text =
+            |name: &str| batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+        let (Some(region), Some(field), Some(resolution)) = (text("region"), text("field"), text("resolution")) else {
+            anyhow::bail!("rollup batch without its text columns");
+        };
+        let start = batch
+            .column_by_name("window_start")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>().cloned());
+        let number =
+            |name: &str| batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned());
+        let count = batch.column_by_name("count").and_then(|c| c.as_any().downcast_ref::<UInt64Array>().cloned());
+        let sketch = batch.column_by_name("sketch").and_then(|c| c.as_any().downcast_ref::<BinaryArray>().cloned());
+        let (Some(start), Some(sum), Some(max), Some(count), Some(sketch)) =
+            (start, number("sum"), number("max"), count, sketch)
+        else {
+            anyhow::bail!("rollup batch without its value columns");
+        };
+        for row in 0..batch.num_rows() {
+            if resolution.value(row) != "1m" || field.value(row) != "usage_user" {
+                continue;
+            }
+            let entry = per_region
+                .entry((region.value(row).to_owned(), start.value(row)))
+                .or_insert_with(|| (0, 0.0, f64::MIN, DdSketch::new()));
+            entry.0 += count.value(row);
+            entry.1 += sum.value(row);
+            entry.2 = entry.2.max(max.value(row));
+            entry.3.merge(&DdSketch::from_bytes(sketch.value(row))?);
+        }
+    }
+    let Some(latest) = per_region.keys().map(|(_, start)| *start).max() else { return Ok(()) };
+    println!("CPU usage_user per region, 1-minute window starting {} (UTC):", format_time(latest));
+    println!("  {:<16} {:>10} {:>8} {:>8} {:>8} {:>8}", "region", "values", "mean", "p50", "p99", "max");
+    for ((region, start), (count, sum, max, sketch)) in &per_region {
+        if *start != latest {
+            continue;
+        }
+        let q = |q: f64| sketch.quantile(q).unwrap_or(f64::NAN);
+        println!("  {region:<16} {count:>10} {:>8.2} {:>8.2} {:>8.2} {max:>8.2}", sum / *count as f64, q(0.5), q(0.99));
+    }
+    Ok(())
+}
+
+fn count_true(batch: &RecordBatch, column: &str) -> usize {
+    batch
+        .column_by_name(column)
+        .and_then(|c| c.as_any().downcast_ref::<BooleanArray>().map(|b| b.true_count()))
+        .unwrap_or(0)
+}
+
+/// `HH:MM:SS` of a ns timestamp.
+fn format_time(nanos: i64) -> String {
+    let secs = nanos.div_euclid(1_000_000_000).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 /// One plain HTTP/1.1 POST; returns the status and the body.

@@ -4,14 +4,26 @@
 //! # Layout
 //! - [`config`]: `augur.toml`, environment overrides, validation.
 //! - [`server`]: builds and runs everything from a config; orderly shutdown.
-//! - [`pipeline`]: the rayon pool draining the partition channels, one task per partition.
+//! - [`pipeline`]: the rayon pool draining the partition channels, one task per partition per tick.
+//! - [`watermark`]: a partition's event-time watermark, lateness and the idle rule.
+//! - [`window`]: tumbling windows at every resolution; coarse ones merged from fine ones.
+//! - [`aggregate`]: the mergeable state of one (series, field, window).
+//! - [`rollup`]: closed windows as Arrow batches in the rollup schema.
+//! - [`raw`]: raw points as Arrow batches per (measurement, region, hour).
+//! - [`clock`]: the wall clock, injected so tests control time.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`loadgen`]: `augur loadgen`, the TSBS-shaped load generator.
 //! - [`demo`]: `augur demo`, the one-command tour.
 
+pub mod aggregate;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod loadgen;
 pub mod metrics;
 pub mod pipeline;
+pub mod raw;
+pub mod rollup;
 pub mod server;
+pub mod watermark;
+pub mod window;

@@ -1,33 +1,77 @@
 //! The pipelines: a rayon pool that drains every partition channel, one task per partition per
-//! tick, each owning its partition's state.
+//! tick, each owning its partition's state (windows, watermark, counters).
 //!
-//! Today a pipeline counts what it drains (points and values per region); window aggregation
-//! builds on this loop. State is moved into the task that drains it (`par_iter_mut`), so no lock
-//! is taken on the per-point path; totals are published once per tick.
+//! A tick of one partition: take up to [`MAX_BATCHES_PER_TICK`] batches; for each point, decide
+//! late or on time against the watermark, add on-time points to their windows and advance the
+//! watermark; hand every point to the sink as raw Arrow data (late ones too: the cold store keeps
+//! every accepted point); apply the idle rule; close the windows the watermark passed and hand
+//! them to the sink as rollups. State is moved into the task that owns it (`par_iter_mut`), so no
+//! lock is taken on the per-point path; totals are published once per tick.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use augur_ingest::{PartitionReceiver, PointBatch};
+use augur_storage::sink::Sink;
 use rayon::prelude::*;
+use tracing::{error, warn};
+
+use crate::clock::Clock;
+use crate::raw::raw_batches;
+use crate::rollup::RollupBuilder;
+use crate::watermark::Watermark;
+use crate::window::{Resolution, Windows};
 
 /// Batches one task takes from its channel per tick, so one busy partition cannot hold a thread
 /// forever while others wait.
 const MAX_BATCHES_PER_TICK: usize = 64;
+/// Least time between two logs of sink errors from one partition.
+const SINK_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// How the pipelines work.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Threads of the pool.
+    pub threads: usize,
+    /// How long an idle driver waits before looking again.
+    pub tick: Duration,
+    /// Window resolutions, finest first, each a multiple of the one before.
+    pub resolutions: Vec<Resolution>,
+    /// Watermark = max event time − this (ns).
+    pub allowed_lateness: i64,
+    /// After this long (ns, wall clock) without data, a partition's watermark follows the clock.
+    pub idle_timeout: i64,
+}
 
 /// What one partition has processed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionTotals {
-    /// Points drained.
+    /// Points drained from the channel.
     pub points: u64,
     /// Field values drained.
     pub values: u64,
     /// Batches drained.
     pub batches: u64,
-    /// Points per region.
+    /// Points drained per region.
     pub by_region: BTreeMap<String, u64>,
+    /// Points added to windows.
+    pub aggregated: u64,
+    /// Points behind the watermark: kept raw, not aggregated.
+    pub late: u64,
+    /// Late points per region.
+    pub late_by_region: BTreeMap<String, u64>,
+    /// Rollup rows emitted.
+    pub rollup_rows: u64,
+    /// Raw rows emitted.
+    pub raw_rows: u64,
+    /// Batches the sink refused.
+    pub sink_errors: u64,
+    /// Series with open windows.
+    pub active_series: u64,
+    /// The watermark (ns), `i64::MIN` before any point.
+    pub watermark: i64,
 }
 
 /// Totals of every partition, published by the pipelines once per tick.
@@ -43,99 +87,228 @@ impl PipelineStats {
     }
 }
 
-/// The running pipelines. They stop once every sender of every partition is gone and the
-/// channels are empty, so whatever was admitted is processed before [`Pipelines::join`] returns.
-#[derive(Debug)]
-pub struct Pipelines {
-    driver: JoinHandle<()>,
-    stats: Arc<PipelineStats>,
-}
-
+/// One partition's owner.
 struct PartitionTask {
     receiver: PartitionReceiver,
+    windows: Windows,
+    watermark: Watermark,
     totals: PartitionTotals,
+    rollups: RollupBuilder,
+    sink: Arc<dyn Sink>,
     disconnected: bool,
+    last_sink_error_log: Option<Instant>,
 }
 
 impl PartitionTask {
-    /// Drains up to [`MAX_BATCHES_PER_TICK`] batches; whether it found any.
-    fn drain(&mut self) -> bool {
-        let mut found = false;
-        for _ in 0..MAX_BATCHES_PER_TICK {
+    /// One tick at wall-clock time `now`; whether any batch was found.
+    fn tick(&mut self, now: i64) -> bool {
+        let mut drained = Vec::new();
+        while drained.len() < MAX_BATCHES_PER_TICK {
             match self.receiver.recv_timeout(Duration::ZERO) {
-                Ok(batch) => {
-                    found = true;
-                    self.process(&batch);
-                }
+                Ok(batch) => drained.push(batch),
                 Err(disconnected) => {
                     self.disconnected = disconnected;
                     break;
                 }
             }
         }
-        found
+        if !drained.is_empty() {
+            self.watermark.data_arrived(now);
+            for batch in &drained {
+                self.process(batch);
+            }
+            self.emit_raw(&drained);
+        }
+        self.watermark.tick(now);
+        self.emit_closed(false);
+        !drained.is_empty()
     }
 
     fn process(&mut self, batch: &PointBatch) {
         self.totals.points += batch.len() as u64;
         self.totals.values += batch.value_count() as u64;
         self.totals.batches += 1;
-        let mut last: Option<(&str, u64)> = None;
-        // Points of one region come in runs, so count runs instead of looking up every point.
         for point in batch.iter() {
-            let region = point.region();
-            match &mut last {
-                Some((current, count)) if *current == region => *count += 1,
-                _ => {
-                    if let Some((r, n)) = last.replace((region, 1)) {
-                        self.count_region(r, n);
-                    }
-                }
+            count(&mut self.totals.by_region, point.region());
+            if self.watermark.is_late(point.time()) {
+                self.totals.late += 1;
+                count(&mut self.totals.late_by_region, point.region());
+            } else {
+                self.windows.add(&point);
+                self.watermark.observe(point.time());
+                self.totals.aggregated += 1;
             }
-        }
-        if let Some((r, n)) = last {
-            self.count_region(r, n);
         }
     }
 
-    fn count_region(&mut self, region: &str, n: u64) {
-        match self.totals.by_region.get_mut(region) {
-            Some(count) => *count += n,
-            None => {
-                self.totals.by_region.insert(region.to_owned(), n);
+    fn emit_raw(&mut self, batches: &[PointBatch]) {
+        match raw_batches(batches) {
+            Ok(raw) => {
+                for (key, batch) in raw {
+                    let rows = batch.num_rows() as u64;
+                    match self.sink.raw(&key, batch) {
+                        Ok(()) => self.totals.raw_rows += rows,
+                        Err(e) => self.sink_failed(&e),
+                    }
+                }
             }
+            Err(e) => self.sink_failed(&e),
+        }
+    }
+
+    /// Closes what the watermark passed (everything, marked partial where open, when `flush`).
+    fn emit_closed(&mut self, flush: bool) {
+        let closed = self.windows.close(self.watermark.value(), flush, &mut self.rollups);
+        if closed.rows > 0 {
+            match self.rollups.finish() {
+                Ok(batch) => match self.sink.rollups(batch) {
+                    Ok(()) => self.totals.rollup_rows += closed.rows as u64,
+                    Err(e) => self.sink_failed(&e),
+                },
+                Err(e) => self.sink_failed(&e),
+            }
+        }
+        self.totals.active_series = self.windows.active_series() as u64;
+        self.totals.watermark = self.watermark.value();
+    }
+
+    fn sink_failed(&mut self, error: &dyn std::fmt::Display) {
+        self.totals.sink_errors += 1;
+        if self.last_sink_error_log.is_none_or(|at| at.elapsed() >= SINK_ERROR_LOG_EVERY) {
+            self.last_sink_error_log = Some(Instant::now());
+            let (partition, errors) = (self.receiver.partition, self.totals.sink_errors);
+            error!(partition, errors, %error, "The sink refused a batch.");
         }
     }
 }
 
-impl Pipelines {
-    /// Starts draining `receivers` on a pool of `threads`, waiting `tick` when all are idle.
+fn count(map: &mut BTreeMap<String, u64>, region: &str) {
+    match map.get_mut(region) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(region.to_owned(), 1);
+        }
+    }
+}
+
+/// Every partition's task and the pool they run on. [`Pipelines`] drives it from a thread; tests
+/// drive it tick by tick with their own clock.
+pub struct Partitions {
+    tasks: Vec<PartitionTask>,
+    pool: rayon::ThreadPool,
+    stats: Arc<PipelineStats>,
+    sink: Arc<dyn Sink>,
+}
+
+impl std::fmt::Debug for Partitions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partitions").field("partitions", &self.tasks.len()).finish()
+    }
+}
+
+impl Partitions {
+    /// Tasks for `receivers`, writing to `sink`.
     ///
     /// # Errors
-    /// When the thread pool or the driver thread cannot be created.
-    pub fn start(receivers: Vec<PartitionReceiver>, threads: usize, tick: Duration) -> std::io::Result<Self> {
+    /// When the thread pool cannot start.
+    pub fn new(
+        receivers: Vec<PartitionReceiver>,
+        config: &PipelineConfig,
+        sink: Arc<dyn Sink>,
+    ) -> std::io::Result<Self> {
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
+            .num_threads(config.threads)
             .thread_name(|i| format!("augur-pipeline-{i}"))
             .build()
             .map_err(std::io::Error::other)?;
-        let stats =
-            Arc::new(PipelineStats { partitions: Mutex::new(vec![PartitionTotals::default(); receivers.len()]) });
-        let mut tasks: Vec<PartitionTask> = receivers
+        let tasks: Vec<PartitionTask> = receivers
             .into_iter()
-            .map(|receiver| PartitionTask { receiver, totals: PartitionTotals::default(), disconnected: false })
+            .map(|receiver| PartitionTask {
+                receiver,
+                windows: Windows::new(config.resolutions.clone()),
+                watermark: Watermark::new(config.allowed_lateness, config.idle_timeout),
+                totals: PartitionTotals { watermark: i64::MIN, ..PartitionTotals::default() },
+                rollups: RollupBuilder::default(),
+                sink: sink.clone(),
+                disconnected: false,
+                last_sink_error_log: None,
+            })
             .collect();
-        let published = stats.clone();
-        let driver = std::thread::Builder::new().name("augur-pipelines".into()).spawn(move || loop {
-            let found = pool.install(|| tasks.par_iter_mut().map(PartitionTask::drain).reduce(|| false, |a, b| a || b));
-            *published.partitions.lock().unwrap_or_else(PoisonError::into_inner) =
-                tasks.iter().map(|t| t.totals.clone()).collect();
-            if tasks.iter().all(|t| t.disconnected) {
-                return;
+        let stats = Arc::new(PipelineStats { partitions: Mutex::new(vec![PartitionTotals::default(); tasks.len()]) });
+        Ok(Self { tasks, pool, stats, sink })
+    }
+
+    /// The published totals.
+    pub fn stats(&self) -> &Arc<PipelineStats> {
+        &self.stats
+    }
+
+    /// Runs one tick of every partition in parallel at wall-clock time `now`; whether any found
+    /// data.
+    pub fn tick(&mut self, now: i64) -> bool {
+        let tasks = &mut self.tasks;
+        let found = self.pool.install(|| tasks.par_iter_mut().map(|t| t.tick(now)).reduce(|| false, |a, b| a || b));
+        self.publish();
+        found
+    }
+
+    /// Whether every channel is disconnected and drained.
+    pub fn finished(&self) -> bool {
+        self.tasks.iter().all(|t| t.disconnected)
+    }
+
+    /// Closes every open window (marked partial where the watermark had not passed its end),
+    /// emits them and flushes the sink. Called once the channels are drained, at shutdown.
+    pub fn flush(&mut self) {
+        let tasks = &mut self.tasks;
+        self.pool.install(|| tasks.par_iter_mut().for_each(|t| t.emit_closed(true)));
+        if let Err(e) = self.sink.flush() {
+            error!(error = %e, "Flushing the sink failed.");
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        *self.stats.partitions.lock().unwrap_or_else(PoisonError::into_inner) =
+            self.tasks.iter().map(|t| t.totals.clone()).collect();
+    }
+}
+
+/// The running pipelines. They stop once every sender of every partition is gone and the
+/// channels are empty, then flush every open window, so whatever was admitted is processed and
+/// emitted before [`Pipelines::join`] returns.
+#[derive(Debug)]
+pub struct Pipelines {
+    driver: JoinHandle<()>,
+    stats: Arc<PipelineStats>,
+}
+
+impl Pipelines {
+    /// Starts draining `receivers` into `sink`, on a thread of its own, with `clock` for the idle
+    /// rule.
+    ///
+    /// # Errors
+    /// When the thread pool or the driver thread cannot be created.
+    pub fn start(
+        receivers: Vec<PartitionReceiver>,
+        config: &PipelineConfig,
+        sink: Arc<dyn Sink>,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<Self> {
+        let mut partitions = Partitions::new(receivers, config, sink)?;
+        let stats = partitions.stats().clone();
+        let tick = config.tick;
+        let driver = std::thread::Builder::new().name("augur-pipelines".into()).spawn(move || {
+            loop {
+                let found = partitions.tick(clock.now_nanos());
+                if partitions.finished() {
+                    break;
+                }
+                if !found {
+                    std::thread::sleep(tick);
+                }
             }
-            if !found {
-                std::thread::sleep(tick);
-            }
+            partitions.flush();
         })?;
         Ok(Self { driver, stats })
     }
@@ -145,58 +318,11 @@ impl Pipelines {
         &self.stats
     }
 
-    /// Waits until the pipelines have drained everything and stopped (after every sender is
-    /// dropped).
+    /// Waits until the pipelines have drained and flushed everything and stopped (after every
+    /// sender is dropped).
     pub fn join(self) {
-        let _ = self.driver.join();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use augur_ingest::{RegionRule, Router, Writer};
-
-    use super::*;
-
-    #[test]
-    fn pipelines_drain_everything_admitted_and_count_regions() {
-        let (router, receivers) = Router::new(3, 64 << 20);
-        let pipelines = Pipelines::start(receivers, 2, Duration::from_millis(1)).unwrap();
-        let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap());
-        let regions = RegionRule { tag: "dc".into(), default: "nowhere".into() };
-        let writer = Writer::new(Arc::new(router), regions, pool);
-        let mut expected = BTreeMap::new();
-        for request in 0..20 {
-            let body: String = (0..500)
-                .map(|i| match i % 3 {
-                    0 => format!("cpu,host=h{i},dc=north v={request},w=1i {i}\n"),
-                    1 => format!("cpu,host=h{i},dc=south v={request} {i}\n"),
-                    _ => format!("cpu,host=h{i} v={request} {i}\n"),
-                })
-                .collect();
-            let mut parsed = writer.parse(body.as_bytes(), augur_ingest::Precision::Nanoseconds, 0, 1, usize::MAX);
-            assert_eq!(parsed.error_count, 0);
-            writer.admit(&mut parsed).unwrap();
-            *expected.entry("north".to_owned()).or_insert(0) += 167;
-            *expected.entry("south".to_owned()).or_insert(0) += 167;
-            *expected.entry("nowhere".to_owned()).or_insert(0) += 166;
+        if self.driver.join().is_err() {
+            warn!("The pipeline driver panicked.");
         }
-        let stats = pipelines.stats().clone();
-        drop(writer); // the last sender: the pipelines drain and stop
-        pipelines.join();
-        let totals = stats.snapshot();
-        assert_eq!(totals.len(), 3);
-        let mut by_region = BTreeMap::new();
-        for t in &totals {
-            for (region, n) in &t.by_region {
-                *by_region.entry(region.clone()).or_insert(0) += n;
-            }
-        }
-        assert_eq!(by_region, expected);
-        assert_eq!(totals.iter().map(|t| t.points).sum::<u64>(), 10_000);
-        assert_eq!(totals.iter().map(|t| t.values).sum::<u64>(), 10_000 + 3_340);
-        assert!(totals.iter().all(|t| t.points > 0), "every partition got a share: {totals:?}");
     }
 }

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use augur_ingest::http::HttpState;
 use augur_ingest::shutdown::{shutdown_channel, ShutdownTrigger};
-use augur_ingest::{RegionRule, Router, Writer};
+use augur_ingest::{Router, Writer};
+use augur_storage::sink::Sink;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
+use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::metrics;
 use crate::pipeline::{PipelineStats, Pipelines};
@@ -49,23 +51,24 @@ pub struct RouterTotals {
 }
 
 impl Server {
-    /// Starts Augur as `config` says. Must run inside a tokio runtime.
+    /// Starts Augur as `config` says, handing every output to `sink`. Must run inside a tokio
+    /// runtime.
     ///
     /// # Errors
     /// When a listener cannot bind or a pool cannot start.
-    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+    pub async fn start(config: &Config, sink: Arc<dyn Sink>) -> anyhow::Result<Self> {
         let partitions = config.router.resolved_partitions();
         let threads = config.engine.resolved_threads();
         let (router, receivers) = Router::new(partitions, config.router.queue_capacity_bytes);
         let router = Arc::new(router);
-        let pipelines = Pipelines::start(receivers, threads, config.engine.tick).context("starting the pipelines")?;
+        let pipelines = Pipelines::start(receivers, &config.engine.pipeline(), sink, Arc::new(SystemClock))
+            .context("starting the pipelines")?;
         let ingest_pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("augur-ingest-{i}"))
             .build()
             .context("starting the ingest pool")?;
-        let regions = RegionRule { tag: config.model.region_tag.clone(), default: config.model.default_region.clone() };
-        let writer = Writer::new(router, regions, Arc::new(ingest_pool));
+        let writer = Writer::new(router, &config.model, Arc::new(ingest_pool));
 
         let http = TcpListener::bind(config.http.addr)
             .await

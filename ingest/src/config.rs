@@ -26,11 +26,14 @@ pub struct ModelConfig {
     pub region_tag: String,
     /// The region of points without that tag.
     pub default_region: String,
+    /// Points timestamped further than this ahead of the server's clock are rejected.
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { region_tag: "region".into(), default_region: "default".into() }
+        Self { region_tag: "region".into(), default_region: "default".into(), max_future: Duration::from_secs(600) }
     }
 }
 

@@ -77,6 +77,8 @@ pub enum Reason {
     TimestampOutOfRange(String, Precision),
     #[error("unexpected text after the timestamp")]
     TrailingText,
+    #[error("timestamp is more than {} ahead of the server's clock (model.max-future)", humantime_serde::re::humantime::format_duration(*.0))]
+    TooFarInFuture(std::time::Duration),
     #[error("backslash at the end of the line escapes nothing")]
     TrailingBackslash,
     #[error("line longer than the limit of {0} bytes")]
@@ -250,6 +252,8 @@ pub struct Parser<'a> {
     precision: Precision,
     default_time: i64,
     max_line_bytes: usize,
+    /// Latest accepted timestamp (ns) and the allowance it came from, for the error.
+    future_limit: Option<(i64, std::time::Duration)>,
     tags: Vec<(Escaped<'a>, Escaped<'a>)>,
     fields: Vec<(Escaped<'a>, FieldValue<Escaped<'a>>)>,
 }
@@ -266,6 +270,7 @@ impl<'a> Parser<'a> {
             precision,
             default_time,
             max_line_bytes: usize::MAX,
+            future_limit: None,
             tags: Vec::new(),
             fields: Vec::new(),
         }
@@ -274,6 +279,13 @@ impl<'a> Parser<'a> {
     /// Rejects lines longer than `limit` bytes (newline excluded); no limit by default.
     pub fn max_line_bytes(mut self, limit: usize) -> Self {
         self.max_line_bytes = limit;
+        self
+    }
+
+    /// Rejects timestamps more than `allowance` after the default time (the receive time).
+    pub fn max_future(mut self, allowance: std::time::Duration) -> Self {
+        let nanos = i64::try_from(allowance.as_nanos()).unwrap_or(i64::MAX);
+        self.future_limit = Some((self.default_time.saturating_add(nanos), allowance));
         self
     }
 
@@ -317,7 +329,14 @@ impl<'a> Parser<'a> {
                     .and_then(|scanned| {
                         let time = match scanned.timestamp {
                             Some((column, raw)) => {
-                                number::parse_timestamp(raw, self.precision).map_err(|reason| (column, reason))?
+                                let time =
+                                    number::parse_timestamp(raw, self.precision).map_err(|reason| (column, reason))?;
+                                match self.future_limit {
+                                    Some((max, allowance)) if time > max => {
+                                        return Err((column, Reason::TooFarInFuture(allowance)));
+                                    }
+                                    _ => time,
+                                }
                             }
                             None => self.default_time,
                         };

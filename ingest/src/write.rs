@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::batch::{PointBatch, RegionRule};
+use crate::config::ModelConfig;
 use crate::line_protocol::{LineError, Parser};
 use crate::point::Precision;
 use crate::router::{Rejected, Router};
@@ -64,14 +65,16 @@ pub struct WriteStats {
 pub struct Writer {
     router: Arc<Router>,
     regions: Arc<RegionRule>,
+    max_future: std::time::Duration,
     cpu: Arc<rayon::ThreadPool>,
     stats: Arc<WriteStats>,
 }
 
 impl Writer {
-    /// A writer that routes through `router` and parses on `cpu`.
-    pub fn new(router: Arc<Router>, regions: RegionRule, cpu: Arc<rayon::ThreadPool>) -> Self {
-        Self { router, regions: Arc::new(regions), cpu, stats: Arc::default() }
+    /// A writer that routes through `router`, applies the `[model]` rules and parses on `cpu`.
+    pub fn new(router: Arc<Router>, model: &ModelConfig, cpu: Arc<rayon::ThreadPool>) -> Self {
+        let regions = RegionRule { tag: model.region_tag.clone(), default: model.default_region.clone() };
+        Self { router, regions: Arc::new(regions), max_future: model.max_future, cpu, stats: Arc::default() }
     }
 
     /// The router.
@@ -98,7 +101,8 @@ impl Writer {
         let mut by_partition: Vec<PointBatch> = (0..partitions).map(|_| PointBatch::new()).collect();
         let mut out = ParsedBody::default();
         let mut hasher = SeriesHasher::default();
-        let mut parser = Parser::new(body, precision, now, first_line).max_line_bytes(max_line_bytes);
+        let mut parser =
+            Parser::new(body, precision, now, first_line).max_line_bytes(max_line_bytes).max_future(self.max_future);
         while let Some(result) = parser.next() {
             match result {
                 Ok(line) => {

@@ -84,8 +84,12 @@ pub struct RawKey {
 }
 
 /// The fixed leading columns of a raw batch; tag and field columns follow.
-pub fn raw_schema(tags: impl IntoIterator<Item = String>, fields: impl IntoIterator<Item = (String, DataType)>) -> SchemaRef {
-    let mut columns = vec![Field::new("time", timestamp_type(), false), Field::new("series_id", DataType::UInt64, false)];
+pub fn raw_schema(
+    tags: impl IntoIterator<Item = String>,
+    fields: impl IntoIterator<Item = (String, DataType)>,
+) -> SchemaRef {
+    let mut columns =
+        vec![Field::new("time", timestamp_type(), false), Field::new("series_id", DataType::UInt64, false)];
     columns.extend(tags.into_iter().map(|name| Field::new(name, DataType::Utf8, true)));
     columns.extend(fields.into_iter().map(|(name, data_type)| Field::new(name, data_type, true)));
     Arc::new(Schema::new(columns))

@@ -424,12 +424,7 @@ mod tests {
 
     fn values() -> impl Strategy<Value = Vec<f64>> {
         proptest::collection::vec(
-            prop_oneof![
-                -1e6..1e6f64,
-                0.0..100.0f64,
-                Just(0.0),
-                (1e-12..1e12f64).prop_map(|v| v.sqrt()),
-            ],
+            prop_oneof![-1e6..1e6f64, 0.0..100.0f64, Just(0.0), (1e-12..1e12f64).prop_map(|v| v.sqrt()),],
             1..300,
         )
     }

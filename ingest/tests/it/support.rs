@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_ingest::config::{HttpConfig, TcpConfig};
+use augur_ingest::config::{HttpConfig, ModelConfig, TcpConfig};
 use augur_ingest::http::HttpState;
 use augur_ingest::shutdown::{shutdown_channel, ShutdownTrigger};
-use augur_ingest::{PartitionReceiver, Point, RegionRule, Router, Writer};
+use augur_ingest::{PartitionReceiver, Point, Router, Writer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -36,8 +36,7 @@ impl Server {
     pub(crate) async fn start(options: Options) -> Self {
         let (router, receivers) = Router::new(options.partitions, options.capacity);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-        let regions = RegionRule { tag: "region".into(), default: "default".into() };
-        let writer = Writer::new(Arc::new(router), regions, Arc::new(pool));
+        let writer = Writer::new(Arc::new(router), &ModelConfig::default(), Arc::new(pool));
         let (trigger, shutdown) = shutdown_channel();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();

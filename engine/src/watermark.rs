@@ -1,0 +1,71 @@
+//! A partition's event-time watermark: how far event time has surely progressed.
+
+/// `max event time seen − allowed lateness`, advanced by the wall clock when the partition is idle.
+/// Never moves back.
+#[derive(Debug, Clone)]
+pub struct Watermark {
+    lateness: i64,
+    idle_timeout: i64,
+    value: i64,
+    /// Wall-clock time of the last point, for the idle rule.
+    last_data: Option<i64>,
+}
+
+impl Watermark {
+    /// A watermark with `allowed_lateness` and `idle_timeout` in ns, before any point.
+    pub fn new(allowed_lateness: i64, idle_timeout: i64) -> Self {
+        Self { lateness: allowed_lateness, idle_timeout, value: i64::MIN, last_data: None }
+    }
+
+    /// The watermark: points older than this are late; windows ending at or before it are closed.
+    pub fn value(&self) -> i64 {
+        self.value
+    }
+
+    /// Whether a point at `time` is late.
+    pub fn is_late(&self, time: i64) -> bool {
+        time < self.value
+    }
+
+    /// Accounts for an on-time point at event time `time`.
+    pub fn observe(&mut self, time: i64) {
+        self.value = self.value.max(time.saturating_sub(self.lateness));
+    }
+
+    /// Records that data arrived at wall-clock time `now`.
+    pub fn data_arrived(&mut self, now: i64) {
+        self.last_data = Some(now);
+    }
+
+    /// Applies the idle rule at wall-clock time `now`: after `idle_timeout` without data the
+    /// watermark follows the wall clock (`now − allowed lateness`), so a quiet partition still
+    /// closes its windows. A partition that never saw data stays put: it has nothing to close.
+    pub fn tick(&mut self, now: i64) {
+        if let Some(last) = self.last_data {
+            if now.saturating_sub(last) >= self.idle_timeout {
+                self.value = self.value.max(now.saturating_sub(self.lateness));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follows_event_time_then_wall_clock_when_idle() {
+        let mut w = Watermark::new(10, 100);
+        assert!(!w.is_late(i64::MIN + 1));
+        w.observe(50);
+        assert_eq!(w.value(), 40);
+        w.observe(45); // older points never move it back
+        assert_eq!(w.value(), 40);
+        assert!(w.is_late(39) && !w.is_late(40));
+        w.data_arrived(1_000);
+        w.tick(1_099);
+        assert_eq!(w.value(), 40, "not idle yet");
+        w.tick(1_100);
+        assert_eq!(w.value(), 1_090, "idle: follows the wall clock");
+    }
+}

@@ -1,0 +1,224 @@
+//! Tumbling event-time windows of one partition, at every configured resolution.
+//!
+//! The finest resolution is fed by points; each coarser one only by merging the finer windows it
+//! contains as they close, so a coarse rollup is exactly the merge of its fine rollups. Open
+//! windows are kept in buckets by window start (all series' windows with one start close
+//! together, at one watermark), and within a bucket by series, with that series' fields in a short
+//! list: one hash lookup per point, not per field value.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use augur_ingest::series::canonical_key_into;
+use augur_ingest::{PointView, SeriesId};
+
+use crate::aggregate::{Aggregate, Kind};
+use crate::rollup::RollupBuilder;
+
+/// A window length, e.g. 10 s, with its name in output (`10s`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// Length in ns.
+    pub nanos: i64,
+    /// Name in output and paths.
+    pub name: String,
+}
+
+impl Resolution {
+    /// A resolution of `length`; its name is the shortest `<n><unit>` spelling (`10s`, `1m`, `1h`).
+    pub fn new(length: Duration) -> Self {
+        let nanos = i64::try_from(length.as_nanos()).unwrap_or(i64::MAX);
+        let units = [(3_600_000_000_000, "h"), (60_000_000_000, "m"), (1_000_000_000, "s"), (1_000_000, "ms")];
+        let name = units
+            .iter()
+            .find(|(unit, _)| nanos % unit == 0)
+            .map_or_else(|| format!("{nanos}ns"), |(unit, suffix)| format!("{}{suffix}", nanos / unit));
+        Self { nanos, name }
+    }
+
+    /// Start of the window containing `time` (windows are aligned to the Unix epoch).
+    pub fn window_start(&self, time: i64) -> i64 {
+        time.div_euclid(self.nanos) * self.nanos
+    }
+}
+
+/// Identity of a series as output needs it; one per series per partition, shared by its windows.
+#[derive(Debug)]
+pub struct SeriesInfo {
+    /// Canonical series key.
+    pub key: Box<str>,
+    /// Measurement.
+    pub measurement: Arc<str>,
+    /// Region.
+    pub region: Arc<str>,
+    /// Open windows (over all buckets and levels) that hold this series: at 0 it is forgotten.
+    open: u32,
+}
+
+/// One field's aggregate in a window.
+#[derive(Debug, Clone)]
+pub struct FieldAggregate {
+    /// Field name.
+    pub field: Arc<str>,
+    /// Value kind (a field that changes type has one aggregate per kind).
+    pub kind: Kind,
+    /// The state.
+    pub aggregate: Aggregate,
+}
+
+/// Series ids are already uniform hashes: use them as they are.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SeriesIdHasher(u64);
+
+impl Hasher for SeriesIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type SeriesMap<V> = HashMap<SeriesId, V, BuildHasherDefault<SeriesIdHasher>>;
+type Bucket = SeriesMap<Vec<FieldAggregate>>;
+
+/// All open windows of one partition.
+#[derive(Debug)]
+pub struct Windows {
+    resolutions: Vec<Resolution>,
+    /// Per resolution (finest first): window start → open windows of every series.
+    levels: Vec<BTreeMap<i64, Bucket>>,
+    series: SeriesMap<SeriesInfo>,
+    /// Field names, measurements and regions, stored once per partition.
+    names: HashSet<Arc<str>>,
+    key_buffer: Vec<u8>,
+}
+
+/// What [`Windows::close`] emitted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Closed {
+    /// Rollup rows emitted.
+    pub rows: usize,
+}
+
+impl Windows {
+    /// Windows at `resolutions` (finest first; each a multiple of the one before).
+    pub fn new(resolutions: Vec<Resolution>) -> Self {
+        let levels = resolutions.iter().map(|_| BTreeMap::new()).collect();
+        Self { resolutions, levels, series: SeriesMap::default(), names: HashSet::new(), key_buffer: Vec::new() }
+    }
+
+    /// Number of series with open windows.
+    pub fn active_series(&self) -> usize {
+        self.series.len()
+    }
+
+    fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
+        if let Some(existing) = names.get(name) {
+            return existing.clone();
+        }
+        let name: Arc<str> = Arc::from(name);
+        names.insert(name.clone());
+        name
+    }
+
+    /// Adds an on-time point's fields to the finest window containing it.
+    pub fn add(&mut self, point: &PointView<'_>) {
+        let Self { resolutions, levels, series, names, key_buffer } = self;
+        let start = resolutions[0].window_start(point.time());
+        let bucket = levels[0].entry(start).or_default();
+        let fields = match bucket.entry(point.series_id()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let info = series.entry(point.series_id()).or_insert_with(|| {
+                    key_buffer.clear();
+                    canonical_key_into(point.measurement(), point.tags(), key_buffer);
+                    SeriesInfo {
+                        key: String::from_utf8_lossy(key_buffer).into(),
+                        measurement: Self::intern(names, point.measurement()),
+                        region: Self::intern(names, point.region()),
+                        open: 0,
+                    }
+                });
+                info.open += 1;
+                entry.insert(Vec::with_capacity(point.fields().len()))
+            }
+        };
+        let time = point.time();
+        for (i, (name, value)) in point.fields().enumerate() {
+            let kind = Kind::of(&value);
+            // Points of a series usually list their fields in the same order: try that slot first.
+            let slot = match fields.get(i) {
+                Some(f) if f.kind == kind && *f.field == *name => Some(i),
+                _ => fields.iter().position(|f| f.kind == kind && *f.field == *name),
+            };
+            match slot {
+                Some(slot) => fields[slot].aggregate.add(&value, time),
+                None => fields.push(FieldAggregate {
+                    field: Self::intern(names, name),
+                    kind,
+                    aggregate: Aggregate::new(&value, time),
+                }),
+            }
+        }
+    }
+
+    /// Closes every window ending at or before `watermark` (all windows when `flush`, those still
+    /// open marked partial), finest first, appending a row per (series, field, window) to `out`.
+    pub fn close(&mut self, watermark: i64, flush: bool, out: &mut RollupBuilder) -> Closed {
+        let mut closed = Closed::default();
+        for level in 0..self.levels.len() {
+            let resolution = self.resolutions[level].clone();
+            while let Some(entry) = self.levels[level].first_entry() {
+                let start = *entry.key();
+                let end = start.saturating_add(resolution.nanos);
+                if end > watermark && !flush {
+                    break;
+                }
+                let partial = end > watermark;
+                for (series_id, fields) in entry.remove() {
+                    let Some(info) = self.series.get_mut(&series_id) else { continue };
+                    for f in &fields {
+                        out.append(series_id, info, f, &resolution, start, partial);
+                        closed.rows += 1;
+                    }
+                    info.open -= 1;
+                    if let Some(coarser) = self.resolutions.get(level + 1) {
+                        let coarse_start = coarser.window_start(start);
+                        let bucket = self.levels[level + 1].entry(coarse_start).or_default();
+                        match bucket.entry(series_id) {
+                            Entry::Vacant(slot) => {
+                                info.open += 1;
+                                slot.insert(fields);
+                            }
+                            Entry::Occupied(slot) => merge_fields(slot.into_mut(), fields),
+                        }
+                    }
+                    if info.open == 0 {
+                        self.series.remove(&series_id);
+                    }
+                }
+            }
+        }
+        closed
+    }
+}
+
+fn merge_fields(into: &mut Vec<FieldAggregate>, from: Vec<FieldAggregate>) {
+    for f in from {
+        match into.iter_mut().find(|g| g.kind == f.kind && g.field == f.field) {
+            Some(g) => g.aggregate.merge(&f.aggregate),
+            None => into.push(f),
+        }
+    }
+}
