@@ -1,0 +1,4 @@
+//! Integration tests of the engine's window aggregation, driven tick by tick with a manual clock.
+
+mod harness;
+mod windows;
