@@ -77,7 +77,15 @@ fn loadgen_reports_acknowledged_writes_as_json() {
             .filter(|l| l.starts_with("augur_pipeline_points_total{"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum();
-        if accepted > 0 && parsed == accepted + shed && processed == accepted {
+        let sum = |prefix: &str| -> u64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        };
+        let (aggregated, late) =
+            (sum("augur_pipeline_aggregated_points_total{"), sum("augur_pipeline_late_points_total{"));
+        if accepted > 0 && parsed == accepted + shed && processed == accepted && aggregated + late == processed {
             break;
         }
         assert!(Instant::now() < deadline, "counters do not balance: processed {processed}\n{text}");

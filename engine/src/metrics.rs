@@ -10,10 +10,12 @@ use augur_ingest::{PartitionStats, Writer};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use crate::pipeline::PipelineStats;
+use crate::pipeline::{PartitionTotals, PipelineStats};
 
-/// Reads one counter of a partition.
+/// Reads one counter of a partition's router side.
 type ReadPartition = fn(&PartitionStats) -> u64;
+/// Reads one counter of a partition's pipeline.
+type ReadTotals = fn(&PartitionTotals) -> u64;
 
 /// Renders every metric.
 pub fn render(writer: &Writer, pipelines: &PipelineStats) -> Response {
@@ -65,10 +67,35 @@ pub fn render(writer: &Writer, pipelines: &PipelineStats) -> Response {
         }
     }
 
-    let name = "augur_pipeline_points_total";
-    header_lines(&mut out, name, "Points processed per partition.", "counter");
-    for (partition, totals) in pipelines.snapshot().iter().enumerate() {
-        let _ = writeln!(out, "{name}{{partition=\"{partition}\"}} {}", totals.points);
+    let totals = pipelines.snapshot();
+    let per_pipeline: [(&str, &str, &str, ReadTotals); 8] = [
+        ("augur_pipeline_points_total", "Points processed per partition.", "counter", |t| t.points),
+        ("augur_pipeline_aggregated_points_total", "Points added to windows per partition.", "counter", |t| {
+            t.aggregated
+        }),
+        ("augur_pipeline_late_points_total", "Points behind the watermark per partition (kept raw).", "counter", |t| {
+            t.late
+        }),
+        ("augur_pipeline_rollup_rows_total", "Closed windows emitted per partition.", "counter", |t| t.rollup_rows),
+        ("augur_pipeline_raw_rows_total", "Raw points emitted per partition.", "counter", |t| t.raw_rows),
+        ("augur_pipeline_sink_errors_total", "Batches the sink refused per partition.", "counter", |t| t.sink_errors),
+        ("augur_pipeline_active_series", "Series with open windows per partition.", "gauge", |t| t.active_series),
+        ("augur_pipeline_watermark_seconds", "Event-time watermark per partition (Unix seconds).", "gauge", |t| {
+            u64::try_from(t.watermark.max(0) / 1_000_000_000).unwrap_or(0)
+        }),
+    ];
+    for (name, help, kind, read) in per_pipeline {
+        header_lines(&mut out, name, help, kind);
+        for (partition, t) in totals.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{partition=\"{partition}\"}} {}", read(t));
+        }
+    }
+    let name = "augur_pipeline_late_points_by_region_total";
+    header_lines(&mut out, name, "Points behind the watermark per partition and region.", "counter");
+    for (partition, t) in totals.iter().enumerate() {
+        for (region, n) in &t.late_by_region {
+            let _ = writeln!(out, "{name}{{partition=\"{partition}\",region=\"{}\"}} {n}", escape_label(region));
+        }
     }
 
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
@@ -77,4 +104,9 @@ pub fn render(writer: &Writer, pipelines: &PipelineStats) -> Response {
 fn header_lines(out: &mut String, name: &str, help: &str, kind: &str) {
     // Writing to a String cannot fail.
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A label value in the exposition format: backslash, quote and newline escaped.
+fn escape_label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

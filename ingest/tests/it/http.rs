@@ -237,3 +237,17 @@ async fn slow_clients_are_cut_off() {
     };
     assert!(closed, "a client sending headers a byte at a time was never disconnected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_far_in_the_future_are_rejected_by_line() {
+    let server = Server::start(Options::default()).await;
+    let now = augur_ingest::point::now_nanos();
+    let body = format!("m v=1 {}\nm v=2 {}\n", now + 60_000_000_000, now + 3_600_000_000_000);
+    let reply = request(server.http, "POST", V2, &[], body.as_bytes()).await;
+    assert_eq!(reply.status, 400);
+    let json = reply.json();
+    assert_eq!(json["errors"][0]["line"], 2);
+    assert_eq!(json["errors"][0]["column"], 7);
+    assert!(json["errors"][0]["reason"].as_str().unwrap().contains("more than 10m ahead"), "{}", reply.body);
+    assert_eq!(server.drain().len(), 1, "a minute ahead is within the allowance");
+}
