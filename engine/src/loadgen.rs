@@ -21,6 +21,10 @@ use serde::Serialize;
 use self::client::{Ack, Sender};
 use self::tsbs::Fleet;
 
+/// Pause after a 503 or 429 before the connection sends again (shorter than the `Retry-After`
+/// servers advertise, to keep the pressure on).
+const SHED_BACKOFF: Duration = Duration::from_millis(20);
+
 /// The wire protocol to drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -318,9 +322,13 @@ async fn drive(
                 result.values += values_per_batch;
                 live.points.fetch_add(options.batch as u64, Ordering::Relaxed);
             }
-            Ok(Ack::Refused(_)) => {
+            Ok(Ack::Refused(status)) => {
                 result.errors += 1;
                 live.errors.fetch_add(1, Ordering::Relaxed);
+                if status == 503 || status == 429 {
+                    // Back off like a client would, but briefly: the load must stay high.
+                    tokio::time::sleep(SHED_BACKOFF).await;
+                }
             }
             Err(_) => {
                 result.errors += 1;

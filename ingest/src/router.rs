@@ -169,6 +169,19 @@ impl Router {
         Ok(())
     }
 
+    /// The first partition whose queue is at or over its capacity, if any: a request arriving now
+    /// would likely be refused.
+    pub fn full_partition(&self) -> Option<Rejected> {
+        self.stats.iter().enumerate().find_map(|(partition, stats)| {
+            let queued_bytes = stats.queued_bytes.load(Ordering::Acquire);
+            (queued_bytes >= self.capacity_bytes).then_some(Rejected::Full {
+                partition,
+                queued_bytes,
+                capacity: self.capacity_bytes,
+            })
+        })
+    }
+
     /// Reserves `bytes` of a partition's budget; `Err(queued)` when it does not fit.
     fn reserve(&self, partition: usize, bytes: usize) -> Result<(), usize> {
         let queued = &self.stats[partition].queued_bytes;

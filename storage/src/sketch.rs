@@ -180,13 +180,12 @@ pub struct DdSketch {
     /// Most telemetry is never negative: the store exists only once needed.
     negative: Option<Box<Store>>,
     zeros: u64,
-    count: u64,
 }
 
 impl fmt::Debug for DdSketch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DdSketch")
-            .field("count", &self.count)
+            .field("count", &self.count())
             .field("zeros", &self.zeros)
             .field("positive_bins", &self.positive.counts.len())
             .field("negative_bins", &self.negative.as_ref().map_or(0, |s| s.counts.len()))
@@ -211,9 +210,10 @@ impl DdSketch {
         Self::default()
     }
 
-    /// Number of values added.
+    /// Number of values added (summed from the bins: the count is not stored twice, since every
+    /// window already keeps it).
     pub fn count(&self) -> u64 {
-        self.count
+        self.zeros + self.positive.total() + self.negative.as_ref().map_or(0, |s| s.total())
     }
 
     /// Adds a value. NaN is ignored (line protocol cannot carry it).
@@ -232,7 +232,6 @@ impl DdSketch {
                 self.negative.get_or_insert_default().add(index, 1);
             }
         }
-        self.count += 1;
     }
 
     /// Adds every value of `other`.
@@ -242,16 +241,16 @@ impl DdSketch {
             self.negative.get_or_insert_default().merge(negative);
         }
         self.zeros += other.zeros;
-        self.count += other.count;
     }
 
     /// The `q`-quantile (`0 ≤ q ≤ 1`) within relative error [`ALPHA`] of the value of rank
     /// `⌊q·(n−1)⌋` among the values added; `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        if self.count == 0 {
+        let count = self.count();
+        if count == 0 {
             return None;
         }
-        let rank = (q.clamp(0.0, 1.0) * (self.count - 1) as f64).floor() as u64;
+        let rank = (q.clamp(0.0, 1.0) * (count - 1) as f64).floor() as u64;
         let mut seen = 0;
         if let Some(negative) = &self.negative {
             // Most negative first: the highest magnitude index.
@@ -334,7 +333,6 @@ impl DdSketch {
                 }
             }
         }
-        sketch.count = sketch.zeros + sketch.positive.total() + sketch.negative.as_ref().map_or(0, |s| s.total());
         Ok(sketch)
     }
 }

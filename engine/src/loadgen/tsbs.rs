@@ -37,6 +37,8 @@ pub struct Fleet {
     prefixes: Vec<Vec<u8>>,
     /// ` usage_user=`, `,usage_system=`, ... per field.
     field_keys: Vec<Vec<u8>>,
+    /// Current value of every (host, field): each moves by a random walk, as TSBS's cpu values do.
+    values: Vec<f64>,
     next_host: usize,
     rng: u64,
 }
@@ -72,12 +74,9 @@ impl Fleet {
                 .into_bytes()
             })
             .collect();
-        Self {
-            prefixes,
-            field_keys,
-            next_host: first_host % hosts,
-            rng: 0x9E37_79B9_7F4A_7C15 ^ (first_host as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9),
-        }
+        let mut rng = 0x9E37_79B9_7F4A_7C15 ^ (first_host as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let values = (0..hosts * fields.max(1)).map(|_| (xorshift(&mut rng) % 1000) as f64 / 10.0).collect();
+        Self { prefixes, field_keys, values, next_host: first_host % hosts, rng }
     }
 
     /// Field values per point.
@@ -89,12 +88,18 @@ impl Fleet {
     pub fn batch(&mut self, lines: usize, time: i64, out: &mut Vec<u8>) {
         out.clear();
         for _ in 0..lines {
-            out.extend_from_slice(&self.prefixes[self.next_host]);
-            self.next_host = (self.next_host + 1) % self.prefixes.len();
-            for key in &self.field_keys {
+            let host = self.next_host;
+            out.extend_from_slice(&self.prefixes[host]);
+            self.next_host = (host + 1) % self.prefixes.len();
+            let fields = self.field_keys.len();
+            let host_values = &mut self.values[host * fields..(host + 1) * fields];
+            for (key, value) in self.field_keys.iter().zip(host_values) {
                 out.extend_from_slice(key);
-                // A percentage with one decimal, like TSBS's usage values.
-                let tenths = xorshift(&mut self.rng) % 1000;
+                // A percentage with one decimal, walking by up to ±1.0 per point and staying
+                // within 0..100, like TSBS's clamped random walks of usage values.
+                let step = (xorshift(&mut self.rng) % 21) as f64 / 10.0 - 1.0;
+                *value = (*value + step).clamp(0.0, 100.0);
+                let tenths = (*value * 10.0).round() as u64;
                 push_u64(out, tenths / 10);
                 out.push(b'.');
                 out.push(b'0' + (tenths % 10) as u8);

@@ -110,6 +110,11 @@ async fn write(state: HttpState, precision: Precision, headers: HeaderMap, body:
     if declared.is_some_and(|n| n > limit) {
         return body_error(BodyError::TooLarge { limit, after: "" });
     }
+    // Shed before reading and parsing when a partition is already full: the request would be
+    // refused after the work anyway, and under overload that wasted work is what slows the rest.
+    if let Some(full) = state.writer.router().full_partition() {
+        return unavailable(format!("{full}; nothing of this request was stored"));
+    }
     let mut charge = Charge::new(state.inflight.clone());
     let raw = match body::read(body, limit, state.config.body_read_timeout, &mut charge).await {
         Ok(raw) => raw,

@@ -1,0 +1,84 @@
+//! Memory per active (series, field) in the open windows, counted by the allocator.
+//!
+//! `cargo bench -p augur-suite --bench window_memory`: feeds 10,000 TSBS hosts × 10 fields one
+//! point per host every 10 s for 59 minutes of event time (all three default resolutions open,
+//! the 1 h windows holding 354 merged 10 s windows), then prints the live heap bytes the windows
+//! hold, per (series, field). Not a timing: a count of bytes from a counting global allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use augur_engine::loadgen::tsbs::Fleet;
+use augur_engine::rollup::RollupBuilder;
+use augur_engine::window::{Resolution, Windows};
+use augur_ingest::config::ModelConfig;
+use augur_ingest::{Precision, Router, Writer};
+
+/// Counts live heap bytes.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call forwards to the system allocator unchanged; only a counter is updated.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const HOSTS: usize = 10_000;
+const FIELDS: usize = 10;
+const SECOND: i64 = 1_000_000_000;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench --no-run` / test listing
+    }
+    let (router, receivers) = Router::new(1, usize::MAX);
+    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap());
+    let model = ModelConfig { max_future: Duration::from_secs(u32::MAX.into()), ..ModelConfig::default() };
+    let writer = Writer::new(Arc::new(router), &model, pool);
+    let mut fleet = Fleet::new(HOSTS, 4, FIELDS, 0);
+    let mut body = Vec::new();
+    let mut rollups = RollupBuilder::default();
+
+    let before = LIVE.load(Ordering::SeqCst);
+    let mut windows = Windows::new([10, 60, 3600].map(|s| Resolution::new(Duration::from_secs(s))).to_vec());
+    let start = 1_700_000_000 / 3600 * 3600 * SECOND; // an hour boundary
+    for step in 0..(59 * 6) {
+        let time = start + step * 10 * SECOND;
+        fleet.batch(HOSTS, time, &mut body);
+        let mut parsed = writer.parse(&body, Precision::Nanoseconds, 0, 1, usize::MAX);
+        writer.admit(&mut parsed).unwrap();
+        let batch = receivers[0].try_recv().unwrap();
+        batch.iter().for_each(|p| windows.add(&p));
+        drop(batch);
+        // The watermark trails by the default 10 s lateness; closed windows are emitted and dropped.
+        windows.close(time - 10 * SECOND, false, &mut rollups);
+        drop(rollups.finish().unwrap());
+    }
+    let held = LIVE.load(Ordering::SeqCst) - before;
+    let pairs = (HOSTS * FIELDS) as f64;
+    println!(
+        "window state: {} active series, {:.1} MiB live heap, {:.0} bytes per (series, field)",
+        windows.active_series(),
+        held as f64 / (1 << 20) as f64,
+        held as f64 / pairs
+    );
+}

@@ -1,0 +1,70 @@
+//! Window update throughput: points into the open windows of one partition with 100k active
+//! series × 10 fields, at the default resolutions (10s, 1m, 1h).
+//!
+//! `cargo bench -p augur-suite --bench windows`; throughput in field values.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use augur_engine::loadgen::tsbs::Fleet;
+use augur_engine::window::{Resolution, Windows};
+use augur_ingest::config::ModelConfig;
+use augur_ingest::{PointBatch, Precision, Router, Writer};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+const HOSTS: usize = 100_000;
+const BATCH: usize = 5000;
+
+/// Batches covering every host once, all in one 10 s window, through the real parser and router.
+fn batches(time: i64) -> Vec<PointBatch> {
+    let (router, receivers) = Router::new(1, usize::MAX);
+    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap());
+    let model = ModelConfig { max_future: Duration::from_secs(u32::MAX.into()), ..ModelConfig::default() };
+    let writer = Writer::new(Arc::new(router), &model, pool);
+    let mut fleet = Fleet::new(HOSTS, 4, 10, 0);
+    let mut body = Vec::new();
+    let mut out = Vec::new();
+    for _ in 0..HOSTS / BATCH {
+        fleet.batch(BATCH, time, &mut body);
+        let mut parsed = writer.parse(&body, Precision::Nanoseconds, 0, 1, usize::MAX);
+        writer.admit(&mut parsed).unwrap();
+        out.push(receivers[0].try_recv().unwrap());
+    }
+    out
+}
+
+fn window_update(c: &mut Criterion) {
+    let resolutions = [10, 60, 3600].map(|s| Resolution::new(Duration::from_secs(s))).to_vec();
+    let mut windows = Windows::new(resolutions);
+    let warm = batches(1_700_000_000_000_000_000);
+    for batch in &warm {
+        batch.iter().for_each(|p| windows.add(&p));
+    }
+    let mut group = c.benchmark_group("windows");
+    group.throughput(Throughput::Elements(warm[0].value_count() as u64));
+    // Each iteration updates the next 5000 series, cycling through all 100k, so the state is
+    // touched the way a real stream touches it (not kept hot in cache).
+    let mut next = 0;
+    group.bench_function("add_5000_points_100k_series_x10_fields", |b| {
+        b.iter(|| {
+            warm[next].iter().for_each(|p| windows.add(black_box(&p)));
+            next = (next + 1) % warm.len();
+        })
+    });
+    group.finish();
+    assert_eq!(windows.active_series(), HOSTS);
+}
+
+fn raw_output(c: &mut Criterion) {
+    let batches = batches(1_700_000_000_000_000_000);
+    let mut group = c.benchmark_group("raw");
+    group.throughput(Throughput::Elements(batches[0].value_count() as u64));
+    group.bench_function("arrow_5000_points_x10_fields", |b| {
+        b.iter(|| augur_engine::raw::raw_batches(black_box(&batches[..1])).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, window_update, raw_output);
+criterion_main!(benches);
