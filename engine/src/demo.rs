@@ -80,11 +80,17 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
             }
         }
     });
-    let report = loadgen::run(&options, live).await;
+    // Ctrl-C ends the load early; the engine still drains, flushes and reports below.
+    let report = tokio::select! {
+        report = loadgen::run(&options, live) => Some(report),
+        _ = tokio::signal::ctrl_c() => None,
+    };
     ticker.abort();
     bar.finish_and_clear();
-    let report = report?;
-    report.print(false);
+    match report {
+        Some(report) => report?.print(false),
+        None => println!("Interrupted: stopping the load, draining and flushing the engine."),
+    }
     println!();
 
     println!("Strict by design: a body with one bad line keeps the good line and names the bad one:");
