@@ -1,7 +1,7 @@
 //! The pipelines: a rayon pool that drains every partition channel, one task per partition per
 //! tick, each owning its partition's state (windows, watermark, counters).
 //!
-//! A tick of one partition: take up to [`MAX_BATCHES_PER_TICK`] batches; for each point, decide
+//! A tick of one partition: take up to 64 batches; for each point, decide
 //! late or on time against the watermark, add on-time points to their windows and advance the
 //! watermark; hand every point to the sink as raw Arrow data (late ones too: the cold store keeps
 //! every accepted point); apply the idle rule; close the windows the watermark passed and hand
