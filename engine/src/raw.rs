@@ -192,3 +192,59 @@ pub fn raw_batches(batches: &[PointBatch]) -> Result<Vec<(RawKey, RecordBatch)>,
     }
     groups.into_iter().map(Group::finish).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Array, Float64Array, Int64Array, StringArray, TimestampNanosecondArray};
+    use augur_ingest::config::ModelConfig;
+    use augur_ingest::{Precision, Router, Writer};
+
+    use super::*;
+
+    fn batches(body: &str) -> Vec<PointBatch> {
+        let (router, receivers) = Router::new(1, usize::MAX);
+        let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap());
+        let model =
+            ModelConfig { max_future: std::time::Duration::from_secs(u32::MAX.into()), ..ModelConfig::default() };
+        let writer = Writer::new(Arc::new(router), &model, pool);
+        let mut parsed = writer.parse(body.as_bytes(), Precision::Nanoseconds, 0, 1, usize::MAX);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        writer.admit(&mut parsed).unwrap();
+        receivers[0].try_recv().into_iter().collect()
+    }
+
+    #[test]
+    fn points_split_by_measurement_region_and_hour_with_typed_nullable_columns() {
+        let hour = HOUR;
+        let body = format!(
+            "cpu,host=a,region=eu v=1.5 10\n\
+             cpu,host=b,region=eu v=2i,up=true 20\n\
+             cpu,region=eu,rack=r1 v=3.5 30\n\
+             mem,host=a,region=eu used=7i 40\n\
+             cpu,host=a,region=us v=9 50\n\
+             cpu,host=a,region=eu v=4 {}\n",
+            hour + 5
+        );
+        let raw = raw_batches(&batches(&body)).unwrap();
+        let keys: Vec<(&str, &str, i64, usize)> =
+            raw.iter().map(|(k, b)| (k.measurement.as_str(), k.region.as_str(), k.hour_start, b.num_rows())).collect();
+        assert_eq!(keys, vec![("cpu", "eu", 0, 3), ("mem", "eu", 0, 1), ("cpu", "us", 0, 1), ("cpu", "eu", hour, 1)]);
+
+        let cpu = &raw[0].1;
+        let schema = cpu.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, vec!["time", "series_id", "host", "region", "rack", "v", "v::integer", "up"]);
+        let time = cpu.column_by_name("time").unwrap().as_any().downcast_ref::<TimestampNanosecondArray>().unwrap();
+        assert_eq!(time.values().to_vec(), vec![10, 20, 30]);
+        let host = cpu.column_by_name("host").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!((host.value(0), host.value(1), host.is_null(2)), ("a", "b", true));
+        let v = cpu.column_by_name("v").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!((v.value(0), v.is_null(1), v.value(2)), (1.5, true, 3.5));
+        let v_int = cpu.column_by_name("v::integer").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!((v_int.is_null(0), v_int.value(1), v_int.is_null(2)), (true, 2, true));
+        let rack = cpu.column_by_name("rack").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!((rack.is_null(0), rack.is_null(1), rack.value(2)), (true, true, "r1"));
+    }
+}
