@@ -15,6 +15,8 @@ use augur_storage::schema::{raw_schema, RawKey};
 use crate::aggregate::Kind;
 
 const HOUR: i64 = 3_600_000_000_000;
+/// Columns every raw batch starts with.
+const FIXED_COLUMNS: [&str; 2] = ["time", "series_id"];
 
 /// A typed, nullable column under construction.
 enum Column {
@@ -85,7 +87,10 @@ struct Group {
     rows: usize,
     time: TimestampNanosecondBuilder,
     series: UInt64Builder,
+    /// Tag key and its column.
     tags: Vec<(String, StringBuilder)>,
+    /// Column name of each tag, in the order of `tags`.
+    tag_columns: Vec<String>,
     /// Column name, field name, kind, column.
     fields: Vec<(String, String, Kind, Column)>,
 }
@@ -98,6 +103,7 @@ impl Group {
             time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
             series: UInt64Builder::new(),
             tags: Vec::new(),
+            tag_columns: Vec::new(),
             fields: Vec::new(),
         }
     }
@@ -112,7 +118,9 @@ impl Group {
                 None => {
                     let mut builder = StringBuilder::new();
                     (0..rows).for_each(|_| builder.append_null());
+                    let name = self.column_name(key, "tag");
                     self.tags.push((key.to_owned(), builder));
+                    self.tag_columns.push(name);
                     self.tags.len() - 1
                 }
             };
@@ -126,8 +134,7 @@ impl Group {
                     let mut column = Column::new(kind);
                     (0..rows).for_each(|_| column.push_null());
                     // The first kind of a field names the column; another kind gets a suffix.
-                    let taken = self.fields.iter().any(|(column_name, ..)| column_name == name);
-                    let column_name = if taken { format!("{name}::{}", kind.name()) } else { name.to_owned() };
+                    let column_name = self.column_name(name, kind.name());
                     self.fields.push((column_name, name.to_owned(), kind, column));
                     self.fields.len() - 1
                 }
@@ -147,9 +154,28 @@ impl Group {
         }
     }
 
+    /// A column name for `wanted` that no column of this batch has yet: `wanted` itself, else
+    /// `wanted::<suffix>` (a tag and a field of one name, a field that changed type, a key named
+    /// like a fixed column), else with a number added.
+    fn column_name(&self, wanted: &str, suffix: &str) -> String {
+        let taken = |name: &str| {
+            FIXED_COLUMNS.contains(&name)
+                || self.tag_columns.iter().any(|c| c == name)
+                || self.fields.iter().any(|(c, ..)| c == name)
+        };
+        if !taken(wanted) {
+            return wanted.to_owned();
+        }
+        let suffixed = format!("{wanted}::{suffix}");
+        (1..)
+            .map(|n| if n == 1 { suffixed.clone() } else { format!("{suffixed}{n}") })
+            .find(|c| !taken(c))
+            .unwrap_or(suffixed)
+    }
+
     fn finish(mut self) -> Result<(RawKey, RecordBatch), ArrowError> {
         let schema = raw_schema(
-            self.tags.iter().map(|(name, _)| name.clone()),
+            self.tag_columns.iter().cloned(),
             self.fields.iter().map(|(name, _, _, column)| (name.clone(), column.data_type())),
         );
         let mut columns: Vec<ArrayRef> = vec![Arc::new(self.time.finish()), Arc::new(self.series.finish())];
@@ -168,7 +194,7 @@ pub fn raw_batches(batches: &[PointBatch]) -> Result<Vec<(RawKey, RecordBatch)>,
     let mut groups: Vec<Group> = Vec::new();
     let mut last = 0;
     for point in batches.iter().flat_map(PointBatch::iter) {
-        let hour_start = point.time().div_euclid(HOUR) * HOUR;
+        let hour_start = point.time().div_euclid(HOUR).saturating_mul(HOUR);
         let matches = |g: &Group| {
             g.key.hour_start == hour_start && g.key.region == point.region() && g.key.measurement == point.measurement()
         };
@@ -246,5 +272,17 @@ mod tests {
         assert_eq!((v_int.is_null(0), v_int.value(1), v_int.is_null(2)), (true, 2, true));
         let rack = cpu.column_by_name("rack").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
         assert_eq!((rack.is_null(0), rack.is_null(1), rack.value(2)), (true, true, "r1"));
+    }
+
+    #[test]
+    fn column_names_never_collide() {
+        let body = "m,v=tag,series_id=s v=1,v::float=2 1\nm v=3i 2\n";
+        let raw = raw_batches(&batches(body)).unwrap();
+        let schema = raw[0].1.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["time", "series_id", "series_id::tag", "v", "v::float", "v::float::float", "v::integer"]
+        );
     }
 }

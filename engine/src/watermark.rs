@@ -7,6 +7,8 @@ pub struct Watermark {
     lateness: i64,
     idle_timeout: i64,
     value: i64,
+    /// The largest on-time event time seen.
+    max_event: Option<i64>,
     /// Wall-clock time of the last point, for the idle rule.
     last_data: Option<i64>,
 }
@@ -14,7 +16,7 @@ pub struct Watermark {
 impl Watermark {
     /// A watermark with `allowed_lateness` and `idle_timeout` in ns, before any point.
     pub fn new(allowed_lateness: i64, idle_timeout: i64) -> Self {
-        Self { lateness: allowed_lateness, idle_timeout, value: i64::MIN, last_data: None }
+        Self { lateness: allowed_lateness, idle_timeout, value: i64::MIN, max_event: None, last_data: None }
     }
 
     /// The watermark: points older than this are late; windows ending at or before it are closed.
@@ -29,6 +31,7 @@ impl Watermark {
 
     /// Accounts for an on-time point at event time `time`.
     pub fn observe(&mut self, time: i64) {
+        self.max_event = Some(self.max_event.map_or(time, |max| max.max(time)));
         self.value = self.value.max(time.saturating_sub(self.lateness));
     }
 
@@ -37,13 +40,16 @@ impl Watermark {
         self.last_data = Some(now);
     }
 
-    /// Applies the idle rule at wall-clock time `now`: after `idle_timeout` without data the
-    /// watermark follows the wall clock (`now − allowed lateness`), so a quiet partition still
-    /// closes its windows. A partition that never saw data stays put: it has nothing to close.
+    /// Applies the idle rule at wall-clock time `now`: after `idle_timeout` without data, event
+    /// time is taken to have moved on as far as the wall clock since the last data, so a quiet
+    /// partition still closes its windows. Moving by elapsed time rather than jumping to the wall
+    /// clock keeps data whose timestamps trail the clock (backfills, skewed hosts) on time. A
+    /// partition that never saw data stays put: it has nothing to close.
     pub fn tick(&mut self, now: i64) {
-        if let Some(last) = self.last_data {
-            if now.saturating_sub(last) >= self.idle_timeout {
-                self.value = self.value.max(now.saturating_sub(self.lateness));
+        if let (Some(last), Some(max_event)) = (self.last_data, self.max_event) {
+            let idle = now.saturating_sub(last);
+            if idle >= self.idle_timeout {
+                self.value = self.value.max(max_event.saturating_add(idle).saturating_sub(self.lateness));
             }
         }
     }
@@ -66,6 +72,6 @@ mod tests {
         w.tick(1_099);
         assert_eq!(w.value(), 40, "not idle yet");
         w.tick(1_100);
-        assert_eq!(w.value(), 1_090, "idle: follows the wall clock");
+        assert_eq!(w.value(), 50 + 100 - 10, "idle: event time moves on with the wall clock");
     }
 }

@@ -39,9 +39,10 @@ impl Resolution {
         Self { nanos, name }
     }
 
-    /// Start of the window containing `time` (windows are aligned to the Unix epoch).
+    /// Start of the window containing `time` (windows are aligned to the Unix epoch). Saturates at
+    /// `i64::MIN` for times in the first window before year 1678, whose start is not representable.
     pub fn window_start(&self, time: i64) -> i64 {
-        time.div_euclid(self.nanos) * self.nanos
+        time.div_euclid(self.nanos).saturating_mul(self.nanos)
     }
 }
 

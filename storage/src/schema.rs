@@ -26,9 +26,10 @@
 //! ## Raw points ([`raw_schema`])
 //! One batch per (measurement, region, UTC hour), see [`RawKey`]: a `time` column (timestamp ns
 //! UTC), `series_id` (u64), one nullable utf8 column per tag key, then one nullable column per
-//! field, typed f64, i64, u64, bool or utf8. Columns are named by their key; a field that arrives
-//! with two types in one batch gets its second type in a column `<field>::<type>`. Schemas of
-//! different batches of one measurement may differ: readers union them by name.
+//! field, typed f64, i64, u64, bool or utf8. Columns are named by their key; when a name is taken
+//! (a tag and a field of one name, a field that arrives with a second type, a key named `series_id`)
+//! the later column is named `<key>::tag` or `<key>::<type>`. Schemas of different batches of one
+//! measurement may differ: readers union them by name.
 
 use std::sync::Arc;
 

@@ -16,10 +16,10 @@ use std::fmt;
 
 /// Relative accuracy of every sketch: quantiles are within 1 % of the true value.
 pub const ALPHA: f64 = 0.01;
-/// Bins per store at most; past it the lowest bins are merged (only quantiles below the lowest
-/// kept bin lose accuracy; 2048 bins span 18 orders of magnitude).
+/// Bins per store at most; past it the bins nearest zero are merged (only quantiles of values
+/// nearer zero than the lowest kept bin lose accuracy; 2048 bins span 18 orders of magnitude).
 const MAX_BINS: usize = 2048;
-/// Magnitudes below this count as zero.
+/// Magnitudes below this count as zero (and come back as 0: the one exception to the 1 % bound).
 const MIN_INDEXABLE: f64 = 1e-9;
 /// Encoding version: the first byte of [`DdSketch::to_bytes`].
 const VERSION: u8 = 1;
@@ -75,11 +75,11 @@ impl Counts {
     fn add(&mut self, i: usize, n: u64) {
         loop {
             match self {
-                Self::U8(c) => match u8::try_from(u64::from(c[i]) + n) {
+                Self::U8(c) => match u8::try_from(u64::from(c[i]).saturating_add(n)) {
                     Ok(v) => return c[i] = v,
                     Err(_) => *self = Self::U16(c.iter().map(|&v| u16::from(v)).collect()),
                 },
-                Self::U16(c) => match u16::try_from(u64::from(c[i]) + n) {
+                Self::U16(c) => match u16::try_from(u64::from(c[i]).saturating_add(n)) {
                     Ok(v) => return c[i] = v,
                     Err(_) => *self = Self::U64(c.iter().map(|&v| u64::from(v)).collect()),
                 },
@@ -108,7 +108,7 @@ impl Counts {
 
     /// Merges the first `n + 1` bins into one (the new first bin).
     fn collapse_front(&mut self, n: usize) {
-        let total: u64 = (0..=n).map(|i| self.get(i)).sum();
+        let total = (0..=n).fold(0u64, |sum, i| sum.saturating_add(self.get(i)));
         match self {
             Self::U8(c) => drop(c.drain(..n)),
             Self::U16(c) => drop(c.drain(..n)),
@@ -134,28 +134,39 @@ impl Default for Store {
 
 impl Store {
     fn total(&self) -> u64 {
-        (0..self.counts.len()).map(|i| self.counts.get(i)).sum()
+        (0..self.counts.len()).fold(0, |sum, i| sum.saturating_add(self.counts.get(i)))
     }
 
     fn add(&mut self, index: i32, n: u64) {
-        let len = self.counts.len();
+        // Distances in i64: indices of decoded sketches may lie far apart.
+        let (len, offset, at) = (self.counts.len() as i64, i64::from(self.offset), i64::from(index));
         if len == 0 {
             self.offset = index;
             self.counts.grow_back(1);
-        } else if index < self.offset {
+        } else if at < offset {
             // Below the range: extend down, but never past MAX_BINS (then the lowest bin absorbs it).
-            let room = MAX_BINS - len;
-            let want = (self.offset - index) as usize;
-            let grow = want.min(room);
-            self.counts.grow_front(grow);
+            let grow = (offset - at).min(MAX_BINS as i64 - len);
+            self.counts.grow_front(grow as usize);
             self.offset -= grow as i32;
-        } else if index >= self.offset + len as i32 {
-            let want = (index - self.offset) as usize + 1 - len;
-            self.counts.grow_back(want);
-            let excess = self.counts.len().saturating_sub(MAX_BINS);
-            if excess > 0 {
-                self.counts.collapse_front(excess);
-                self.offset += excess as i32;
+        } else if at >= offset + len {
+            // Above the range: keep the top MAX_BINS bins, folding the lowest ones together.
+            let excess = (at - offset + 1 - MAX_BINS as i64).max(0);
+            if excess >= len {
+                // Nothing of the old range stays separate: it all folds into the new lowest bin.
+                let total = self.total();
+                self.counts = Counts::U8(Vec::new());
+                self.offset = index - (MAX_BINS as i32 - 1);
+                self.counts.grow_back(MAX_BINS);
+                if total > 0 {
+                    self.counts.add(0, total);
+                }
+            } else {
+                if excess > 0 {
+                    self.counts.collapse_front(excess as usize);
+                    self.offset += excess as i32;
+                }
+                let grow = at - i64::from(self.offset) + 1 - self.counts.len() as i64;
+                self.counts.grow_back(grow as usize);
             }
         }
         let i = (index.max(self.offset) - self.offset) as usize;
@@ -213,7 +224,7 @@ impl DdSketch {
     /// Number of values added (summed from the bins: the count is not stored twice, since every
     /// window already keeps it).
     pub fn count(&self) -> u64 {
-        self.zeros + self.positive.total() + self.negative.as_ref().map_or(0, |s| s.total())
+        self.zeros.saturating_add(self.positive.total()).saturating_add(self.negative.as_ref().map_or(0, |s| s.total()))
     }
 
     /// Adds a value. NaN is ignored (line protocol cannot carry it).
@@ -240,7 +251,7 @@ impl DdSketch {
         if let Some(negative) = &other.negative {
             self.negative.get_or_insert_default().merge(negative);
         }
-        self.zeros += other.zeros;
+        self.zeros = self.zeros.saturating_add(other.zeros);
     }
 
     /// The `q`-quantile (`0 ≤ q ≤ 1`) within relative error [`ALPHA`] of the value of rank
@@ -251,22 +262,22 @@ impl DdSketch {
             return None;
         }
         let rank = (q.clamp(0.0, 1.0) * (count - 1) as f64).floor() as u64;
-        let mut seen = 0;
+        let mut seen = 0u64;
         if let Some(negative) = &self.negative {
             // Most negative first: the highest magnitude index.
             for (index, n) in negative.bins().rev() {
-                seen += n;
+                seen = seen.saturating_add(n);
                 if seen > rank {
                     return Some(-value_of(index));
                 }
             }
         }
-        seen += self.zeros;
+        seen = seen.saturating_add(self.zeros);
         if seen > rank {
             return Some(0.0);
         }
         for (index, n) in self.positive.bins() {
-            seen += n;
+            seen = seen.saturating_add(n);
             if seen > rank {
                 return Some(value_of(index));
             }
@@ -309,29 +320,36 @@ impl DdSketch {
         if version != VERSION {
             return Err(DecodeError::Version(version));
         }
-        let mut next = || -> Result<u64, DecodeError> {
+        let mut next = || -> Result<(u64, usize), DecodeError> {
             let at = bytes.len() - rest.len();
             let (value, used) = get_varint(rest).ok_or(DecodeError::Corrupt(at))?;
             rest = &rest[used..];
-            Ok(value)
+            Ok((value, at))
         };
-        let mut sketch = Self { zeros: next()?, ..Self::default() };
+        let mut sketch = Self { zeros: next()?.0, ..Self::default() };
+        // Only indices a finite value can map to: a forged index cannot make a store span more.
+        let (lowest, highest) = (index_of(MIN_INDEXABLE) - 1, index_of(f64::MAX) + 1);
         for negative in [false, true] {
-            let len = usize::try_from(next()?).map_err(|_| DecodeError::Corrupt(0))?;
+            let (len, at) = next()?;
             if len == 0 {
                 continue;
             }
-            if len > MAX_BINS {
-                return Err(DecodeError::Corrupt(0));
+            if len > MAX_BINS as u64 {
+                return Err(DecodeError::Corrupt(at));
             }
-            let offset = unzigzag(next()?).ok_or(DecodeError::Corrupt(0))?;
+            let (offset, at) = next()?;
+            let offset = unzigzag(offset).filter(|o| (lowest..=highest - len as i32 + 1).contains(o));
+            let offset = offset.ok_or(DecodeError::Corrupt(at))?;
             let store = if negative { sketch.negative.get_or_insert_default() } else { &mut sketch.positive };
-            for i in 0..len {
-                let n = next()?;
+            for i in 0..len as i32 {
+                let (n, _) = next()?;
                 if n > 0 {
-                    store.add(offset.checked_add(i as i32).ok_or(DecodeError::Corrupt(0))?, n);
+                    store.add(offset + i, n);
                 }
             }
+        }
+        if !rest.is_empty() {
+            return Err(DecodeError::Corrupt(bytes.len() - rest.len()));
         }
         Ok(sketch)
     }
@@ -411,6 +429,28 @@ mod tests {
             s.add(f64::from(i % 100) + 0.5);
         }
         assert!(s.heap_bytes() <= 512, "{} bytes", s.heap_bytes());
+    }
+
+    #[test]
+    fn far_apart_bins_and_forged_bytes_stay_bounded() {
+        let mut s = DdSketch::new();
+        s.add(1e-8);
+        s.add(1e300);
+        assert!(s.heap_bytes() <= MAX_BINS, "{} bytes", s.heap_bytes());
+        assert!(within_alpha(s.quantile(1.0).unwrap(), 1e300));
+        // A forged offset far outside what a finite value maps to is refused, not allocated.
+        let mut forged = vec![VERSION, 0, 1];
+        put_varint(&mut forged, zigzag(1_000_000_000));
+        forged.extend([1, 0]);
+        assert!(DdSketch::from_bytes(&forged).is_err());
+        // Counts near u64::MAX saturate instead of overflowing.
+        let mut huge = vec![VERSION, 0, 2, 0];
+        put_varint(&mut huge, u64::MAX);
+        put_varint(&mut huge, u64::MAX);
+        huge.push(0);
+        let decoded = DdSketch::from_bytes(&huge).unwrap();
+        assert_eq!(decoded.count(), u64::MAX);
+        assert!(DdSketch::from_bytes(&[VERSION, 0, 0, 0, 7]).is_err(), "trailing bytes");
     }
 
     #[test]
