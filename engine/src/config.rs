@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use augur_ingest::config::{HttpConfig, ModelConfig, RouterConfig, TcpConfig};
+use augur_storage::parquet::ParquetConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::PipelineConfig;
@@ -29,6 +30,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[tcp]`: the TCP listener.
     pub tcp: TcpConfig,
+    /// `[parquet]`: the Parquet files under `<data-dir>/parquet`.
+    pub parquet: ParquetConfig,
 }
 
 /// `[server]`.
@@ -42,6 +45,13 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self { data_dir: PathBuf::from("./augur-data") }
+    }
+}
+
+impl ServerConfig {
+    /// Where Parquet files go.
+    pub fn parquet_dir(&self) -> PathBuf {
+        self.data_dir.join("parquet")
     }
 }
 
@@ -199,6 +209,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = augur_ingest::config::validate(&self.model, &self.router, &self.http, &self.tcp);
         self.engine.validate(&mut problems);
+        problems.extend(self.parquet.validate());
         if self.server.data_dir.as_os_str().is_empty() {
             problems.push("server.data-dir must not be empty".into());
         }
@@ -254,6 +265,14 @@ mod tests {
         assert_eq!(config.router.partitions, 5);
         assert_eq!(config.http.addr.port(), 9000);
         assert_eq!(config.tcp.idle_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn ingest_and_storage_agree_on_the_longest_partition_value() {
+        assert_eq!(
+            augur_ingest::write::MAX_PARTITION_VALUE_BYTES,
+            augur_storage::parquet::layout::MAX_PARTITION_VALUE_BYTES
+        );
     }
 
     #[test]

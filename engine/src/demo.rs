@@ -11,7 +11,8 @@ use anyhow::Context;
 use arrow_array::{
     Array, BinaryArray, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
 };
-use augur_storage::sink::MemorySink;
+use augur_storage::parquet::ParquetSink;
+use augur_storage::sink::{FanOut, MemorySink, Sink};
 use augur_storage::sketch::DdSketch;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,7 +35,9 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", config.server.data_dir.display()))?;
 
     let sink = Arc::new(MemorySink::default());
-    let server = Server::start(&config, sink.clone()).await?;
+    let parquet = Arc::new(ParquetSink::open(config.server.parquet_dir(), config.parquet.clone())?);
+    let outputs: Arc<dyn Sink> = Arc::new(FanOut(vec![sink.clone(), parquet.clone()]));
+    let server = Server::start(&config, outputs).await?;
     println!("Augur demo");
     println!(
         "  engine:    {} partitions, data dir {}",
@@ -134,6 +137,8 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     println!();
     print_rollups(&sink)?;
     println!();
+    print_parquet(&parquet)?;
+    println!();
     println!("Next: `augur serve` and point Telegraf or `augur loadgen` at http://127.0.0.1:8086.");
     Ok(())
 }
@@ -187,6 +192,49 @@ fn print_rollups(sink: &MemorySink) -> anyhow::Result<()> {
         let q = |q: f64| sketch.quantile(q).unwrap_or(f64::NAN);
         println!("  {region:<16} {count:>10} {:>8.2} {:>8.2} {:>8.2} {max:>8.2}", sum / *count as f64, q(0.5), q(0.99));
     }
+    Ok(())
+}
+
+/// Prints the Parquet tree (folders with their file counts and sizes) and a DuckDB query over it.
+fn print_parquet(parquet: &ParquetSink) -> anyhow::Result<()> {
+    let stats = parquet.stats();
+    let root = parquet.root();
+    println!(
+        "Parquet: {} files, {:.1} MiB, {} rows under {}",
+        stats.files.load(Ordering::Relaxed),
+        stats.bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
+        stats.rows.load(Ordering::Relaxed),
+        root.display()
+    );
+    let mut folders: BTreeMap<std::path::PathBuf, (usize, u64)> = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            } else {
+                let folder = folders.entry(dir.strip_prefix(root)?.to_owned()).or_default();
+                folder.0 += 1;
+                folder.1 += entry.metadata()?.len();
+            }
+        }
+    }
+    for (i, (folder, (files, bytes))) in folders.iter().enumerate() {
+        if i == 12 {
+            println!("  ... and {} more folders", folders.len() - 12);
+            break;
+        }
+        println!("  {:<72} {files:>3} file(s) {:>9.1} KiB", folder.display(), *bytes as f64 / 1024.0);
+    }
+    println!();
+    println!("Query it with DuckDB (pip install duckdb; or the duckdb CLI):");
+    println!(
+        "  SELECT region, hostname, date_trunc('minute', time) AS minute, max(usage_user) AS max_user\n  \
+         FROM read_parquet('{}/raw/cpu/*/*/*/*.parquet', hive_partitioning = true, union_by_name = true)\n  \
+         GROUP BY ALL ORDER BY max_user DESC LIMIT 5;",
+        root.display()
+    );
     Ok(())
 }
 

@@ -10,7 +10,8 @@ use anyhow::Context;
 use augur_engine::config::Config;
 use augur_engine::loadgen::{self, LoadgenOptions};
 use augur_engine::{demo, server::Server};
-use augur_storage::sink::NullSink;
+use augur_storage::parquet::ParquetSink;
+use augur_storage::sink::{NullSink, Sink};
 use clap::{Parser, Subcommand};
 use tracing::info;
 
@@ -125,8 +126,12 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("creating the data dir {}", config.server.data_dir.display()))?;
-    // Until the storage sinks land, outputs are counted and dropped.
-    let server = Server::start(&config, Arc::new(NullSink::default())).await?;
+    let sink: Arc<dyn Sink> = if config.parquet.enabled {
+        Arc::new(ParquetSink::open(config.server.parquet_dir(), config.parquet.clone())?)
+    } else {
+        Arc::new(NullSink::default())
+    };
+    let server = Server::start(&config, sink).await?;
     // Tests and scripts read the bound addresses (port 0 picks free ones) from this line.
     println!("augur listening http={} tcp={}", server.http_addr(), server.tcp_addr());
     wait_for_stop_signal().await?;

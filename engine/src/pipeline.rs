@@ -248,6 +248,10 @@ impl Partitions {
     pub fn tick(&mut self, now: i64) -> bool {
         let tasks = &mut self.tasks;
         let found = self.pool.install(|| tasks.par_iter_mut().map(|t| t.tick(now)).reduce(|| false, |a, b| a || b));
+        // Time-based sink work (writing aged buffers) runs on the pool too, once per tick.
+        if let Err(e) = self.pool.install(|| self.sink.tick()) {
+            error!(error = %e, "The sink's periodic work failed.");
+        }
         self.publish();
         found
     }

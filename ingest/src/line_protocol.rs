@@ -83,6 +83,8 @@ pub enum Reason {
     TrailingBackslash,
     #[error("line longer than the limit of {0} bytes")]
     LineTooLong(usize),
+    #[error("{0} longer than the limit of {1} bytes (it names a directory of the Parquet tree)")]
+    NameTooLong(&'static str, usize),
 }
 
 /// A byte for an error message: the character if it is printable ASCII, else its value.
@@ -179,6 +181,8 @@ fn unescape_into(raw: &[u8], out: &mut Vec<u8>, is_escapable: impl Fn(u8) -> boo
 #[derive(Debug)]
 pub struct ParsedLine<'p, 'a> {
     pub(crate) line: usize,
+    /// The whole line, for columns of its parts.
+    pub(crate) text: &'a [u8],
     pub(crate) measurement: Escaped<'a>,
     pub(crate) tags: &'p [(Escaped<'a>, Escaped<'a>)],
     pub(crate) fields: &'p [(Escaped<'a>, FieldValue<Escaped<'a>>)],
@@ -190,6 +194,11 @@ impl<'p, 'a> ParsedLine<'p, 'a> {
     /// 1-based line number.
     pub fn line(&self) -> usize {
         self.line
+    }
+
+    /// 1-based byte column of a name of this line.
+    pub fn column_of(&self, name: &Escaped<'_>) -> usize {
+        (name.raw.as_ptr() as usize).saturating_sub(self.text.as_ptr() as usize) + 1
     }
 
     /// The measurement.
@@ -342,6 +351,7 @@ impl<'a> Parser<'a> {
                         };
                         Ok(ParsedLine {
                             line: number,
+                            text: line,
                             measurement: scanned.measurement,
                             tags: &self.tags,
                             fields: &self.fields,

@@ -9,10 +9,14 @@ use std::sync::Arc;
 
 use crate::batch::{PointBatch, RegionRule};
 use crate::config::ModelConfig;
-use crate::line_protocol::{LineError, Parser};
+use crate::line_protocol::{Escaped, LineError, ParsedLine, Parser, Reason};
 use crate::point::Precision;
 use crate::router::{Rejected, Router};
 use crate::series::SeriesHasher;
+
+/// Longest measurement and region value, in bytes: each names a directory of the Parquet tree,
+/// where it may grow threefold by escaping and must stay under the 255-byte limit of a file name.
+pub const MAX_PARTITION_VALUE_BYTES: usize = 80;
 
 /// How many bad lines a reply names; the rest are only counted.
 pub const MAX_REPORTED_ERRORS: usize = 100;
@@ -106,6 +110,10 @@ impl Writer {
         while let Some(result) = parser.next() {
             match result {
                 Ok(line) => {
+                    if let Some(error) = self.check_names(&line) {
+                        out.record_error(error);
+                        continue;
+                    }
                     let series = hasher.id_of(&line);
                     let batch = &mut by_partition[self.router.partition_of(series)];
                     batch.push_line(&line, series, &self.regions);
@@ -121,6 +129,21 @@ impl Writer {
         self.stats.points_parsed.fetch_add(out.points as u64, Ordering::Relaxed);
         self.stats.lines_invalid.fetch_add(out.error_count as u64, Ordering::Relaxed);
         out
+    }
+
+    /// A measurement or region too long to name a directory of the Parquet tree.
+    fn check_names(&self, line: &ParsedLine<'_, '_>) -> Option<LineError> {
+        let too_long = |what, name: &Escaped<'_>| {
+            (name.name().len() > MAX_PARTITION_VALUE_BYTES).then(|| LineError {
+                line: line.line(),
+                column: line.column_of(name),
+                reason: Reason::NameTooLong(what, MAX_PARTITION_VALUE_BYTES),
+            })
+        };
+        too_long("measurement", &line.measurement()).or_else(|| {
+            let region = line.tags().iter().find(|(k, _)| *k.name() == *self.regions.tag.as_bytes())?;
+            too_long("region tag value", &region.1)
+        })
     }
 
     /// Admits the batches of `parsed` all together or none of them, counting them if admitted.

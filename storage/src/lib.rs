@@ -7,8 +7,12 @@
 //! # Layout
 //! - [`schema`]: the Arrow schema of each output kind, documented column by column.
 //! - [`sketch`]: `DdSketch`, the mergeable quantile sketch stored with every rollup, and its bytes.
-//! - [`sink`]: the `Sink` trait outputs go through, and the in-memory and null sinks.
+//! - [`sink`]: the `Sink` trait outputs go through, and the in-memory, null and fan-out sinks.
+//! - [`parquet`]: the Parquet sink: a Hive-partitioned tree of atomically written files.
+//! - [`error`]: what can go wrong while storing.
 
+pub mod error;
+pub mod parquet;
 pub mod schema;
 pub mod sink;
 pub mod sketch;

@@ -39,6 +39,42 @@ pub trait Sink: Send + Sync {
     /// # Errors
     /// [`SinkError`] when that failed.
     fn flush(&self) -> Result<(), SinkError>;
+
+    /// Called about once per pipeline tick, for time-based work (writing buffers past their age).
+    ///
+    /// # Errors
+    /// [`SinkError`] when that work failed.
+    fn tick(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Hands every batch to each of several sinks (the demo keeps rollups in memory and writes
+/// Parquet).
+pub struct FanOut(pub Vec<std::sync::Arc<dyn Sink>>);
+
+impl std::fmt::Debug for FanOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("FanOut").field(&self.0.len()).finish()
+    }
+}
+
+impl Sink for FanOut {
+    fn raw(&self, key: &RawKey, batch: RecordBatch) -> Result<(), SinkError> {
+        self.0.iter().try_for_each(|s| s.raw(key, batch.clone()))
+    }
+
+    fn rollups(&self, batch: RecordBatch) -> Result<(), SinkError> {
+        self.0.iter().try_for_each(|s| s.rollups(batch.clone()))
+    }
+
+    fn flush(&self) -> Result<(), SinkError> {
+        self.0.iter().try_for_each(|s| s.flush())
+    }
+
+    fn tick(&self) -> Result<(), SinkError> {
+        self.0.iter().try_for_each(|s| s.tick())
+    }
 }
 
 /// Keeps every batch in memory.

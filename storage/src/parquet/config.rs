@@ -1,0 +1,60 @@
+//! `[parquet]`: how the Parquet sink buffers and encodes.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// `[parquet]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ParquetConfig {
+    /// Write Parquet at all (off: outputs are computed and dropped).
+    pub enabled: bool,
+    /// A folder's buffer is written as a file once it holds this many rows.
+    pub file_rows: usize,
+    /// Rows per row group inside a file, at most.
+    pub row_group_rows: usize,
+    /// Bytes per row group, at most.
+    pub row_group_bytes: usize,
+    /// A buffer older than this is written even if small.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Memory all buffers may hold together; past it the largest are written first.
+    pub max_buffer_bytes: usize,
+    /// ZSTD level (1–22).
+    pub zstd_level: i32,
+}
+
+impl Default for ParquetConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            file_rows: 1 << 20,
+            row_group_rows: 1 << 20,
+            row_group_bytes: 128 << 20,
+            max_age: Duration::from_secs(60),
+            max_buffer_bytes: 256 << 20,
+            zstd_level: 3,
+        }
+    }
+}
+
+impl ParquetConfig {
+    /// Every problem with these settings, each prefixed with its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.file_rows == 0 || self.row_group_rows == 0 {
+            problems.push("parquet.file-rows and parquet.row-group-rows must be at least 1".into());
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            problems.push(format!("parquet.zstd-level = {} must be between 1 and 22", self.zstd_level));
+        }
+        if self.max_age.is_zero() {
+            problems.push("parquet.max-age must be above 0".into());
+        }
+        if self.max_buffer_bytes < 1 << 20 {
+            problems.push(format!("parquet.max-buffer-bytes = {} is under the minimum of 1 MiB", self.max_buffer_bytes));
+        }
+        problems
+    }
+}

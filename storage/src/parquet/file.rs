@@ -1,0 +1,201 @@
+//! One Parquet file: rows sorted, encoded in memory, named by a hash of its bytes, and put in place
+//! atomically (temporary name, fsync, rename, fsync of the directory).
+//!
+//! The name is the XXH3-128 of the file's bytes, so writing the same rows again (a replay after a
+//! crash) produces the same name and replaces the file instead of adding a duplicate.
+
+use std::cmp::Ordering;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array};
+use arrow_schema::{Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::StorageError;
+
+/// Prefix of files being written; startup removes any left by a crash.
+pub const TEMP_PREFIX: &str = ".tmp-";
+/// Environment variable for crash tests: `parquet-before-rename` aborts the process after a
+/// temporary file is written and synced, before it is renamed into place.
+pub const FAULT_ENV: &str = "AUGUR_FAULT";
+
+/// How rows are ordered inside a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortOrder {
+    /// Raw points: by `series_id`, then `time`.
+    Raw,
+    /// Rollups: by `series_key`, `field`, then `window_start`.
+    Rollups,
+}
+
+/// How files are encoded.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    properties: WriterProperties,
+}
+
+impl Encoder {
+    /// ZSTD at `zstd_level`, dictionaries for every column but timestamps (delta-encoded), chunk
+    /// and page statistics, row groups of at most `row_group_rows` rows and `row_group_bytes`.
+    ///
+    /// # Errors
+    /// When `zstd_level` is not a valid level.
+    pub fn new(zstd_level: i32, row_group_rows: usize, row_group_bytes: usize) -> Result<Self, StorageError> {
+        let level = ZstdLevel::try_new(zstd_level).map_err(|e| StorageError::Config(e.to_string()))?;
+        let mut builder = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+            .set_max_row_group_bytes(Some(row_group_bytes.max(1)))
+            .set_created_by(format!("augur {}", env!("CARGO_PKG_VERSION")));
+        // Timestamps rise within a series: deltas are small and compress far better than a
+        // dictionary of mostly distinct values (see docs/performance.md).
+        for column in ["time", "window_start", "window_end", "first_time", "last_time"] {
+            builder = builder
+                .set_column_dictionary_enabled(ColumnPath::from(column), false)
+                .set_column_encoding(ColumnPath::from(column), Encoding::DELTA_BINARY_PACKED);
+        }
+        Ok(Self { properties: builder.build() })
+    }
+
+    /// Encodes `batch` (one schema) as a Parquet file in memory.
+    ///
+    /// # Errors
+    /// When Arrow or Parquet refuse the data.
+    pub fn encode(&self, batch: &RecordBatch, order: SortOrder) -> Result<Vec<u8>, StorageError> {
+        let sorted = sort(batch, order)?;
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, sorted.schema(), Some(self.properties.clone()))?;
+        writer.write(&sorted)?;
+        writer.close()?;
+        Ok(bytes)
+    }
+}
+
+/// The rows of `batch` in `order`.
+fn sort(batch: &RecordBatch, order: SortOrder) -> Result<RecordBatch, StorageError> {
+    let mut indices: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    let column = |name: &str| batch.column_by_name(name).ok_or_else(|| StorageError::Schema(format!("no `{name}` column")));
+    let times = |name: &str| -> Result<TimestampNanosecondArray, StorageError> {
+        column(name)?
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()
+            .cloned()
+            .ok_or_else(|| StorageError::Schema(format!("`{name}` is not a timestamp")))
+    };
+    match order {
+        SortOrder::Raw => {
+            let series = column("series_id")?
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .cloned()
+                .ok_or_else(|| StorageError::Schema("`series_id` is not u64".into()))?;
+            let time = times("time")?;
+            indices.sort_by_key(|&i| (series.value(i as usize), time.value(i as usize)));
+        }
+        SortOrder::Rollups => {
+            let text = |name: &str| -> Result<StringArray, StorageError> {
+                column(name)?
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+                    .ok_or_else(|| StorageError::Schema(format!("`{name}` is not text")))
+            };
+            let (key, field, start) = (text("series_key")?, text("field")?, times("window_start")?);
+            indices.sort_by(|&a, &b| {
+                let (a, b) = (a as usize, b as usize);
+                key.value(a)
+                    .cmp(key.value(b))
+                    .then_with(|| field.value(a).cmp(field.value(b)))
+                    .then_with(|| start.value(a).cmp(&start.value(b)))
+                    .then(Ordering::Equal)
+            });
+        }
+    }
+    Ok(arrow_select::take::take_record_batch(batch, &UInt32Array::from(indices))?)
+}
+
+/// Writes `bytes` as `<folder>/<hash>.parquet` atomically and durably; returns the path.
+///
+/// # Errors
+/// When the file system refuses (full disk, permissions).
+pub fn write_atomic(root: &Path, folder: &Path, bytes: &[u8]) -> Result<PathBuf, StorageError> {
+    let name = format!("{:032x}.parquet", xxh3_128(bytes));
+    let path = folder.join(&name);
+    let temp = folder.join(format!("{TEMP_PREFIX}{name}"));
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| StorageError::Io { what, path, source }
+    };
+    let created = missing_ancestors(root, folder);
+    fs::create_dir_all(folder).map_err(io("creating", folder))?;
+    let mut file = File::create(&temp).map_err(io("creating", &temp))?;
+    file.write_all(bytes).map_err(io("writing", &temp))?;
+    file.sync_all().map_err(io("syncing", &temp))?;
+    drop(file);
+    if std::env::var(FAULT_ENV).is_ok_and(|v| v == "parquet-before-rename") {
+        std::process::abort(); // crash-test fault injection: see FAULT_ENV
+    }
+    fs::rename(&temp, &path).map_err(io("renaming", &temp))?;
+    sync_dir(folder)?;
+    // New directories are durable only once their parents record them.
+    for dir in created {
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(path)
+}
+
+/// The directories between `root` and `folder` (inclusive) that do not exist yet, deepest last.
+fn missing_ancestors(root: &Path, folder: &Path) -> Vec<PathBuf> {
+    let mut missing: Vec<PathBuf> =
+        folder.ancestors().take_while(|d| d.starts_with(root) && !d.exists()).map(Path::to_owned).collect();
+    missing.reverse();
+    missing
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StorageError::Io { what: "syncing", path: dir.to_owned(), source })
+}
+
+/// `batch` without the columns whose values the folder path already holds, and with any other
+/// column named like a partition key renamed `<name>::data` (readers add partition keys as
+/// columns, so a clash would be ambiguous). `partitions` pairs each key with its value here.
+///
+/// # Errors
+/// Only if Arrow refuses the new batch (a bug).
+pub fn without_partition_columns(batch: &RecordBatch, partitions: &[(&str, &str)]) -> Result<RecordBatch, StorageError> {
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        match partitions.iter().find(|(key, _)| key == field.name()) {
+            Some((key, value)) => {
+                let same = column
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .is_some_and(|text| (0..text.len()).all(|i| text.is_null(i) || text.value(i) == *value));
+                if !same {
+                    fields.push(field.as_ref().clone().with_name(format!("{key}::data")));
+                    columns.push(column.clone());
+                }
+            }
+            None => {
+                fields.push(field.as_ref().clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    Ok(RecordBatch::try_new(schema, columns)?)
+}

@@ -1,0 +1,294 @@
+//! `ParquetSink`: buffers batches per folder and writes them as files when a buffer is big enough
+//! (`file-rows`), old enough (`max-age`), when all buffers together pass `max-buffer-bytes` (the
+//! largest go first), and at shutdown.
+//!
+//! Files are encoded and written by whichever pipeline task triggered the flush, outside the lock
+//! on the buffers, so partitions do not wait on each other's disk writes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use arrow_array::{Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array};
+use arrow_select::concat::concat_batches;
+use tracing::{info, warn};
+
+use super::config::ParquetConfig;
+use super::file::{self, Encoder, SortOrder, TEMP_PREFIX};
+use super::layout;
+use crate::error::{Result, StorageError};
+use crate::schema::RawKey;
+use crate::sink::{Sink, SinkError};
+
+/// Counters of the Parquet sink.
+#[derive(Debug, Default)]
+pub struct ParquetStats {
+    /// Files written.
+    pub files: AtomicU64,
+    /// Bytes of files written.
+    pub bytes: AtomicU64,
+    /// Rows written.
+    pub rows: AtomicU64,
+    /// Failed file writes (their rows stay buffered and are retried).
+    pub errors: AtomicU64,
+    /// Temporary files of a crashed run removed at startup.
+    pub temp_files_removed: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Buffer {
+    order: SortOrder,
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    bytes: usize,
+    since: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Buffers {
+    by_folder: HashMap<PathBuf, Buffer>,
+    bytes: usize,
+}
+
+impl Buffers {
+    fn take(&mut self, folder: &Path) -> Option<(PathBuf, Buffer)> {
+        let (folder, buffer) = self.by_folder.remove_entry(folder)?;
+        self.bytes -= buffer.bytes;
+        Some((folder, buffer))
+    }
+}
+
+/// Writes raw points and rollups under `<root>/raw` and `<root>/rollups`.
+#[derive(Debug)]
+pub struct ParquetSink {
+    root: PathBuf,
+    config: ParquetConfig,
+    encoder: Encoder,
+    buffers: Mutex<Buffers>,
+    stats: ParquetStats,
+}
+
+impl ParquetSink {
+    /// A sink writing under `root` (usually `<data-dir>/parquet`). Removes the temporary files a
+    /// crash may have left; finished files are never touched.
+    ///
+    /// # Errors
+    /// When `root` cannot be created or scanned, or the config is invalid.
+    pub fn open(root: PathBuf, config: ParquetConfig) -> Result<Self> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(StorageError::Config(problems.join("; ")));
+        }
+        std::fs::create_dir_all(&root)
+            .map_err(|source| StorageError::Io { what: "creating", path: root.clone(), source })?;
+        let removed = remove_temp_files(&root)?;
+        if removed > 0 {
+            info!(removed, root = %root.display(), "Removed temporary Parquet files left by a crash.");
+        }
+        let encoder = Encoder::new(config.zstd_level, config.row_group_rows, config.row_group_bytes)?;
+        let stats = ParquetStats::default();
+        stats.temp_files_removed.store(removed, Ordering::Relaxed);
+        Ok(Self { root, config, encoder, buffers: Mutex::default(), stats })
+    }
+
+    /// The root of the tree.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ParquetStats {
+        &self.stats
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buffers> {
+        self.buffers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Buffers `batch` for `folder`, then writes whatever the flush policy says is due.
+    fn add(&self, folder: PathBuf, order: SortOrder, batch: RecordBatch) -> Result<()> {
+        let due = {
+            let mut buffers = self.lock();
+            let bytes = batch.get_array_memory_size();
+            buffers.bytes += bytes;
+            let buffer = buffers.by_folder.entry(folder.clone()).or_insert_with(|| Buffer {
+                order,
+                batches: Vec::new(),
+                rows: 0,
+                bytes: 0,
+                since: Instant::now(),
+            });
+            buffer.rows += batch.num_rows();
+            buffer.bytes += bytes;
+            buffer.batches.push(batch);
+            let mut due = Vec::new();
+            if buffer.rows >= self.config.file_rows {
+                due.extend(buffers.take(&folder));
+            }
+            while buffers.bytes > self.config.max_buffer_bytes {
+                let Some(largest) = buffers.by_folder.iter().max_by_key(|(_, b)| b.bytes).map(|(f, _)| f.clone()) else {
+                    break;
+                };
+                due.extend(buffers.take(&largest));
+            }
+            due
+        };
+        self.write_all(due)
+    }
+
+    /// Writes each buffer as one file per schema; failed buffers go back to be retried.
+    fn write_all(&self, due: Vec<(PathBuf, Buffer)>) -> Result<()> {
+        let mut first_error = None;
+        for (folder, mut buffer) in due {
+            if let Err(error) = self.write(&folder, &buffer) {
+                // Retried after `max-age` (or at flush), not at every tick.
+                buffer.since = Instant::now();
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                warn!(folder = %folder.display(), %error, "Writing a Parquet file failed; its rows stay buffered.");
+                let mut buffers = self.lock();
+                buffers.bytes += buffer.bytes;
+                match buffers.by_folder.get_mut(&folder) {
+                    Some(newer) => {
+                        let mut batches = buffer.batches;
+                        batches.append(&mut newer.batches);
+                        newer.batches = batches;
+                        newer.rows += buffer.rows;
+                        newer.bytes += buffer.bytes;
+                    }
+                    None => {
+                        buffers.by_folder.insert(folder, buffer);
+                    }
+                }
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn write(&self, folder: &Path, buffer: &Buffer) -> Result<()> {
+        // Batches of one folder may differ in schema (a new tag, a field's type): one file each.
+        let mut start = 0;
+        while start < buffer.batches.len() {
+            let schema = buffer.batches[start].schema();
+            let end = (start..buffer.batches.len()).find(|&i| buffer.batches[i].schema() != schema).unwrap_or(buffer.batches.len());
+            let batch = concat_batches(&schema, &buffer.batches[start..end])?;
+            let bytes = self.encoder.encode(&batch, buffer.order)?;
+            file::write_atomic(&self.root, folder, &bytes)?;
+            self.stats.files.fetch_add(1, Ordering::Relaxed);
+            self.stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            self.stats.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Writes every buffer.
+    fn flush_all(&self) -> Result<()> {
+        let due: Vec<_> = {
+            let mut buffers = self.lock();
+            let folders: Vec<PathBuf> = buffers.by_folder.keys().cloned().collect();
+            folders.iter().filter_map(|f| buffers.take(f)).collect()
+        };
+        self.write_all(due)
+    }
+}
+
+fn sink_error(error: StorageError) -> SinkError {
+    if error.is_retryable() {
+        SinkError::Retryable(error.to_string())
+    } else {
+        SinkError::Fatal(error.to_string())
+    }
+}
+
+impl Sink for ParquetSink {
+    fn raw(&self, key: &RawKey, batch: RecordBatch) -> Result<(), SinkError> {
+        let folder = layout::raw_folder(&self.root, &key.measurement, &key.region, key.hour_start);
+        let (date, hour) = (layout::date(key.hour_start), layout::hour(key.hour_start).to_string());
+        let partitions = [("region", key.region.as_str()), ("date", date.as_str()), ("hour", hour.as_str())];
+        let batch = file::without_partition_columns(&batch, &partitions).map_err(sink_error)?;
+        self.add(folder, SortOrder::Raw, batch).map_err(sink_error)
+    }
+
+    fn rollups(&self, batch: RecordBatch) -> Result<(), SinkError> {
+        for (folder, (resolution, region, date), rows) in split_rollups(&self.root, &batch).map_err(sink_error)? {
+            let part = arrow_select::take::take_record_batch(&batch, &UInt32Array::from(rows))
+                .map_err(|e| sink_error(e.into()))?;
+            let partitions = [("resolution", resolution.as_str()), ("region", region.as_str()), ("date", date.as_str())];
+            let part = file::without_partition_columns(&part, &partitions).map_err(sink_error)?;
+            self.add(folder, SortOrder::Rollups, part).map_err(sink_error)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), SinkError> {
+        self.flush_all().map_err(sink_error)
+    }
+
+    fn tick(&self) -> Result<(), SinkError> {
+        let due: Vec<_> = {
+            let mut buffers = self.lock();
+            let old: Vec<PathBuf> = buffers
+                .by_folder
+                .iter()
+                .filter(|(_, b)| b.since.elapsed() >= self.config.max_age)
+                .map(|(f, _)| f.clone())
+                .collect();
+            old.iter().filter_map(|f| buffers.take(f)).collect()
+        };
+        self.write_all(due).map_err(sink_error)
+    }
+}
+
+type RollupGroup = (PathBuf, (String, String, String), Vec<u32>);
+
+/// Rows of a rollup batch grouped by folder: (resolution, region, date of the window start).
+fn split_rollups(root: &Path, batch: &RecordBatch) -> Result<Vec<RollupGroup>> {
+    let text = |name: &str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| StorageError::Schema(format!("rollups need a text `{name}` column")))
+    };
+    let (resolution, region) = (text("resolution")?, text("region")?);
+    let start = batch
+        .column_by_name("window_start")
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .ok_or_else(|| StorageError::Schema("rollups need a `window_start` timestamp".into()))?;
+    let mut groups: Vec<RollupGroup> = Vec::new();
+    for row in 0..batch.num_rows() {
+        let date = layout::date(start.value(row));
+        let key = (resolution.value(row), region.value(row), date.as_str());
+        match groups.iter_mut().find(|(_, (r, g, d), _)| (r.as_str(), g.as_str(), d.as_str()) == key) {
+            Some(group) => group.2.push(row as u32),
+            None => {
+                let folder = layout::rollup_folder(root, key.0, key.1, start.value(row));
+                groups.push((folder, (key.0.to_owned(), key.1.to_owned(), date.clone()), vec![row as u32]));
+            }
+        }
+    }
+    Ok(groups)
+}
+
+/// Removes every `.tmp-*` file under `root`; returns how many.
+fn remove_temp_files(root: &Path) -> Result<u64> {
+    let mut removed = 0;
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|source| StorageError::Io { what: "reading", path: dir.clone(), source })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| StorageError::Io { what: "reading", path: dir.clone(), source })?;
+            let path = entry.path();
+            let kind = entry.file_type().map_err(|source| StorageError::Io { what: "reading", path: path.clone(), source })?;
+            if kind.is_dir() {
+                stack.push(path);
+            } else if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                std::fs::remove_file(&path).map_err(|source| StorageError::Io { what: "removing", path, source })?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
