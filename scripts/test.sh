@@ -40,6 +40,16 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
+step "interop: the Parquet tree read by DuckDB, Polars and pyarrow"
+command -v python3 >/dev/null || { echo "python3 is needed for the interop test: apt-get install -y python3 python3-venv" >&2; exit 1; }
+venv=target/test-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" || { echo "cannot create a venv: apt-get install -y python3-venv" >&2; exit 1; }
+fi
+# Pinned: the versions the interop test was written against.
+"$venv/bin/pip" install --quiet --disable-pip-version-check duckdb==2.0.0 polars==2.1.0 pyarrow==26.0.1
+"$venv/bin/python" tests/interop/parquet_readers.py target/debug/augur
+
 step "benchmarks compile"
 cargo bench --workspace --locked --no-run --quiet
 

@@ -136,3 +136,51 @@ fn demo_runs_and_reports_regions_and_partitions() {
     assert!(stdout.contains("Ingested per partition"), "{stdout}");
     assert!(stdout.contains("400 Bad Request"), "{stdout}");
 }
+
+/// Every `*.parquet` and leftover temporary file under `dir`.
+fn parquet_files(dir: &std::path::Path) -> (Vec<std::path::PathBuf>, Vec<std::path::PathBuf>) {
+    let (mut done, mut temp) = (Vec::new(), Vec::new());
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.starts_with(".tmp-") {
+                temp.push(path);
+            } else if name.ends_with(".parquet") {
+                done.push(path);
+            }
+        }
+    }
+    (done, temp)
+}
+
+#[test]
+fn a_crash_between_write_and_rename_leaves_no_partial_file_and_startup_cleans_up() {
+    let body = b"cpu,host=a,region=eu v=1 1700000000000000000\ncpu,host=b,region=eu v=2 1700000000000000000\n";
+    // First run: the fault aborts the process right after the first temporary file is synced.
+    let server = AugurServer::start_with_env(&[], &[("AUGUR_FAULT", "parquet-before-rename")]);
+    let (status, reply) = http(server.http, "POST", "/api/v2/write", body);
+    assert_eq!(status, 204, "{reply}");
+    let data_dir = server.data_dir.clone();
+    let status = server.terminate_keeping_data(Duration::from_secs(20));
+    assert!(!status.success(), "the fault must have aborted the flush: {status}");
+    let (done, temp) = parquet_files(&data_dir);
+    assert!(done.is_empty(), "no file is visible under its final name: {done:?}");
+    assert!(!temp.is_empty(), "the crash left its temporary file");
+
+    // Second run on the same data dir: startup removes the temporary file; the data, sent again
+    // (it was never acknowledged as stored), lands once.
+    let server = AugurServer::start_in(&data_dir, &[]);
+    let (_, temp) = parquet_files(&data_dir);
+    assert!(temp.is_empty(), "startup removed {temp:?}");
+    assert_eq!(http(server.http, "POST", "/api/v2/write", body).0, 204);
+    assert!(server.terminate(Duration::from_secs(20)).success());
+    let (done, temp) = parquet_files(&data_dir);
+    assert!(temp.is_empty());
+    let raw: Vec<_> = done.iter().filter(|p| p.to_string_lossy().contains("/raw/")).collect();
+    assert_eq!(raw.len(), 1, "{raw:?}");
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`config`]: the `[parquet]` section.
 //! - [`layout`]: folder paths and the escaping of values taken from data.
-//! - [`file`]: one file: sorted, encoded, named by its content, written atomically.
+//! - [`mod@file`]: one file: sorted, encoded, named by its content, written atomically.
 //! - [`sink`]: buffers per folder, the flush policy, startup clean-up.
 
 pub mod config;

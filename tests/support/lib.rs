@@ -36,6 +36,15 @@ impl TempDir {
     }
 }
 
+impl TempDir {
+    /// Keeps the directory: it is not removed on drop any more.
+    pub fn into_path(self) -> PathBuf {
+        let path = self.0.clone();
+        std::mem::forget(self);
+        path
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -51,17 +60,34 @@ pub struct AugurServer {
     /// The bound TCP address.
     pub tcp: SocketAddr,
     /// The data dir.
-    pub data_dir: TempDir,
+    pub data_dir: PathBuf,
+    /// Removes the data dir on drop, unless the test keeps it for a restart.
+    owned_dir: Option<TempDir>,
 }
 
 impl AugurServer {
-    /// Starts `augur serve` with `extra` arguments and waits until it listens.
+    /// Starts `augur serve` with `extra` arguments in a new data dir and waits until it listens.
     pub fn start(extra: &[&str]) -> Self {
-        let data_dir = TempDir::new("serve");
+        Self::start_with_env(extra, &[])
+    }
+
+    /// As [`AugurServer::start`], with environment variables set for the server.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = TempDir::new("serve");
+        Self::spawn(dir.0.clone(), Some(dir), extra, env)
+    }
+
+    /// Starts `augur serve` on an existing data dir (a restart), which the caller owns.
+    pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Self {
+        Self::spawn(data_dir.to_owned(), None, extra, &[])
+    }
+
+    fn spawn(data_dir: PathBuf, owned_dir: Option<TempDir>, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(augur_binary())
             .args(["serve", "--http-addr", "127.0.0.1:0", "--tcp-addr", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir.0)
+            .arg(&data_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -76,7 +102,15 @@ impl AugurServer {
                 .unwrap_or_else(|| panic!("no {key} address in {line:?}"))
         };
         let (http, tcp) = (addr("http="), addr("tcp="));
-        Self { child, http, tcp, data_dir }
+        Self { child, http, tcp, data_dir, owned_dir }
+    }
+
+    /// As [`AugurServer::terminate`], but the data dir stays (the caller removes it).
+    pub fn terminate_keeping_data(mut self, within: Duration) -> ExitStatus {
+        if let Some(dir) = self.owned_dir.take() {
+            dir.into_path();
+        }
+        self.terminate(within)
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.

@@ -11,7 +11,7 @@ use augur_engine::pipeline::{PartitionTotals, Partitions, PipelineConfig};
 use augur_engine::window::Resolution;
 use augur_ingest::config::ModelConfig;
 use augur_ingest::{Precision, Router, Writer};
-use augur_storage::sink::MemorySink;
+use augur_storage::sink::{MemorySink, Sink};
 
 pub(crate) const SECOND: i64 = 1_000_000_000;
 
@@ -33,13 +33,23 @@ pub(crate) fn config(resolutions: &[i64], lateness: i64, idle_timeout: i64) -> P
 
 impl Harness {
     pub(crate) fn new(partitions: usize, config: &PipelineConfig) -> Self {
-        let (router, receivers) = Router::new(partitions, 1 << 30);
         let sink = Arc::new(MemorySink::default());
+        Self::with_sink(partitions, config, sink.clone(), sink)
+    }
+
+    /// A harness whose outputs go to `outputs`; `sink` is what [`Harness::rows`] reads.
+    pub(crate) fn with_sink(
+        partitions: usize,
+        config: &PipelineConfig,
+        sink: Arc<MemorySink>,
+        outputs: Arc<dyn Sink>,
+    ) -> Self {
+        let (router, receivers) = Router::new(partitions, 1 << 30);
         let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap());
         // No max-future check here: tests choose their own event times.
         let model = ModelConfig { max_future: Duration::from_secs(u32::MAX.into()), ..ModelConfig::default() };
         let writer = Writer::new(Arc::new(router), &model, pool);
-        let partitions = Partitions::new(receivers, config, sink.clone()).unwrap();
+        let partitions = Partitions::new(receivers, config, outputs).unwrap();
         Self { writer: Some(writer), partitions, sink }
     }
 

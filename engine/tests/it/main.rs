@@ -1,4 +1,5 @@
 //! Integration tests of the engine's window aggregation, driven tick by tick with a manual clock.
 
 mod harness;
+mod parquet;
 mod windows;

@@ -53,7 +53,8 @@ impl ParquetConfig {
             problems.push("parquet.max-age must be above 0".into());
         }
         if self.max_buffer_bytes < 1 << 20 {
-            problems.push(format!("parquet.max-buffer-bytes = {} is under the minimum of 1 MiB", self.max_buffer_bytes));
+            problems
+                .push(format!("parquet.max-buffer-bytes = {} is under the minimum of 1 MiB", self.max_buffer_bytes));
         }
         problems
     }

@@ -82,7 +82,8 @@ impl Encoder {
 /// The rows of `batch` in `order`.
 fn sort(batch: &RecordBatch, order: SortOrder) -> Result<RecordBatch, StorageError> {
     let mut indices: Vec<u32> = (0..batch.num_rows() as u32).collect();
-    let column = |name: &str| batch.column_by_name(name).ok_or_else(|| StorageError::Schema(format!("no `{name}` column")));
+    let column =
+        |name: &str| batch.column_by_name(name).ok_or_else(|| StorageError::Schema(format!("no `{name}` column")));
     let times = |name: &str| -> Result<TimestampNanosecondArray, StorageError> {
         column(name)?
             .as_any()
@@ -163,9 +164,11 @@ fn missing_ancestors(root: &Path, folder: &Path) -> Vec<PathBuf> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StorageError::Io { what: "syncing", path: dir.to_owned(), source })
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| StorageError::Io {
+        what: "syncing",
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 /// `batch` without the columns whose values the folder path already holds, and with any other
@@ -174,7 +177,10 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 ///
 /// # Errors
 /// Only if Arrow refuses the new batch (a bug).
-pub fn without_partition_columns(batch: &RecordBatch, partitions: &[(&str, &str)]) -> Result<RecordBatch, StorageError> {
+pub fn without_partition_columns(
+    batch: &RecordBatch,
+    partitions: &[(&str, &str)],
+) -> Result<RecordBatch, StorageError> {
     let schema = batch.schema();
     let mut fields: Vec<Field> = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
@@ -198,4 +204,22 @@ pub fn without_partition_columns(batch: &RecordBatch, partitions: &[(&str, &str)
     }
     let schema: SchemaRef = Arc::new(Schema::new(fields));
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writing_the_same_bytes_twice_leaves_one_file_and_no_temporary() {
+        let root = std::env::temp_dir().join(format!("augur-file-test-{}", std::process::id()));
+        let folder = root.join("raw/cpu/region=eu");
+        let first = write_atomic(&root, &folder, b"same bytes").unwrap();
+        let second = write_atomic(&root, &folder, b"same bytes").unwrap();
+        assert_eq!(first, second, "named by content");
+        let names: Vec<_> = fs::read_dir(&folder).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert_ne!(write_atomic(&root, &folder, b"other bytes").unwrap(), first);
+        fs::remove_dir_all(&root).unwrap();
+    }
 }

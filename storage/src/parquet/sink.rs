@@ -81,8 +81,11 @@ impl ParquetSink {
         if !problems.is_empty() {
             return Err(StorageError::Config(problems.join("; ")));
         }
-        std::fs::create_dir_all(&root)
-            .map_err(|source| StorageError::Io { what: "creating", path: root.clone(), source })?;
+        std::fs::create_dir_all(&root).map_err(|source| StorageError::Io {
+            what: "creating",
+            path: root.clone(),
+            source,
+        })?;
         let removed = remove_temp_files(&root)?;
         if removed > 0 {
             info!(removed, root = %root.display(), "Removed temporary Parquet files left by a crash.");
@@ -128,7 +131,8 @@ impl ParquetSink {
                 due.extend(buffers.take(&folder));
             }
             while buffers.bytes > self.config.max_buffer_bytes {
-                let Some(largest) = buffers.by_folder.iter().max_by_key(|(_, b)| b.bytes).map(|(f, _)| f.clone()) else {
+                let Some(largest) = buffers.by_folder.iter().max_by_key(|(_, b)| b.bytes).map(|(f, _)| f.clone())
+                else {
                     break;
                 };
                 due.extend(buffers.take(&largest));
@@ -172,7 +176,9 @@ impl ParquetSink {
         let mut start = 0;
         while start < buffer.batches.len() {
             let schema = buffer.batches[start].schema();
-            let end = (start..buffer.batches.len()).find(|&i| buffer.batches[i].schema() != schema).unwrap_or(buffer.batches.len());
+            let end = (start..buffer.batches.len())
+                .find(|&i| buffer.batches[i].schema() != schema)
+                .unwrap_or(buffer.batches.len());
             let batch = concat_batches(&schema, &buffer.batches[start..end])?;
             let bytes = self.encoder.encode(&batch, buffer.order)?;
             file::write_atomic(&self.root, folder, &bytes)?;
@@ -216,7 +222,8 @@ impl Sink for ParquetSink {
         for (folder, (resolution, region, date), rows) in split_rollups(&self.root, &batch).map_err(sink_error)? {
             let part = arrow_select::take::take_record_batch(&batch, &UInt32Array::from(rows))
                 .map_err(|e| sink_error(e.into()))?;
-            let partitions = [("resolution", resolution.as_str()), ("region", region.as_str()), ("date", date.as_str())];
+            let partitions =
+                [("resolution", resolution.as_str()), ("region", region.as_str()), ("date", date.as_str())];
             let part = file::without_partition_columns(&part, &partitions).map_err(sink_error)?;
             self.add(folder, SortOrder::Rollups, part).map_err(sink_error)?;
         }
@@ -277,11 +284,16 @@ fn remove_temp_files(root: &Path) -> Result<u64> {
     let mut removed = 0;
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|source| StorageError::Io { what: "reading", path: dir.clone(), source })?;
+        let entries = std::fs::read_dir(&dir).map_err(|source| StorageError::Io {
+            what: "reading",
+            path: dir.clone(),
+            source,
+        })?;
         for entry in entries {
             let entry = entry.map_err(|source| StorageError::Io { what: "reading", path: dir.clone(), source })?;
             let path = entry.path();
-            let kind = entry.file_type().map_err(|source| StorageError::Io { what: "reading", path: path.clone(), source })?;
+            let kind =
+                entry.file_type().map_err(|source| StorageError::Io { what: "reading", path: path.clone(), source })?;
             if kind.is_dir() {
                 stack.push(path);
             } else if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
