@@ -100,7 +100,7 @@ impl Group {
         Self {
             key,
             rows: 0,
-            time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+            time: TimestampNanosecondBuilder::new(),
             series: UInt64Builder::new(),
             tags: Vec::new(),
             tag_columns: Vec::new(),

@@ -21,7 +21,7 @@ fn decimal() -> Decimal128Builder {
 }
 
 fn timestamp() -> TimestampNanosecondBuilder {
-    TimestampNanosecondBuilder::new().with_timezone("UTC")
+    TimestampNanosecondBuilder::new()
 }
 
 /// Accumulates rollup rows, column by column.

@@ -11,12 +11,12 @@
 //! | `series_key` | utf8 | canonical `measurement,tag=value,...` |
 //! | `measurement`, `region`, `field` | utf8 | |
 //! | `resolution` | utf8 | `10s`, `1m`, `1h`, ... |
-//! | `window_start`, `window_end` | timestamp ns UTC | |
+//! | `window_start`, `window_end` | timestamp ns (UTC, no zone in the type) | |
 //! | `kind` | utf8 | `float`, `integer`, `unsigned`, `boolean`, `string` |
 //! | `count` | u64 | values in the window |
 //! | `sum`, `min`, `max`, `mean`, `stddev`, `first`, `last` | f64, null unless numeric | `stddev` is the population standard deviation; `first`/`last` by event time |
 //! | `int_sum`, `int_min`, `int_max`, `int_first`, `int_last` | decimal(38,0), null unless integer or unsigned | exact |
-//! | `first_time`, `last_time` | timestamp ns UTC | event times of the first and last value |
+//! | `first_time`, `last_time` | timestamp ns (UTC) | event times of the first and last value |
 //! | `true_count`, `false_count` | u64, null unless boolean | |
 //! | `last_string` | utf8, null unless string | |
 //! | `p50`, `p90`, `p95`, `p99` | f64, null unless numeric | within 1 % of the exact quantile |
@@ -24,7 +24,7 @@
 //! | `partial` | bool | emitted at shutdown before the watermark closed the window |
 //!
 //! ## Raw points ([`raw_schema`])
-//! One batch per (measurement, region, UTC hour), see [`RawKey`]: a `time` column (timestamp ns
+//! One batch per (measurement, region, UTC hour), see [`RawKey`]: a `time` column (timestamp ns,
 //! UTC), `series_id` (u64), one nullable utf8 column per tag key, then one nullable column per
 //! field, typed f64, i64, u64, bool or utf8. Columns are named by their key; when a name is taken
 //! (a tag and a field of one name, a field that arrives with a second type, a key named `series_id`)
@@ -38,9 +38,11 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 /// Precision and scale of the exact integer aggregates.
 pub const INT_DECIMAL: DataType = DataType::Decimal128(38, 0);
 
-/// Nanosecond UTC timestamps, as every time column is typed.
+/// Nanosecond timestamps, as every time column is typed. Values are UTC; the type carries no time
+/// zone because DuckDB (2.0) cannot truncate, bucket or cast `TIMESTAMPTZ_NS`, while plain
+/// `TIMESTAMP_NS` works with every date function there, in Polars and in pyarrow.
 pub fn timestamp_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+    DataType::Timestamp(TimeUnit::Nanosecond, None)
 }
 
 /// The schema of rollup batches.

@@ -87,6 +87,12 @@ def main(binary):
         f"SELECT date, count(*) FROM read_parquet('{raw}', hive_partitioning = true) WHERE region = 'eu-west-1' GROUP BY date ORDER BY date"
     ).fetchall()
     assert [c for _, c in per_day] == [HOSTS * POINTS_PER_HOST_PER_DAY] * 2, per_day
+    # Date functions work on the time column as written (the demo's query shape).
+    hours = duckdb.sql(
+        f"SELECT region, date_trunc('hour', time) AS hour, max(v) FROM read_parquet('{raw}', hive_partitioning = true, "
+        "union_by_name = true) GROUP BY ALL"
+    ).fetchall()
+    assert len(hours) == len(REGIONS) * len(DAYS), hours
     rollups = duckdb.sql(
         f"SELECT sum(count) FROM read_parquet('{root}/rollups/*/*/*/*.parquet', hive_partitioning = true, union_by_name = true) "
         "WHERE resolution = '10s' AND field = 'v'"
