@@ -23,6 +23,12 @@ pub struct ParquetConfig {
     pub max_buffer_bytes: usize,
     /// ZSTD level (1–22).
     pub zstd_level: i32,
+    /// Raw hours older than this are deleted, a whole `hour=` folder at a time; unset keeps them.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub raw_retention: Option<Duration>,
+    /// Rollup days older than this are deleted, a whole `date=` folder at a time; unset keeps them.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub rollup_retention: Option<Duration>,
 }
 
 impl Default for ParquetConfig {
@@ -35,6 +41,8 @@ impl Default for ParquetConfig {
             max_age: Duration::from_secs(60),
             max_buffer_bytes: 256 << 20,
             zstd_level: 3,
+            raw_retention: None,
+            rollup_retention: None,
         }
     }
 }

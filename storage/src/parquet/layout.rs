@@ -70,6 +70,29 @@ pub fn hour(nanos: i64) -> i64 {
     nanos.rem_euclid(NANOS_PER_DAY) / NANOS_PER_HOUR
 }
 
+/// Parses the value of a `date=YYYY-MM-DD` folder into the start of that UTC day, in ns.
+pub fn parse_date(value: &str) -> Option<i64> {
+    let mut parts = value.splitn(3, '-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: u32 = parts.next()?.parse().ok()?;
+    let day: u32 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    days_from_civil(year, month, day).checked_mul(NANOS_PER_DAY)
+}
+
+/// Howard Hinnant's `days_from_civil`: (year, month, day) to days since 1970-01-01.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (year, month, day).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -126,6 +149,11 @@ mod tests {
         assert_eq!(hour(1_700_000_000 * 1_000_000_000), 22);
         assert_eq!(date(-1), "1969-12-31");
         assert_eq!(date(951_782_400 * 1_000_000_000), "2000-02-29");
+        for nanos in [0, -NANOS_PER_DAY, 951_782_400 * 1_000_000_000, 1_700_000_000 * 1_000_000_000] {
+            let start = nanos.div_euclid(NANOS_PER_DAY) * NANOS_PER_DAY;
+            assert_eq!(parse_date(&date(nanos)), Some(start));
+        }
+        assert_eq!(parse_date("2024-13-01"), None);
         let folder = raw_folder(Path::new("/d"), "cpu", "eu/..", 1_700_000_000 * 1_000_000_000);
         assert_eq!(folder, Path::new("/d/raw/cpu/region=eu%2F../date=2023-11-14/hour=22"));
     }

@@ -35,7 +35,12 @@ pub struct ParquetStats {
     pub errors: AtomicU64,
     /// Temporary files of a crashed run removed at startup.
     pub temp_files_removed: AtomicU64,
+    /// Partition folders deleted by retention.
+    pub partitions_expired: AtomicU64,
 }
+
+/// How often retention looks for expired partitions.
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug)]
 struct Buffer {
@@ -68,6 +73,7 @@ pub struct ParquetSink {
     encoder: Encoder,
     buffers: Mutex<Buffers>,
     stats: ParquetStats,
+    last_retention: Mutex<Option<Instant>>,
 }
 
 impl ParquetSink {
@@ -93,7 +99,7 @@ impl ParquetSink {
         let encoder = Encoder::new(config.zstd_level, config.row_group_rows, config.row_group_bytes)?;
         let stats = ParquetStats::default();
         stats.temp_files_removed.store(removed, Ordering::Relaxed);
-        Ok(Self { root, config, encoder, buffers: Mutex::default(), stats })
+        Ok(Self { root, config, encoder, buffers: Mutex::default(), stats, last_retention: Mutex::default() })
     }
 
     /// The root of the tree.
@@ -190,6 +196,63 @@ impl ParquetSink {
         Ok(())
     }
 
+    /// Whether retention should run now: at most once a minute, and only when configured.
+    fn retention_due(&self) -> bool {
+        if self.config.raw_retention.is_none() && self.config.rollup_retention.is_none() {
+            return false;
+        }
+        let mut last = self.last_retention.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|at| at.elapsed() < RETENTION_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    /// Deletes every partition folder that ended before `now` minus its dataset's retention: raw
+    /// `hour=` folders and rollup `date=` folders. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// When the tree cannot be read or a folder cannot be removed.
+    pub fn apply_retention(&self, now: i64) -> Result<u64> {
+        let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        let mut removed = 0;
+        if let Some(keep) = self.config.raw_retention {
+            let cutoff = now.saturating_sub(nanos(keep));
+            // raw/<measurement>/region=<r>/date=<d>/hour=<h>
+            for hour_dir in folders_at_depth(&self.root.join("raw"), 4)? {
+                let (Some(date), Some(hour)) =
+                    (partition_value(&hour_dir, 1, "date="), partition_value(&hour_dir, 0, "hour="))
+                else {
+                    continue;
+                };
+                let (Some(day), Ok(hour)) = (layout::parse_date(&date), hour.parse::<i64>()) else { continue };
+                if day + (hour + 1) * 3_600_000_000_000 <= cutoff {
+                    remove_folder(&hour_dir)?;
+                    removed += 1;
+                }
+            }
+        }
+        if let Some(keep) = self.config.rollup_retention {
+            let cutoff = now.saturating_sub(nanos(keep));
+            // rollups/resolution=<res>/region=<r>/date=<d>
+            for date_dir in folders_at_depth(&self.root.join("rollups"), 3)? {
+                let Some(day) = partition_value(&date_dir, 0, "date=").and_then(|d| layout::parse_date(&d)) else {
+                    continue;
+                };
+                if day + 86_400_000_000_000 <= cutoff {
+                    remove_folder(&date_dir)?;
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            info!(removed, "Deleted expired Parquet partitions.");
+        }
+        self.stats.partitions_expired.fetch_add(removed, Ordering::Relaxed);
+        Ok(removed)
+    }
+
     /// Writes every buffer.
     fn flush_all(&self) -> Result<()> {
         let due: Vec<_> = {
@@ -235,6 +298,9 @@ impl Sink for ParquetSink {
     }
 
     fn tick(&self) -> Result<(), SinkError> {
+        if self.retention_due() {
+            self.apply_retention(now_nanos()).map_err(sink_error)?;
+        }
         let due: Vec<_> = {
             let mut buffers = self.lock();
             let old: Vec<PathBuf> = buffers
@@ -279,6 +345,45 @@ fn split_rollups(root: &Path, batch: &RecordBatch) -> Result<Vec<RollupGroup>> {
     Ok(groups)
 }
 
+/// The wall clock in ns since the epoch.
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// The folders exactly `depth` levels below `root` (none if `root` does not exist).
+fn folders_at_depth(root: &Path, depth: usize) -> Result<Vec<PathBuf>> {
+    let mut level = vec![root.to_owned()];
+    for _ in 0..depth {
+        let mut next = Vec::new();
+        for dir in &level {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(StorageError::Io { what: "reading", path: dir.clone(), source }),
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    next.push(entry.path());
+                }
+            }
+        }
+        level = next;
+    }
+    Ok(level)
+}
+
+/// The value of the partition folder `up` levels above `dir` (0 = `dir` itself) named `key<value>`.
+fn partition_value(dir: &Path, up: usize, key: &str) -> Option<String> {
+    let name = dir.ancestors().nth(up)?.file_name()?.to_str()?;
+    name.strip_prefix(key).map(str::to_owned)
+}
+
+fn remove_folder(dir: &Path) -> Result<()> {
+    std::fs::remove_dir_all(dir).map_err(|source| StorageError::Io { what: "removing", path: dir.to_owned(), source })
+}
+
 /// Removes every `.tmp-*` file under `root`; returns how many.
 fn remove_temp_files(root: &Path) -> Result<u64> {
     let mut removed = 0;
@@ -303,4 +408,55 @@ fn remove_temp_files(root: &Path) -> Result<u64> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Float64Array, StringArray, TimestampNanosecondArray, UInt64Array};
+    use arrow_schema::DataType;
+
+    use super::*;
+    use crate::schema::raw_schema;
+
+    const HOUR: i64 = 3_600_000_000_000;
+
+    fn raw(time: i64) -> RecordBatch {
+        let schema = raw_schema(["host".to_owned()], [("v".to_owned(), DataType::Float64)]);
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(TimestampNanosecondArray::from(vec![time])),
+                Arc::new(UInt64Array::from(vec![1])),
+                Arc::new(StringArray::from(vec!["a"])),
+                Arc::new(Float64Array::from(vec![1.0])),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn retention_deletes_whole_expired_hours_only() {
+        let root = std::env::temp_dir().join(format!("augur-retention-{}", std::process::id()));
+        let config =
+            ParquetConfig { raw_retention: Some(std::time::Duration::from_secs(2 * 3600)), ..ParquetConfig::default() };
+        let sink = ParquetSink::open(root.clone(), config).unwrap();
+        let now = 1_700_000_000 / 3600 * 3600 * 1_000_000_000 + HOUR / 2;
+        for hours_ago in [0, 1, 2, 3, 30] {
+            let time = now - hours_ago * HOUR;
+            let key =
+                RawKey { measurement: "cpu".into(), region: "eu".into(), hour_start: time.div_euclid(HOUR) * HOUR };
+            sink.raw(&key, raw(time)).unwrap();
+        }
+        sink.flush().unwrap();
+        let hours = |root: &Path| folders_at_depth(&root.join("raw"), 4).unwrap().len();
+        assert_eq!(hours(&root), 5);
+        // Cutoff: now - 2 h. The hour that started 3 h ago ended 2 h ago (expired), the one that
+        // started 2 h ago ends 1 h ago (kept).
+        assert_eq!(sink.apply_retention(now).unwrap(), 2);
+        assert_eq!(hours(&root), 3);
+        assert_eq!(sink.apply_retention(now).unwrap(), 0);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
