@@ -184,3 +184,46 @@ fn a_crash_between_write_and_rename_leaves_no_partial_file_and_startup_cleans_up
     assert_eq!(raw.len(), 1, "{raw:?}");
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+fn parquet_rows(files: &[std::path::PathBuf]) -> usize {
+    files
+        .iter()
+        .map(|f| {
+            let file = std::fs::File::open(f).unwrap();
+            parquet::file::reader::FileReader::metadata(
+                &parquet::file::serialized_reader::SerializedFileReader::new(file).unwrap(),
+            )
+            .file_metadata()
+            .num_rows() as usize
+        })
+        .sum()
+}
+
+#[test]
+fn compact_merges_the_files_of_two_runs_and_refuses_while_a_server_runs() {
+    let server = AugurServer::start(&[]);
+    let data_dir = server.data_dir.clone();
+    let first = b"cpu,host=a,region=eu v=1 1700000000000000000\ncpu,host=b,region=eu v=2 1700000001000000000\n";
+    assert_eq!(http(server.http, "POST", "/api/v2/write", first).0, 204);
+    assert!(server.terminate_keeping_data(Duration::from_secs(20)).success());
+
+    let server = AugurServer::start_in(&data_dir, &[]);
+    let second = b"cpu,host=c,region=eu v=3,extra=1i 1700000002000000000\n";
+    assert_eq!(http(server.http, "POST", "/api/v2/write", second).0, 204);
+    let busy = Command::new(augur_binary()).args(["compact", "--data-dir"]).arg(&data_dir).output().unwrap();
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use by another augur process"), "{busy:?}");
+    assert!(server.terminate(Duration::from_secs(20)).success());
+
+    let raw = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        parquet_files(dir).0.into_iter().filter(|p| p.to_string_lossy().contains("/raw/")).collect()
+    };
+    assert_eq!(raw(&data_dir).len(), 2, "one file per run");
+    let out = Command::new(augur_binary()).args(["compact", "--data-dir"]).arg(&data_dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("compacted"), "{out:?}");
+    let after = raw(&data_dir);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(parquet_rows(&after), 3, "every point once");
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

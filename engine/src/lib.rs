@@ -11,6 +11,7 @@
 //! - [`rollup`]: closed windows as Arrow batches in the rollup schema.
 //! - [`raw`]: raw points as Arrow batches per (measurement, region, hour).
 //! - [`clock`]: the wall clock, injected so tests control time.
+//! - [`lock`]: one process per data dir.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`loadgen`]: `augur loadgen`, the TSBS-shaped load generator.
 //! - [`demo`]: `augur demo`, the one-command tour.
@@ -20,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod loadgen;
+pub mod lock;
 pub mod metrics;
 pub mod pipeline;
 pub mod raw;

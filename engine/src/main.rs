@@ -9,7 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use augur_engine::config::Config;
 use augur_engine::loadgen::{self, LoadgenOptions};
+use augur_engine::lock::DataDirLock;
 use augur_engine::{demo, server::Server};
+use augur_storage::parquet::compact::compact_tree;
+use augur_storage::parquet::file::Encoder;
 use augur_storage::parquet::ParquetSink;
 use augur_storage::sink::{NullSink, Sink};
 use clap::{Parser, Subcommand};
@@ -39,11 +42,26 @@ enum Command {
     },
     /// Drive TSBS-shaped load at a server and report throughput and latency.
     Loadgen(LoadgenOptions),
+    /// Merge the small Parquet files of each partition folder (run while no server uses the dir).
+    Compact(CompactArgs),
     /// Check a config file (with environment overrides) and print the result.
     CheckConfig {
         /// The file.
         file: PathBuf,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct CompactArgs {
+    /// Config file (TOML), for `[server] data-dir` and `[parquet]`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (`[server] data-dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Compact a folder only when it holds at least this many files.
+    #[arg(long, default_value_t = 2)]
+    min_files: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,6 +113,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        Command::Compact(args) => {
+            init_logging("info");
+            compact(&args)
+        }
         Command::CheckConfig { file } => {
             let config = Config::load(Some(&file), std::env::vars())?;
             config.validate()?;
@@ -123,9 +145,33 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// Old files wait this long in staging after a compaction swap, for queries that listed them.
+const COMPACTION_GRACE: Duration = Duration::from_secs(600);
+
+fn compact(args: &CompactArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(dir) = &args.data_dir {
+        config.server.data_dir.clone_from(dir);
+    }
+    config.validate()?;
+    let _lock = DataDirLock::acquire(&config.server.data_dir)?;
+    let encoder =
+        Encoder::new(config.parquet.zstd_level, config.parquet.row_group_rows, config.parquet.row_group_bytes)?;
+    let staging = config.server.data_dir.join("parquet-staging");
+    let done = compact_tree(&config.server.parquet_dir(), &staging, &encoder, args.min_files, COMPACTION_GRACE)?;
+    println!(
+        "compacted {} folder(s): {} file(s) into {}; old files are deleted from {} after {} minutes",
+        done.folders,
+        done.files_before,
+        done.files_after,
+        staging.display(),
+        COMPACTION_GRACE.as_secs() / 60
+    );
+    Ok(())
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.server.data_dir)
-        .with_context(|| format!("creating the data dir {}", config.server.data_dir.display()))?;
+    let _lock = DataDirLock::acquire(&config.server.data_dir)?;
     let sink: Arc<dyn Sink> = if config.parquet.enabled {
         Arc::new(ParquetSink::open(config.server.parquet_dir(), config.parquet.clone())?)
     } else {

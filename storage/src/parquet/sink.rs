@@ -353,7 +353,7 @@ fn now_nanos() -> i64 {
 }
 
 /// The folders exactly `depth` levels below `root` (none if `root` does not exist).
-fn folders_at_depth(root: &Path, depth: usize) -> Result<Vec<PathBuf>> {
+pub(super) fn folders_at_depth(root: &Path, depth: usize) -> Result<Vec<PathBuf>> {
     let mut level = vec![root.to_owned()];
     for _ in 0..depth {
         let mut next = Vec::new();
