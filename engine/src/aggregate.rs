@@ -47,19 +47,53 @@ impl Kind {
     }
 }
 
+/// Sum, extremes and the first and last value: the statistics kept both as f64 and, for integer
+/// and unsigned fields, exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats<T> {
+    /// Sum.
+    pub sum: T,
+    /// Smallest value.
+    pub min: T,
+    /// Largest value.
+    pub max: T,
+    /// Value with the smallest time.
+    pub first: T,
+    /// Value with the largest time.
+    pub last: T,
+}
+
+impl<T: Copy + PartialOrd + std::ops::AddAssign> Stats<T> {
+    fn new(v: T) -> Self {
+        Self { sum: v, min: v, max: v, first: v, last: v }
+    }
+
+    fn add(&mut self, v: T, is_first: bool, is_last: bool) {
+        self.merge(&Self::new(v), is_first, is_last);
+    }
+
+    fn merge(&mut self, other: &Self, take_first: bool, take_last: bool) {
+        self.sum += other.sum;
+        if other.min < self.min {
+            self.min = other.min;
+        }
+        if other.max > self.max {
+            self.max = other.max;
+        }
+        if take_first {
+            self.first = other.first;
+        }
+        if take_last {
+            self.last = other.last;
+        }
+    }
+}
+
 /// Statistics of numeric values, all as f64.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Numeric {
-    /// Sum.
-    pub sum: f64,
-    /// Smallest value.
-    pub min: f64,
-    /// Largest value.
-    pub max: f64,
-    /// Value with the smallest time.
-    pub first: f64,
-    /// Value with the largest time.
-    pub last: f64,
+    /// Sum, extremes, first and last.
+    pub stats: Stats<f64>,
     /// Running mean (Welford).
     pub mean: f64,
     /// Sum of squared deviations from the mean (Welford's M2).
@@ -68,20 +102,9 @@ pub struct Numeric {
     pub sketch: DdSketch,
 }
 
-/// Exact statistics of integer or unsigned values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exact {
-    /// Sum (fits any count of 64-bit values up to 2^64).
-    pub sum: i128,
-    /// Smallest value.
-    pub min: i128,
-    /// Largest value.
-    pub max: i128,
-    /// Value with the smallest time.
-    pub first: i128,
-    /// Value with the largest time.
-    pub last: i128,
-}
+/// Exact statistics of integer or unsigned values (an i128 sum fits any count of 64-bit values up
+/// to 2^64).
+pub type Exact = Stats<i128>;
 
 /// What is kept per kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,20 +144,12 @@ impl Numeric {
     fn new(v: f64) -> Self {
         let mut sketch = DdSketch::new();
         sketch.add(v);
-        Self { sum: v, min: v, max: v, first: v, last: v, mean: v, m2: 0.0, sketch }
+        Self { stats: Stats::new(v), mean: v, m2: 0.0, sketch }
     }
 
     /// Welford's update; `n` is the count including `v`.
     fn add(&mut self, v: f64, n: u64, is_first: bool, is_last: bool) {
-        self.sum += v;
-        self.min = self.min.min(v);
-        self.max = self.max.max(v);
-        if is_first {
-            self.first = v;
-        }
-        if is_last {
-            self.last = v;
-        }
+        self.stats.add(v, is_first, is_last);
         let delta = v - self.mean;
         self.mean += delta / n as f64;
         self.m2 += delta * (v - self.mean);
@@ -147,15 +162,7 @@ impl Numeric {
         let delta = other.mean - self.mean;
         self.mean += delta * n_other as f64 / n;
         self.m2 += other.m2 + delta * delta * n_self as f64 * n_other as f64 / n;
-        self.sum += other.sum;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
-        if take_first {
-            self.first = other.first;
-        }
-        if take_last {
-            self.last = other.last;
-        }
+        self.stats.merge(&other.stats, take_first, take_last);
         self.sketch.merge(&other.sketch);
     }
 
@@ -165,36 +172,6 @@ impl Numeric {
             0.0
         } else {
             (self.m2 / n as f64).max(0.0).sqrt()
-        }
-    }
-}
-
-impl Exact {
-    fn new(v: i128) -> Self {
-        Self { sum: v, min: v, max: v, first: v, last: v }
-    }
-
-    fn add(&mut self, v: i128, is_first: bool, is_last: bool) {
-        self.sum += v;
-        self.min = self.min.min(v);
-        self.max = self.max.max(v);
-        if is_first {
-            self.first = v;
-        }
-        if is_last {
-            self.last = v;
-        }
-    }
-
-    fn merge(&mut self, other: &Exact, take_first: bool, take_last: bool) {
-        self.sum += other.sum;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
-        if take_first {
-            self.first = other.first;
-        }
-        if take_last {
-            self.last = other.last;
         }
     }
 }
@@ -309,8 +286,8 @@ mod tests {
             let (w, m) = (numeric(&whole), numeric(&merged));
             prop_assert_eq!(whole.count, merged.count);
             prop_assert_eq!((whole.first_time, whole.last_time), (merged.first_time, merged.last_time));
-            prop_assert_eq!((w.min, w.max, w.first, w.last), (m.min, m.max, m.first, m.last));
-            prop_assert!((w.sum - m.sum).abs() <= 1e-9 * (1.0 + w.sum.abs()));
+            prop_assert_eq!((w.stats.min, w.stats.max, w.stats.first, w.stats.last), (m.stats.min, m.stats.max, m.stats.first, m.stats.last));
+            prop_assert!((w.stats.sum - m.stats.sum).abs() <= 1e-9 * (1.0 + w.stats.sum.abs()));
             prop_assert!((w.mean - m.mean).abs() <= 1e-9 * (1.0 + w.mean.abs()));
             prop_assert!((w.m2 - m.m2).abs() <= 1e-6 * (1.0 + w.m2.abs()));
             prop_assert_eq!(w.sketch.quantile(0.9), m.sketch.quantile(0.9));

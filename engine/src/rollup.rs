@@ -121,7 +121,8 @@ impl RollupBuilder {
         };
         match numeric {
             Some(n) => {
-                let stats = [n.sum, n.min, n.max, n.mean, n.stddev(agg.count), n.first, n.last];
+                let s = &n.stats;
+                let stats = [s.sum, s.min, s.max, n.mean, n.stddev(agg.count), s.first, s.last];
                 for (builder, value) in self.floats.iter_mut().zip(stats) {
                     builder.append_value(value);
                 }
