@@ -13,6 +13,7 @@ use augur_engine::lock::DataDirLock;
 use augur_engine::{demo, server::Server};
 use augur_storage::parquet::compact::compact_tree;
 use augur_storage::parquet::file::Encoder;
+use augur_storage::parquet::sink::COMPACTION_GRACE;
 use augur_storage::parquet::ParquetSink;
 use augur_storage::sink::{NullSink, Sink};
 use clap::{Parser, Subcommand};
@@ -145,9 +146,6 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// Old files wait this long in staging after a compaction swap, for queries that listed them.
-const COMPACTION_GRACE: Duration = Duration::from_secs(600);
-
 fn compact(args: &CompactArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
     if let Some(dir) = &args.data_dir {
@@ -173,7 +171,9 @@ fn compact(args: &CompactArgs) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let _lock = DataDirLock::acquire(&config.server.data_dir)?;
     let sink: Arc<dyn Sink> = if config.parquet.enabled {
-        Arc::new(ParquetSink::open(config.server.parquet_dir(), config.parquet.clone())?)
+        let parquet = Arc::new(ParquetSink::open(config.server.parquet_dir(), config.parquet.clone())?);
+        parquet.start_compactor(config.parquet.compact_every, config.parquet.compact_after)?;
+        parquet
     } else {
         Arc::new(NullSink::default())
     };

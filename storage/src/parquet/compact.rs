@@ -21,8 +21,12 @@ use arrow_select::concat::concat_batches;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::file::{self, Encoder, SortOrder, TEMP_PREFIX};
-use super::sink::folders_at_depth;
+use super::layout;
+use super::sink::{folders_at_depth, partition_value};
 use crate::error::{Result, StorageError};
+
+const HOUR: i64 = 3_600_000_000_000;
+const DAY: i64 = 24 * HOUR;
 
 /// What a compaction run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +39,42 @@ pub struct Compacted {
     pub files_after: u64,
 }
 
+/// A partition folder of the tree, with the end of the time it covers.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    /// The folder.
+    pub folder: PathBuf,
+    /// How its files are sorted.
+    pub order: SortOrder,
+    /// End (ns) of the hour (raw) or day (rollups) the folder holds, when its name says.
+    pub end: Option<i64>,
+}
+
+/// Every partition folder of the tree at `root`.
+///
+/// # Errors
+/// When the tree cannot be read.
+pub fn partitions(root: &Path) -> Result<Vec<Partition>> {
+    let mut out = Vec::new();
+    for folder in folders_at_depth(&root.join("raw"), 4)? {
+        let day = partition_value(&folder, 1, "date=").and_then(|d| layout::parse_date(&d));
+        let hour = partition_value(&folder, 0, "hour=").and_then(|h| h.parse::<i64>().ok());
+        let end = day.zip(hour).map(|(day, hour)| day + (hour + 1) * HOUR);
+        out.push(Partition { folder, order: SortOrder::Raw, end });
+    }
+    for folder in folders_at_depth(&root.join("rollups"), 3)? {
+        let end = partition_value(&folder, 0, "date=").and_then(|d| layout::parse_date(&d)).map(|day| day + DAY);
+        out.push(Partition { folder, order: SortOrder::Rollups, end });
+    }
+    Ok(out)
+}
+
 /// Compacts every partition folder of the tree at `root` that holds at least `min_files` files,
 /// staging under `staging` (same file system, outside the tree). Old files are deleted once they
 /// have waited `grace` in staging (this run deletes those of earlier runs).
 ///
-/// Run it only while no server writes to the tree (`augur compact` holds the data dir's lock).
+/// Run it only while no server writes to the tree (`augur compact` holds the data dir's lock); the
+/// server compacts through `ParquetSink`, which keeps its own writes out of a folder meanwhile.
 ///
 /// # Errors
 /// When a file cannot be read or written, or the swap fails; folders done before stay done.
@@ -50,30 +85,57 @@ pub fn compact_tree(
     min_files: usize,
     grace: Duration,
 ) -> Result<Compacted> {
-    std::fs::create_dir_all(staging).map_err(|source| StorageError::Io {
-        what: "creating",
-        path: staging.to_owned(),
-        source,
-    })?;
-    remove_old_staging(staging, grace)?;
+    prepare_staging(staging, grace)?;
     let mut done = Compacted::default();
-    let datasets = [(root.join("raw"), 4, SortOrder::Raw), (root.join("rollups"), 3, SortOrder::Rollups)];
-    for (dataset, depth, order) in datasets {
-        for folder in folders_at_depth(&dataset, depth)? {
-            let files = parquet_files(&folder)?;
-            if files.len() < min_files.max(2) {
-                continue;
-            }
-            let after = compact_folder(&folder, &files, staging, encoder, order)?;
-            done.folders += 1;
-            done.files_before += files.len() as u64;
-            done.files_after += after as u64;
-        }
+    for partition in partitions(root)? {
+        done.add(compact_partition(&partition, staging, encoder, min_files)?);
     }
     if grace.is_zero() {
         remove_old_staging(staging, Duration::ZERO)?;
     }
     Ok(done)
+}
+
+impl Compacted {
+    /// Adds one folder's result.
+    pub fn add(&mut self, folder: Option<(usize, usize)>) {
+        if let Some((before, after)) = folder {
+            self.folders += 1;
+            self.files_before += before as u64;
+            self.files_after += after as u64;
+        }
+    }
+}
+
+/// Creates the staging area and deletes what waited there at least `grace`.
+///
+/// # Errors
+/// When the staging area cannot be created or cleaned.
+pub fn prepare_staging(staging: &Path, grace: Duration) -> Result<()> {
+    std::fs::create_dir_all(staging).map_err(|source| StorageError::Io {
+        what: "creating",
+        path: staging.to_owned(),
+        source,
+    })?;
+    remove_old_staging(staging, grace)
+}
+
+/// Compacts one folder if it holds at least `min_files` files; `Some((files before, after))`.
+///
+/// # Errors
+/// When a file cannot be read or written, or the swap fails.
+pub fn compact_partition(
+    partition: &Partition,
+    staging: &Path,
+    encoder: &Encoder,
+    min_files: usize,
+) -> Result<Option<(usize, usize)>> {
+    let files = parquet_files(&partition.folder)?;
+    if files.len() < min_files.max(2) {
+        return Ok(None);
+    }
+    let after = compact_folder(&partition.folder, &files, staging, encoder, partition.order)?;
+    Ok(Some((files.len(), after)))
 }
 
 fn parquet_files(folder: &Path) -> Result<Vec<PathBuf>> {

@@ -23,6 +23,12 @@ pub struct ParquetConfig {
     pub max_buffer_bytes: usize,
     /// ZSTD level (1–22).
     pub zstd_level: i32,
+    /// How often the server looks for closed folders to compact.
+    #[serde(with = "humantime_serde")]
+    pub compact_every: Duration,
+    /// A folder is compacted once its hour (raw) or day (rollups) ended this long ago.
+    #[serde(with = "humantime_serde")]
+    pub compact_after: Duration,
     /// Raw hours older than this are deleted, a whole `hour=` folder at a time; unset keeps them.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub raw_retention: Option<Duration>,
@@ -41,6 +47,8 @@ impl Default for ParquetConfig {
             max_age: Duration::from_secs(60),
             max_buffer_bytes: 256 << 20,
             zstd_level: 3,
+            compact_every: Duration::from_secs(300),
+            compact_after: Duration::from_secs(900),
             raw_retention: None,
             rollup_retention: None,
         }
@@ -56,6 +64,9 @@ impl ParquetConfig {
         }
         if !(1..=22).contains(&self.zstd_level) {
             problems.push(format!("parquet.zstd-level = {} must be between 1 and 22", self.zstd_level));
+        }
+        if self.compact_every.is_zero() {
+            problems.push("parquet.compact-every must be above 0".into());
         }
         if self.max_age.is_zero() {
             problems.push("parquet.max-age must be above 0".into());

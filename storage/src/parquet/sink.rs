@@ -5,16 +5,18 @@
 //! Files are encoded and written by whichever pipeline task triggered the flush, outside the lock
 //! on the buffers, so partitions do not wait on each other's disk writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use arrow_array::{Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array};
 use arrow_select::concat::concat_batches;
 use tracing::{info, warn};
 
+use super::compact::{self, Compacted};
 use super::config::ParquetConfig;
 use super::file::{self, Encoder, SortOrder, TEMP_PREFIX};
 use super::layout;
@@ -37,10 +39,15 @@ pub struct ParquetStats {
     pub temp_files_removed: AtomicU64,
     /// Partition folders deleted by retention.
     pub partitions_expired: AtomicU64,
+    /// Partition folders compacted in the background.
+    pub folders_compacted: AtomicU64,
 }
 
+/// Old files wait this long in staging after a compaction swap, for queries that listed them.
+pub const COMPACTION_GRACE: Duration = Duration::from_secs(600);
+
 /// How often retention looks for expired partitions.
-const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 struct Buffer {
@@ -74,6 +81,33 @@ pub struct ParquetSink {
     buffers: Mutex<Buffers>,
     stats: ParquetStats,
     last_retention: Mutex<Option<Instant>>,
+    /// Where compaction stages merged files and old ones wait out their grace period.
+    staging: PathBuf,
+    /// Folders being written and being compacted: compaction waits for writes in progress and
+    /// keeps new ones out of a folder while it is swapped.
+    gate: Mutex<Gate>,
+    gate_changed: Condvar,
+    /// The background compactor: its stop flag and thread.
+    compactor: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    writing: HashMap<PathBuf, usize>,
+    compacting: HashSet<PathBuf>,
+}
+
+/// Writes into a folder are held back while this lives.
+struct FolderClosed<'a> {
+    sink: &'a ParquetSink,
+    folder: PathBuf,
+}
+
+impl Drop for FolderClosed<'_> {
+    fn drop(&mut self) {
+        let mut gate = self.sink.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        gate.compacting.remove(&self.folder);
+    }
 }
 
 impl ParquetSink {
@@ -99,7 +133,19 @@ impl ParquetSink {
         let encoder = Encoder::new(config.zstd_level, config.row_group_rows, config.row_group_bytes)?;
         let stats = ParquetStats::default();
         stats.temp_files_removed.store(removed, Ordering::Relaxed);
-        Ok(Self { root, config, encoder, buffers: Mutex::default(), stats, last_retention: Mutex::default() })
+        let staging = root.with_file_name("parquet-staging");
+        Ok(Self {
+            root,
+            config,
+            encoder,
+            buffers: Mutex::default(),
+            stats,
+            last_retention: Mutex::default(),
+            staging,
+            gate: Mutex::default(),
+            gate_changed: Condvar::new(),
+            compactor: Mutex::default(),
+        })
     }
 
     /// The root of the tree.
@@ -152,29 +198,41 @@ impl ParquetSink {
     fn write_all(&self, due: Vec<(PathBuf, Buffer)>) -> Result<()> {
         let mut first_error = None;
         for (folder, mut buffer) in due {
-            if let Err(error) = self.write(&folder, &buffer) {
+            if !self.begin_write(&folder) {
+                // Being compacted: keep the rows buffered; the next tick or flush writes them.
+                self.requeue(folder, buffer);
+                continue;
+            }
+            let written = self.write(&folder, &buffer);
+            self.end_write(&folder);
+            if let Err(error) = written {
                 // Retried after `max-age` (or at flush), not at every tick.
                 buffer.since = Instant::now();
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 warn!(folder = %folder.display(), %error, "Writing a Parquet file failed; its rows stay buffered.");
-                let mut buffers = self.lock();
-                buffers.bytes += buffer.bytes;
-                match buffers.by_folder.get_mut(&folder) {
-                    Some(newer) => {
-                        let mut batches = buffer.batches;
-                        batches.append(&mut newer.batches);
-                        newer.batches = batches;
-                        newer.rows += buffer.rows;
-                        newer.bytes += buffer.bytes;
-                    }
-                    None => {
-                        buffers.by_folder.insert(folder, buffer);
-                    }
-                }
+                self.requeue(folder, buffer);
                 first_error.get_or_insert(error);
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Puts a buffer that was not written back, in front of anything buffered since.
+    fn requeue(&self, folder: PathBuf, buffer: Buffer) {
+        let mut buffers = self.lock();
+        buffers.bytes += buffer.bytes;
+        match buffers.by_folder.get_mut(&folder) {
+            Some(newer) => {
+                let mut batches = buffer.batches;
+                batches.append(&mut newer.batches);
+                newer.batches = batches;
+                newer.rows += buffer.rows;
+                newer.bytes += buffer.bytes;
+            }
+            None => {
+                buffers.by_folder.insert(folder, buffer);
+            }
+        }
     }
 
     fn write(&self, folder: &Path, buffer: &Buffer) -> Result<()> {
@@ -215,35 +273,17 @@ impl ParquetSink {
     /// # Errors
     /// When the tree cannot be read or a folder cannot be removed.
     pub fn apply_retention(&self, now: i64) -> Result<u64> {
-        let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
         let mut removed = 0;
-        if let Some(keep) = self.config.raw_retention {
-            let cutoff = now.saturating_sub(nanos(keep));
-            // raw/<measurement>/region=<r>/date=<d>/hour=<h>
-            for hour_dir in folders_at_depth(&self.root.join("raw"), 4)? {
-                let (Some(date), Some(hour)) =
-                    (partition_value(&hour_dir, 1, "date="), partition_value(&hour_dir, 0, "hour="))
-                else {
-                    continue;
-                };
-                let (Some(day), Ok(hour)) = (layout::parse_date(&date), hour.parse::<i64>()) else { continue };
-                if day + (hour + 1) * 3_600_000_000_000 <= cutoff {
-                    remove_folder(&hour_dir)?;
-                    removed += 1;
-                }
-            }
-        }
-        if let Some(keep) = self.config.rollup_retention {
-            let cutoff = now.saturating_sub(nanos(keep));
-            // rollups/resolution=<res>/region=<r>/date=<d>
-            for date_dir in folders_at_depth(&self.root.join("rollups"), 3)? {
-                let Some(day) = partition_value(&date_dir, 0, "date=").and_then(|d| layout::parse_date(&d)) else {
-                    continue;
-                };
-                if day + 86_400_000_000_000 <= cutoff {
-                    remove_folder(&date_dir)?;
-                    removed += 1;
-                }
+        for partition in compact::partitions(&self.root)? {
+            let keep = match partition.order {
+                SortOrder::Raw => self.config.raw_retention,
+                SortOrder::Rollups => self.config.rollup_retention,
+            };
+            let (Some(keep), Some(end)) = (keep, partition.end) else { continue };
+            if end <= now.saturating_sub(nanos(keep)) {
+                remove_folder(&partition.folder)?;
+                removed += 1;
             }
         }
         if removed > 0 {
@@ -251,6 +291,110 @@ impl ParquetSink {
         }
         self.stats.partitions_expired.fetch_add(removed, Ordering::Relaxed);
         Ok(removed)
+    }
+
+    /// Compacts the folders whose time ended at least `after` before `now` and that hold at least
+    /// two files, keeping this sink's own writes out of each folder while it is swapped.
+    ///
+    /// # Errors
+    /// When a folder cannot be compacted; those done before stay done.
+    pub fn compact_closed(&self, now: i64, after: Duration) -> Result<Compacted> {
+        let after = i64::try_from(after.as_nanos()).unwrap_or(i64::MAX);
+        compact::prepare_staging(&self.staging, COMPACTION_GRACE)?;
+        let mut done = Compacted::default();
+        for partition in compact::partitions(&self.root)? {
+            if partition.end.is_none_or(|end| end.saturating_add(after) > now) {
+                continue;
+            }
+            let _closed = self.close_folder(&partition.folder);
+            done.add(compact::compact_partition(&partition, &self.staging, &self.encoder, 2)?);
+        }
+        if done.folders > 0 {
+            info!(
+                folders = done.folders,
+                before = done.files_before,
+                after = done.files_after,
+                "Compacted Parquet folders."
+            );
+        }
+        self.stats.folders_compacted.fetch_add(done.folders, Ordering::Relaxed);
+        Ok(done)
+    }
+
+    /// Keeps writes out of `folder` until the returned guard drops, after waiting for writes in
+    /// progress there to finish.
+    fn close_folder(&self, folder: &Path) -> FolderClosed<'_> {
+        let mut gate = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        gate.compacting.insert(folder.to_owned());
+        while gate.writing.contains_key(folder) {
+            gate = self.gate_changed.wait(gate).unwrap_or_else(PoisonError::into_inner);
+        }
+        FolderClosed { sink: self, folder: folder.to_owned() }
+    }
+
+    /// Registers a write into `folder`; `false` while the folder is being compacted.
+    fn begin_write(&self, folder: &Path) -> bool {
+        let mut gate = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        if gate.compacting.contains(folder) {
+            return false;
+        }
+        *gate.writing.entry(folder.to_owned()).or_default() += 1;
+        true
+    }
+
+    fn end_write(&self, folder: &Path) {
+        let mut gate = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = gate.writing.get_mut(folder) {
+            *n -= 1;
+            if *n == 0 {
+                gate.writing.remove(folder);
+            }
+        }
+        self.gate_changed.notify_all();
+    }
+
+    /// Compacts closed folders every `every` on a thread of its own until [`Sink::flush`] (at
+    /// shutdown) stops it. Folders are closed `after` past their end (late data may still come).
+    ///
+    /// # Errors
+    /// When the thread cannot start.
+    pub fn start_compactor(self: &Arc<Self>, every: Duration, after: Duration) -> Result<()> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sink = Arc::downgrade(self);
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("augur-compactor".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                while !flag.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if last.elapsed() < every {
+                        continue;
+                    }
+                    last = Instant::now();
+                    let Some(sink) = sink.upgrade() else { return };
+                    if let Err(error) = sink.compact_closed(now_nanos(), after) {
+                        warn!(%error, "Background compaction failed; it retries at the next round.");
+                    }
+                }
+            })
+            .map_err(|source| StorageError::Io {
+                what: "starting the compactor for",
+                path: self.root.clone(),
+                source,
+            })?;
+        *self.compactor.lock().unwrap_or_else(PoisonError::into_inner) = Some((stop, handle));
+        Ok(())
+    }
+
+    fn stop_compactor(&self) {
+        let compactor = self.compactor.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some((stop, handle)) = compactor {
+            stop.store(true, Ordering::Release);
+            if handle.join().is_err() {
+                warn!("The compactor thread panicked.");
+            }
+        }
     }
 
     /// Writes every buffer.
@@ -294,6 +438,8 @@ impl Sink for ParquetSink {
     }
 
     fn flush(&self) -> Result<(), SinkError> {
+        // At shutdown: no compaction may hold a folder closed while the last buffers are written.
+        self.stop_compactor();
         self.flush_all().map_err(sink_error)
     }
 
@@ -375,7 +521,7 @@ pub(super) fn folders_at_depth(root: &Path, depth: usize) -> Result<Vec<PathBuf>
 }
 
 /// The value of the partition folder `up` levels above `dir` (0 = `dir` itself) named `key<value>`.
-fn partition_value(dir: &Path, up: usize, key: &str) -> Option<String> {
+pub(super) fn partition_value(dir: &Path, up: usize, key: &str) -> Option<String> {
     let name = dir.ancestors().nth(up)?.file_name()?.to_str()?;
     name.strip_prefix(key).map(str::to_owned)
 }
@@ -434,6 +580,58 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    fn rows_in(folder: &Path) -> Vec<i64> {
+        let mut times = Vec::new();
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let path = entry.unwrap().path();
+            let file = std::fs::File::open(&path).unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let time = batch
+                    .column_by_name("time")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<TimestampNanosecondArray>()
+                    .unwrap()
+                    .clone();
+                times.extend(time.values().iter().copied());
+            }
+        }
+        times.sort_unstable();
+        times
+    }
+
+    #[test]
+    fn compaction_while_writing_loses_and_duplicates_nothing() {
+        let dir = std::env::temp_dir().join(format!("augur-compact-live-{}", std::process::id()));
+        let sink = Arc::new(ParquetSink::open(dir.join("parquet"), ParquetConfig::default()).unwrap());
+        let key = RawKey { measurement: "cpu".into(), region: "eu".into(), hour_start: 0 };
+        let folder = layout::raw_folder(sink.root(), "cpu", "eu", 0);
+        let writer = {
+            let sink = sink.clone();
+            let key = key.clone();
+            std::thread::spawn(move || {
+                for t in 0..60 {
+                    sink.raw(&key, raw(t)).unwrap();
+                    sink.flush_all().unwrap();
+                }
+            })
+        };
+        let mut compacted = 0;
+        while !writer.is_finished() {
+            compacted += sink.compact_closed(HOUR * 2, Duration::ZERO).unwrap().folders;
+        }
+        writer.join().unwrap();
+        sink.flush().unwrap();
+        compacted += sink.compact_closed(HOUR * 2, Duration::ZERO).unwrap().folders;
+        assert!(compacted > 0);
+        assert_eq!(rows_in(&folder), (0..60).collect::<Vec<i64>>(), "every row exactly once");
+        assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 1, "one file after the last round");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
