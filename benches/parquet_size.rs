@@ -60,7 +60,11 @@ fn main() {
     }
     let batch = raw_batch();
     let values = (batch.num_rows() * FIELDS) as f64;
-    let augur = Encoder::new(3, 1 << 20, 128 << 20).unwrap().encode(&batch, SortOrder::Raw).unwrap().len();
+    let augur_bytes = Encoder::new(3, 1 << 20, 128 << 20).unwrap().encode(&batch, SortOrder::Raw).unwrap();
+    if let Ok(path) = std::env::var("AUGUR_PARQUET_SIZE_OUT") {
+        std::fs::write(path, &augur_bytes).unwrap(); // for inspecting column sizes by hand
+    }
+    let augur = augur_bytes.len();
     // The alternatives get the same sorted rows.
     let sorted = {
         let bytes = Encoder::new(1, 1 << 20, 128 << 20).unwrap().encode(&batch, SortOrder::Raw).unwrap();
