@@ -130,14 +130,15 @@ fn sort(batch: &RecordBatch, order: SortOrder) -> Result<RecordBatch, StorageErr
 pub fn write_atomic(root: &Path, folder: &Path, bytes: &[u8]) -> Result<PathBuf, StorageError> {
     let name = format!("{:032x}.parquet", xxh3_128(bytes));
     let path = folder.join(&name);
-    let temp = folder.join(format!("{TEMP_PREFIX}{name}"));
+    // Unique per write, so two writers of identical bytes never share (and truncate) a temp file.
+    let serial = TEMP_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = folder.join(format!("{TEMP_PREFIX}{}-{serial}-{name}", std::process::id()));
     let io = |what: &'static str, path: &Path| {
         let path = path.to_owned();
         move |source| StorageError::Io { what, path, source }
     };
-    let created = missing_ancestors(root, folder);
     fs::create_dir_all(folder).map_err(io("creating", folder))?;
-    let mut file = File::create(&temp).map_err(io("creating", &temp))?;
+    let mut file = File::create_new(&temp).map_err(io("creating", &temp))?;
     file.write_all(bytes).map_err(io("writing", &temp))?;
     file.sync_all().map_err(io("syncing", &temp))?;
     drop(file);
@@ -145,23 +146,20 @@ pub fn write_atomic(root: &Path, folder: &Path, bytes: &[u8]) -> Result<PathBuf,
         std::process::abort(); // crash-test fault injection: see FAULT_ENV
     }
     fs::rename(&temp, &path).map_err(io("renaming", &temp))?;
-    sync_dir(folder)?;
-    // New directories are durable only once their parents record them.
-    for dir in created {
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent)?;
-        }
+    // The folder records the file; each ancestor up to the root records its child directory, which
+    // may be new (created here or by a concurrent writer that has not synced yet). Files are
+    // written seldom (per folder, at most every `max-age`), so syncing every level is cheap.
+    for dir in folder.ancestors().take_while(|d| d.starts_with(root)) {
+        sync_dir(dir)?;
+    }
+    if let Some(parent) = root.parent() {
+        sync_dir(parent)?;
     }
     Ok(path)
 }
 
-/// The directories between `root` and `folder` (inclusive) that do not exist yet, deepest last.
-fn missing_ancestors(root: &Path, folder: &Path) -> Vec<PathBuf> {
-    let mut missing: Vec<PathBuf> =
-        folder.ancestors().take_while(|d| d.starts_with(root) && !d.exists()).map(Path::to_owned).collect();
-    missing.reverse();
-    missing
-}
+/// Numbers temporary files, with the process id, so they are unique.
+static TEMP_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|source| StorageError::Io {

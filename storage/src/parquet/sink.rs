@@ -191,7 +191,10 @@ impl ParquetSink {
             }
             due
         };
-        self.write_all(due)
+        // The batch is buffered, so it is taken: a failed write of some buffer is counted, logged
+        // and retried later, not reported against this batch (its caller would count it lost).
+        let _ = self.write_all(due);
+        Ok(())
     }
 
     /// Writes each buffer as one file per schema; failed buffers go back to be retried.
@@ -205,8 +208,13 @@ impl ParquetSink {
             }
             let written = self.write(&folder, &buffer);
             self.end_write(&folder);
-            if let Err(error) = written {
-                // Retried after `max-age` (or at flush), not at every tick.
+            if let Err((done, error)) = written {
+                // Keep only what was not written (a retry must not add the written rows again),
+                // and retry after `max-age` (or at flush), not at every tick.
+                let rest = buffer.batches.split_off(done);
+                buffer.rows = rest.iter().map(RecordBatch::num_rows).sum();
+                buffer.bytes = rest.iter().map(RecordBatch::get_array_memory_size).sum();
+                buffer.batches = rest;
                 buffer.since = Instant::now();
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 warn!(folder = %folder.display(), %error, "Writing a Parquet file failed; its rows stay buffered.");
@@ -235,7 +243,8 @@ impl ParquetSink {
         }
     }
 
-    fn write(&self, folder: &Path, buffer: &Buffer) -> Result<()> {
+    /// Writes the buffer as files; on failure, `Err((batches written, error))`.
+    fn write(&self, folder: &Path, buffer: &Buffer) -> Result<(), (usize, StorageError)> {
         // Batches of one folder may differ in schema (a new tag, a field's type): one file each.
         let mut start = 0;
         while start < buffer.batches.len() {
@@ -243,9 +252,9 @@ impl ParquetSink {
             let end = (start..buffer.batches.len())
                 .find(|&i| buffer.batches[i].schema() != schema)
                 .unwrap_or(buffer.batches.len());
-            let batch = concat_batches(&schema, &buffer.batches[start..end])?;
-            let bytes = self.encoder.encode(&batch, buffer.order)?;
-            file::write_atomic(&self.root, folder, &bytes)?;
+            let batch = concat_batches(&schema, &buffer.batches[start..end]).map_err(|e| (start, e.into()))?;
+            let bytes = self.encoder.encode(&batch, buffer.order).map_err(|e| (start, e))?;
+            file::write_atomic(&self.root, folder, &bytes).map_err(|e| (start, e))?;
             self.stats.files.fetch_add(1, Ordering::Relaxed);
             self.stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             self.stats.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
@@ -282,6 +291,7 @@ impl ParquetSink {
             };
             let (Some(keep), Some(end)) = (keep, partition.end) else { continue };
             if end <= now.saturating_sub(nanos(keep)) {
+                let _closed = self.close_folder(&partition.folder);
                 remove_folder(&partition.folder)?;
                 removed += 1;
             }
@@ -307,7 +317,11 @@ impl ParquetSink {
                 continue;
             }
             let _closed = self.close_folder(&partition.folder);
-            done.add(compact::compact_partition(&partition, &self.staging, &self.encoder, 2)?);
+            match compact::compact_partition(&partition, &self.staging, &self.encoder, 2) {
+                Ok(folder) => done.add(folder),
+                // One bad folder (a corrupt file) must not stop the others; it is retried next round.
+                Err(error) => warn!(folder = %partition.folder.display(), %error, "Compacting a folder failed."),
+            }
         }
         if done.folders > 0 {
             info!(
