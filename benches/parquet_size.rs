@@ -5,15 +5,11 @@
 //! every 10 s for one hour (3.6M field values), through the real parser, router and raw-batch
 //! builder, then encoded as one file per variant.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use arrow_array::RecordBatch;
 use augur_engine::loadgen::tsbs::Fleet;
 use augur_engine::raw::raw_batches;
-use augur_ingest::config::ModelConfig;
-use augur_ingest::{Precision, Router, Writer};
 use augur_storage::parquet::file::{Encoder, SortOrder};
+use augur_suite::Batcher;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -24,19 +20,14 @@ const FIELDS: usize = 10;
 const STEPS: i64 = 360;
 
 fn raw_batch() -> RecordBatch {
-    let (router, receivers) = Router::new(1, usize::MAX);
-    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap());
-    let model = ModelConfig { max_future: Duration::from_secs(u32::MAX.into()), ..ModelConfig::default() };
-    let writer = Writer::new(Arc::new(router), &model, pool);
+    let batcher = Batcher::default();
     let mut fleet = Fleet::new(HOSTS, 1, FIELDS, 0);
     let mut body = Vec::new();
     let mut points = Vec::new();
     let start = 1_700_000_000 / 3600 * 3600 * 1_000_000_000i64;
     for step in 0..STEPS {
         fleet.batch(HOSTS, start + step * 10_000_000_000, &mut body);
-        let mut parsed = writer.parse(&body, Precision::Nanoseconds, 0, 1, usize::MAX);
-        writer.admit(&mut parsed).unwrap();
-        points.push(receivers[0].try_recv().unwrap());
+        points.push(batcher.batch(&body));
     }
     let mut raw = raw_batches(&points).unwrap();
     assert_eq!(raw.len(), 1, "one region, one hour");

@@ -4,29 +4,21 @@
 //! `cargo bench -p augur-suite --bench parquet_write`; throughput in rows.
 
 use std::hint::black_box;
-use std::sync::Arc;
-use std::time::Duration;
 
 use augur_engine::loadgen::tsbs::Fleet;
 use augur_engine::raw::raw_batches;
-use augur_ingest::config::ModelConfig;
-use augur_ingest::{Precision, Router, Writer};
 use augur_storage::parquet::file::{Encoder, SortOrder};
+use augur_suite::Batcher;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn parquet_write(c: &mut Criterion) {
-    let (router, receivers) = Router::new(1, usize::MAX);
-    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap());
-    let model = ModelConfig { max_future: Duration::from_secs(u32::MAX.into()), ..ModelConfig::default() };
-    let writer = Writer::new(Arc::new(router), &model, pool);
+    let batcher = Batcher::default();
     let mut fleet = Fleet::new(1000, 1, 10, 0);
     let mut points = Vec::new();
     let mut body = Vec::new();
     for step in 0..5 {
         fleet.batch(1000, 1_700_000_000_000_000_000 + step * 10_000_000_000, &mut body);
-        let mut parsed = writer.parse(&body, Precision::Nanoseconds, 0, 1, usize::MAX);
-        writer.admit(&mut parsed).unwrap();
-        points.push(receivers[0].try_recv().unwrap());
+        points.push(batcher.batch(&body));
     }
     let batch = raw_batches(&points).unwrap().remove(0).1;
     let encoder = Encoder::new(3, 1 << 20, 128 << 20).unwrap();

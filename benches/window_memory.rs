@@ -7,14 +7,12 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use augur_engine::loadgen::tsbs::Fleet;
 use augur_engine::rollup::RollupBuilder;
 use augur_engine::window::{Resolution, Windows};
-use augur_ingest::config::ModelConfig;
-use augur_ingest::{Precision, Router, Writer};
+use augur_suite::Batcher;
 
 /// Counts live heap bytes.
 struct Counting;
@@ -50,10 +48,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench --no-run` / test listing
     }
-    let (router, receivers) = Router::new(1, usize::MAX);
-    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap());
-    let model = ModelConfig { max_future: Duration::from_secs(u32::MAX.into()), ..ModelConfig::default() };
-    let writer = Writer::new(Arc::new(router), &model, pool);
+    let batcher = Batcher::default();
     let mut fleet = Fleet::new(HOSTS, 4, FIELDS, 0);
     let mut body = Vec::new();
     let mut rollups = RollupBuilder::default();
@@ -64,9 +59,7 @@ fn main() {
     for step in 0..(59 * 6) {
         let time = start + step * 10 * SECOND;
         fleet.batch(HOSTS, time, &mut body);
-        let mut parsed = writer.parse(&body, Precision::Nanoseconds, 0, 1, usize::MAX);
-        writer.admit(&mut parsed).unwrap();
-        let batch = receivers[0].try_recv().unwrap();
+        let batch = batcher.batch(&body);
         batch.iter().for_each(|p| windows.add(&p));
         drop(batch);
         // The watermark trails by the default 10 s lateness; closed windows are emitted and dropped.

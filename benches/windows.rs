@@ -4,13 +4,12 @@
 //! `cargo bench -p augur-suite --bench windows`; throughput in field values.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
 use augur_engine::loadgen::tsbs::Fleet;
 use augur_engine::window::{Resolution, Windows};
-use augur_ingest::config::ModelConfig;
-use augur_ingest::{PointBatch, Precision, Router, Writer};
+use augur_ingest::PointBatch;
+use augur_suite::Batcher;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const HOSTS: usize = 100_000;
@@ -18,20 +17,15 @@ const BATCH: usize = 5000;
 
 /// Batches covering every host once, all in one 10 s window, through the real parser and router.
 fn batches(time: i64) -> Vec<PointBatch> {
-    let (router, receivers) = Router::new(1, usize::MAX);
-    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap());
-    let model = ModelConfig { max_future: Duration::from_secs(u32::MAX.into()), ..ModelConfig::default() };
-    let writer = Writer::new(Arc::new(router), &model, pool);
+    let batcher = Batcher::default();
     let mut fleet = Fleet::new(HOSTS, 4, 10, 0);
     let mut body = Vec::new();
-    let mut out = Vec::new();
-    for _ in 0..HOSTS / BATCH {
-        fleet.batch(BATCH, time, &mut body);
-        let mut parsed = writer.parse(&body, Precision::Nanoseconds, 0, 1, usize::MAX);
-        writer.admit(&mut parsed).unwrap();
-        out.push(receivers[0].try_recv().unwrap());
-    }
-    out
+    (0..HOSTS / BATCH)
+        .map(|_| {
+            fleet.batch(BATCH, time, &mut body);
+            batcher.batch(&body)
+        })
+        .collect()
 }
 
 fn window_update(c: &mut Criterion) {

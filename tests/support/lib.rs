@@ -159,3 +159,37 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, St
 pub fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
 }
+
+/// Line protocol turned into `PointBatch`es through the real parser and router, as the pipelines
+/// receive them (one partition; any timestamp accepted, since benchmarks choose their own times).
+#[derive(Debug)]
+pub struct Batcher {
+    writer: augur_ingest::Writer,
+    receiver: augur_ingest::PartitionReceiver,
+}
+
+impl Default for Batcher {
+    fn default() -> Self {
+        let (router, mut receivers) = augur_ingest::Router::new(1, usize::MAX);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
+        let model = augur_ingest::config::ModelConfig {
+            max_future: Duration::from_secs(u32::MAX.into()),
+            ..augur_ingest::config::ModelConfig::default()
+        };
+        let writer = augur_ingest::Writer::new(std::sync::Arc::new(router), &model, std::sync::Arc::new(pool));
+        Self { writer, receiver: receivers.remove(0) }
+    }
+}
+
+impl Batcher {
+    /// The points of `body` (every line must be good) as one batch.
+    ///
+    /// # Panics
+    /// On a bad line: benchmark input is generated, so that is a bug.
+    pub fn batch(&self, body: &[u8]) -> augur_ingest::PointBatch {
+        let mut parsed = self.writer.parse(body, augur_ingest::Precision::Nanoseconds, 0, 1, usize::MAX);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        self.writer.admit(&mut parsed).expect("an unbounded partition admits everything");
+        self.receiver.try_recv().expect("the batch just admitted")
+    }
+}
