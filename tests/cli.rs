@@ -32,6 +32,8 @@ fn serve_ingests_http_and_tcp_and_drains_on_sigterm() {
     assert_eq!(metric(&text, "augur_ingest_points_accepted_total"), Some(4), "{text}");
     assert_eq!(metric(&text, "augur_ingest_lines_invalid_total"), Some(1), "{text}");
     assert_eq!(text.matches("augur_router_points_total{partition=").count(), 3, "{text}");
+    assert!(metric(&text, "augur_parquet_buffered_bytes").is_some(), "the Parquet sink reports: {text}");
+    assert_eq!(metric(&text, "augur_parquet_write_errors_total"), Some(0), "{text}");
 
     let status = server.terminate(Duration::from_secs(10));
     assert!(status.success(), "exit status {status}");

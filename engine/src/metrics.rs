@@ -7,6 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use augur_ingest::{PartitionStats, Writer};
+use augur_storage::sink::Sink;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
@@ -18,7 +19,7 @@ type ReadPartition = fn(&PartitionStats) -> u64;
 type ReadTotals = fn(&PartitionTotals) -> u64;
 
 /// Renders every metric.
-pub fn render(writer: &Writer, pipelines: &PipelineStats) -> Response {
+pub fn render(writer: &Writer, pipelines: &PipelineStats, sink: &dyn Sink) -> Response {
     let mut out = String::new();
     let ingest = writer.stats();
     let counters = [
@@ -97,6 +98,8 @@ pub fn render(writer: &Writer, pipelines: &PipelineStats) -> Response {
             let _ = writeln!(out, "{name}{{partition=\"{partition}\",region=\"{}\"}} {n}", escape_label(region));
         }
     }
+
+    sink.render_metrics(&mut out);
 
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -61,7 +61,7 @@ impl Server {
         let threads = config.engine.resolved_threads();
         let (router, receivers) = Router::new(partitions, config.router.queue_capacity_bytes);
         let router = Arc::new(router);
-        let pipelines = Pipelines::start(receivers, &config.engine.pipeline(), sink, Arc::new(SystemClock))
+        let pipelines = Pipelines::start(receivers, &config.engine.pipeline(), sink.clone(), Arc::new(SystemClock))
             .context("starting the pipelines")?;
         let ingest_pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -83,7 +83,7 @@ impl Server {
             "/metrics",
             get({
                 let (writer, stats) = (writer.clone(), pipelines.stats().clone());
-                move || async move { metrics::render(&writer, &stats) }
+                move || async move { metrics::render(&writer, &stats, sink.as_ref()) }
             }),
         );
         let http_config = config.http.clone();

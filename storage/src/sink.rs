@@ -47,6 +47,9 @@ pub trait Sink: Send + Sync {
     fn tick(&self) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// Appends this sink's counters to `out` in the Prometheus text format (nothing by default).
+    fn render_metrics(&self, _out: &mut String) {}
 }
 
 /// Hands every batch to each of several sinks (the demo keeps rollups in memory and writes
@@ -74,6 +77,10 @@ impl Sink for FanOut {
 
     fn tick(&self) -> Result<(), SinkError> {
         self.0.iter().try_for_each(|s| s.tick())
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        self.0.iter().for_each(|s| s.render_metrics(out));
     }
 }
 

@@ -473,6 +473,38 @@ impl Sink for ParquetSink {
         };
         self.write_all(due).map_err(sink_error)
     }
+
+    fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let s = &self.stats;
+        let counters = [
+            ("augur_parquet_files_written_total", "Parquet files written.", &s.files),
+            ("augur_parquet_bytes_written_total", "Bytes of Parquet files written.", &s.bytes),
+            ("augur_parquet_rows_written_total", "Rows written to Parquet.", &s.rows),
+            ("augur_parquet_write_errors_total", "Failed file writes (rows stay buffered and are retried).", &s.errors),
+            (
+                "augur_parquet_folders_compacted_total",
+                "Partition folders compacted in the background.",
+                &s.folders_compacted,
+            ),
+            (
+                "augur_parquet_partitions_expired_total",
+                "Partition folders deleted by retention.",
+                &s.partitions_expired,
+            ),
+        ];
+        for (name, help, value) in counters {
+            // Writing to a String cannot fail.
+            let _ =
+                writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+        }
+        let buffered = self.lock().bytes;
+        let name = "augur_parquet_buffered_bytes";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Bytes buffered for Parquet, not yet written.\n# TYPE {name} gauge\n{name} {buffered}"
+        );
+    }
 }
 
 type RollupGroup = (PathBuf, (String, String, String), Vec<u32>);
