@@ -4,7 +4,6 @@
 //! The name is the XXH3-128 of the file's bytes, so writing the same rows again (a replay after a
 //! crash) produces the same name and replaces the file instead of adding a duplicate.
 
-use std::cmp::Ordering;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -79,44 +78,33 @@ impl Encoder {
     }
 }
 
+/// The column `name` of `batch` as an array of type `T`.
+///
+/// # Errors
+/// [`StorageError::Schema`] when the column is missing or of another type.
+pub(super) fn typed_column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, StorageError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| StorageError::Schema(format!("no `{name}` column of type {}", std::any::type_name::<T>())))
+}
+
 /// The rows of `batch` in `order`.
 fn sort(batch: &RecordBatch, order: SortOrder) -> Result<RecordBatch, StorageError> {
     let mut indices: Vec<u32> = (0..batch.num_rows() as u32).collect();
-    let column =
-        |name: &str| batch.column_by_name(name).ok_or_else(|| StorageError::Schema(format!("no `{name}` column")));
-    let times = |name: &str| -> Result<TimestampNanosecondArray, StorageError> {
-        column(name)?
-            .as_any()
-            .downcast_ref::<TimestampNanosecondArray>()
-            .cloned()
-            .ok_or_else(|| StorageError::Schema(format!("`{name}` is not a timestamp")))
-    };
     match order {
         SortOrder::Raw => {
-            let series = column("series_id")?
-                .as_any()
-                .downcast_ref::<UInt64Array>()
-                .cloned()
-                .ok_or_else(|| StorageError::Schema("`series_id` is not u64".into()))?;
-            let time = times("time")?;
+            let series = typed_column::<UInt64Array>(batch, "series_id")?;
+            let time = typed_column::<TimestampNanosecondArray>(batch, "time")?;
             indices.sort_by_key(|&i| (series.value(i as usize), time.value(i as usize)));
         }
         SortOrder::Rollups => {
-            let text = |name: &str| -> Result<StringArray, StorageError> {
-                column(name)?
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .cloned()
-                    .ok_or_else(|| StorageError::Schema(format!("`{name}` is not text")))
-            };
-            let (key, field, start) = (text("series_key")?, text("field")?, times("window_start")?);
+            let key = typed_column::<StringArray>(batch, "series_key")?;
+            let field = typed_column::<StringArray>(batch, "field")?;
+            let start = typed_column::<TimestampNanosecondArray>(batch, "window_start")?;
             indices.sort_by(|&a, &b| {
                 let (a, b) = (a as usize, b as usize);
-                key.value(a)
-                    .cmp(key.value(b))
-                    .then_with(|| field.value(a).cmp(field.value(b)))
-                    .then_with(|| start.value(a).cmp(&start.value(b)))
-                    .then(Ordering::Equal)
+                (key.value(a), field.value(a), start.value(a)).cmp(&(key.value(b), field.value(b), start.value(b)))
             });
         }
     }

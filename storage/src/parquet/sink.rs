@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array};
+use arrow_array::{RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array};
 use arrow_select::concat::concat_batches;
 use tracing::{info, warn};
 
@@ -511,17 +511,9 @@ type RollupGroup = (PathBuf, (String, String, String), Vec<u32>);
 
 /// Rows of a rollup batch grouped by folder: (resolution, region, date of the window start).
 fn split_rollups(root: &Path, batch: &RecordBatch) -> Result<Vec<RollupGroup>> {
-    let text = |name: &str| {
-        batch
-            .column_by_name(name)
-            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-            .ok_or_else(|| StorageError::Schema(format!("rollups need a text `{name}` column")))
-    };
-    let (resolution, region) = (text("resolution")?, text("region")?);
-    let start = batch
-        .column_by_name("window_start")
-        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-        .ok_or_else(|| StorageError::Schema("rollups need a `window_start` timestamp".into()))?;
+    let resolution = file::typed_column::<StringArray>(batch, "resolution")?;
+    let region = file::typed_column::<StringArray>(batch, "region")?;
+    let start = file::typed_column::<TimestampNanosecondArray>(batch, "window_start")?;
     let mut groups: Vec<RollupGroup> = Vec::new();
     for row in 0..batch.num_rows() {
         let date = layout::date(start.value(row));
@@ -606,7 +598,7 @@ fn remove_temp_files(root: &Path) -> Result<u64> {
 mod tests {
     use std::sync::Arc;
 
-    use arrow_array::{Float64Array, StringArray, TimestampNanosecondArray, UInt64Array};
+    use arrow_array::{Array, Float64Array, StringArray, TimestampNanosecondArray, UInt64Array};
     use arrow_schema::DataType;
 
     use super::*;
