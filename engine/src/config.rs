@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use augur_ingest::config::{HttpConfig, ModelConfig, RouterConfig, TcpConfig};
 use augur_storage::parquet::ParquetConfig;
+use augur_storage::postgres::PostgresConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::PipelineConfig;
@@ -32,6 +33,8 @@ pub struct Config {
     pub tcp: TcpConfig,
     /// `[parquet]`: the Parquet files under `<data-dir>/parquet`.
     pub parquet: ParquetConfig,
+    /// `[postgres]`: the hot tier's shards (none: no hot tier).
+    pub postgres: PostgresConfig,
 }
 
 /// `[server]`.
@@ -210,6 +213,7 @@ impl Config {
         let mut problems = augur_ingest::config::validate(&self.model, &self.router, &self.http, &self.tcp);
         self.engine.validate(&mut problems);
         problems.extend(self.parquet.validate());
+        problems.extend(self.postgres.validate());
         if self.server.data_dir.as_os_str().is_empty() {
             problems.push("server.data-dir must not be empty".into());
         }

@@ -12,14 +12,17 @@ use arrow_array::{
     Array, BinaryArray, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
 };
 use augur_storage::parquet::ParquetSink;
-use augur_storage::sink::{FanOut, MemorySink, Sink};
+use augur_storage::postgres::ShardConfig;
+use augur_storage::sink::MemorySink;
 use augur_storage::sketch::DdSketch;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Config;
 use crate::loadgen::{self, Live, LoadgenOptions};
+use crate::local_postgres::LocalPostgres;
 use crate::server::Server;
+use crate::stores::Stores;
 
 /// Runs the demo for `duration` of load.
 ///
@@ -34,10 +37,19 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("creating {}", config.server.data_dir.display()))?;
 
+    // Two local PostgreSQL shards when the server binaries are here; dropped (stopped) on return.
+    let shards = start_shards(&config.server.data_dir.join("postgres"));
+    if let Ok(shards) = &shards {
+        config.postgres.shards = shards
+            .iter()
+            .enumerate()
+            .map(|(i, server)| ShardConfig { name: format!("shard-{i}"), url: server.url("augur") })
+            .collect();
+    }
     let sink = Arc::new(MemorySink::default());
-    let parquet = Arc::new(ParquetSink::open(config.server.parquet_dir(), config.parquet.clone())?);
-    let outputs: Arc<dyn Sink> = Arc::new(FanOut(vec![sink.clone(), parquet.clone()]));
-    let server = Server::start(&config, outputs).await?;
+    let stores = Stores::open(&config, &tokio::runtime::Handle::current(), vec![sink.clone()])?;
+    let parquet = stores.parquet.clone().context("the demo writes Parquet")?;
+    let server = Server::start(&config, stores.sink.clone(), stores.hot.clone()).await?;
     println!("Augur demo");
     println!(
         "  engine:    {} partitions, data dir {}",
@@ -49,6 +61,14 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
         server.http_addr(),
         server.tcp_addr()
     );
+    match &shards {
+        Ok(servers) => println!(
+            "  hot tier:  {} PostgreSQL shards on 127.0.0.1 ports {}",
+            servers.len(),
+            servers.iter().map(|s| s.port().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+        Err(why) => println!("  hot tier:  none, running without PostgreSQL: {why}"),
+    }
     println!();
 
     let options = LoadgenOptions {
@@ -99,7 +119,7 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     println!("Strict by design: a body with one bad line keeps the good line and names the bad one:");
     let body = "cpu,host=demo,region=eu-west-1 usage_user=12.5\ncpu,host=demo,region=eu-west-1 usage_user=12.5.1\n";
     println!("  POST /api/v2/write\n    {}", body.trim_end().replace('\n', "\n    "));
-    let (status, reply) = post(server.http_addr(), "/api/v2/write", body).await?;
+    let (status, reply) = request(server.http_addr(), "POST", "/api/v2/write", body).await?;
     let reply = serde_json::from_str::<serde_json::Value>(&reply)
         .and_then(|json| serde_json::to_string_pretty(&json))
         .unwrap_or(reply);
@@ -107,6 +127,11 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     println!();
 
     let summary = server.shutdown().await?;
+    if let Some(hot) = stores.hot.clone() {
+        // Every window is in PostgreSQL now that the engine drained; ask for some through the
+        // query API (served alone now, as it is in `augur serve`).
+        print_api_call(hot, &config).await?;
+    }
     let mut regions: BTreeMap<&str, u64> = BTreeMap::new();
     for partition in &summary.partitions {
         for (region, points) in &partition.by_region {
@@ -139,6 +164,13 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     println!();
     print_parquet(&parquet)?;
     println!();
+    if let Some(postgres) = &stores.postgres {
+        println!("Rollup rows in the hot tier, per shard:");
+        for (name, stats) in postgres.shard_stats() {
+            println!("  {name:<10} {:>10} rows", stats.rows_written.load(Ordering::Relaxed));
+        }
+        println!();
+    }
     println!("Next: `augur serve` and point Telegraf or `augur loadgen` at http://127.0.0.1:8086.");
     Ok(())
 }
@@ -252,10 +284,10 @@ fn format_time(nanos: i64) -> String {
 }
 
 /// One plain HTTP/1.1 POST; returns the status and the body.
-async fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> anyhow::Result<(String, String)> {
+async fn request(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> anyhow::Result<(String, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await?;
@@ -264,4 +296,35 @@ async fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> anyhow::Res
     let status = response.lines().next().unwrap_or("").trim_start_matches("HTTP/1.1 ").to_owned();
     let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
     Ok((status, body))
+}
+
+/// Starts two PostgreSQL servers under `folder`, each with a database `augur`.
+fn start_shards(folder: &std::path::Path) -> Result<Vec<LocalPostgres>, String> {
+    (0..2)
+        .map(|i| {
+            let server = LocalPostgres::start(&folder.join(format!("shard-{i}")))?;
+            server.create_database("augur")?;
+            Ok(server)
+        })
+        .collect()
+}
+
+/// Asks the query API for one host's 10-second CPU rollups and prints the call and the answer.
+async fn print_api_call(hot: augur_storage::postgres::HotQuery, config: &Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let routes = crate::api::routes(Some(hot), config.engine.pipeline().resolutions);
+    let api = tokio::spawn(async move { axum::serve(listener, routes).await });
+    let path =
+        "/api/v1/rollups?measurement=cpu&tag.hostname=host_0&field=usage_user&resolution=10s&start=now-5m&format=csv";
+    let (status, body) = request(addr, "GET", path, "").await?;
+    println!("The hot tier, through the query API (rows from both shards, merged):");
+    println!("  curl 'http://{addr}{path}'");
+    println!("  -> {status}");
+    for line in body.lines().take(8) {
+        println!("    {line}");
+    }
+    println!();
+    api.abort();
+    Ok(())
 }

@@ -10,22 +10,28 @@
 //! - [`aggregate`]: the mergeable state of one (series, field, window).
 //! - [`rollup`]: closed windows as Arrow batches in the rollup schema.
 //! - [`raw`]: raw points as Arrow batches per (measurement, region, hour).
+//! - [`stores`]: the Parquet and PostgreSQL sinks opened from the config, behind one sink.
+//! - [`api`]: the query API over the hot tier (`/api/v1/series`, `rollups`, `latest`).
 //! - [`clock`]: the wall clock, injected so tests control time.
 //! - [`lock`]: one process per data dir.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`loadgen`]: `augur loadgen`, the TSBS-shaped load generator.
+//! - [`local_postgres`]: throwaway PostgreSQL servers for the demo and the tests.
 //! - [`demo`]: `augur demo`, the one-command tour.
 
 pub mod aggregate;
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod loadgen;
+pub mod local_postgres;
 pub mod lock;
 pub mod metrics;
 pub mod pipeline;
 pub mod raw;
 pub mod rollup;
 pub mod server;
+pub mod stores;
 pub mod watermark;
 pub mod window;

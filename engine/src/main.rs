@@ -10,12 +10,11 @@ use anyhow::Context;
 use augur_engine::config::Config;
 use augur_engine::loadgen::{self, LoadgenOptions};
 use augur_engine::lock::DataDirLock;
+use augur_engine::stores::Stores;
 use augur_engine::{demo, server::Server};
 use augur_storage::parquet::compact::compact_tree;
 use augur_storage::parquet::file::Encoder;
 use augur_storage::parquet::sink::COMPACTION_GRACE;
-use augur_storage::parquet::ParquetSink;
-use augur_storage::sink::{NullSink, Sink};
 use clap::{Parser, Subcommand};
 use tracing::info;
 
@@ -170,14 +169,8 @@ fn compact(args: &CompactArgs) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let _lock = DataDirLock::acquire(&config.server.data_dir)?;
-    let sink: Arc<dyn Sink> = if config.parquet.enabled {
-        let parquet = Arc::new(ParquetSink::open(config.server.parquet_dir(), config.parquet.clone())?);
-        parquet.start_compactor(config.parquet.compact_every, config.parquet.compact_after)?;
-        parquet
-    } else {
-        Arc::new(NullSink::default())
-    };
-    let server = Server::start(&config, sink).await?;
+    let stores = Stores::open(&config, &tokio::runtime::Handle::current(), Vec::new())?;
+    let server = Server::start(&config, stores.sink, stores.hot).await?;
     // Tests and scripts read the bound addresses (port 0 picks free ones) from this line.
     println!("augur listening http={} tcp={}", server.http_addr(), server.tcp_addr());
     wait_for_stop_signal().await?;

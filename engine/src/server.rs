@@ -8,12 +8,14 @@ use anyhow::Context;
 use augur_ingest::http::HttpState;
 use augur_ingest::shutdown::{shutdown_channel, ShutdownTrigger};
 use augur_ingest::{Router, Writer};
+use augur_storage::postgres::HotQuery;
 use augur_storage::sink::Sink;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
+use crate::api;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::metrics;
@@ -51,12 +53,12 @@ pub struct RouterTotals {
 }
 
 impl Server {
-    /// Starts Augur as `config` says, handing every output to `sink`. Must run inside a tokio
-    /// runtime.
+    /// Starts Augur as `config` says, handing every output to `sink` and answering the query API
+    /// from `hot` (when shards are configured). Must run inside a tokio runtime.
     ///
     /// # Errors
     /// When a listener cannot bind or a pool cannot start.
-    pub async fn start(config: &Config, sink: Arc<dyn Sink>) -> anyhow::Result<Self> {
+    pub async fn start(config: &Config, sink: Arc<dyn Sink>, hot: Option<HotQuery>) -> anyhow::Result<Self> {
         let partitions = config.router.resolved_partitions();
         let threads = config.engine.resolved_threads();
         let (router, receivers) = Router::new(partitions, config.router.queue_capacity_bytes);
@@ -79,13 +81,16 @@ impl Server {
         let (http_addr, tcp_addr) = (http.local_addr()?, tcp.local_addr()?);
 
         let (trigger, shutdown) = shutdown_channel();
-        let app = augur_ingest::http::routes(HttpState::new(writer.clone(), config.http.clone())).route(
-            "/metrics",
-            get({
-                let (writer, stats) = (writer.clone(), pipelines.stats().clone());
-                move || async move { metrics::render(&writer, &stats, sink.as_ref()) }
-            }),
-        );
+        let resolutions = config.engine.pipeline().resolutions;
+        let app = augur_ingest::http::routes(HttpState::new(writer.clone(), config.http.clone()))
+            .route(
+                "/metrics",
+                get({
+                    let (writer, stats) = (writer.clone(), pipelines.stats().clone());
+                    move || async move { metrics::render(&writer, &stats, sink.as_ref()) }
+                }),
+            )
+            .merge(api::routes(hot, resolutions));
         let http_config = config.http.clone();
         let listeners = vec![
             tokio::spawn({

@@ -2,17 +2,29 @@
 //!
 //! It speaks Arrow and knows nothing of the ingest tier or the engine. The engine hands every
 //! output (raw points, closed windows) to a [`sink::Sink`] as Arrow `RecordBatch`es in the schemas
-//! defined here; the Parquet (cold) and PostgreSQL (hot) sinks arrive with the storage issues.
+//! defined here; the Parquet sink keeps everything (cold), the PostgreSQL sink
+//! keeps rollups for dashboards (hot).
 //!
 //! # Layout
 //! - [`schema`]: the Arrow schema of each output kind, documented column by column.
 //! - [`sketch`]: `DdSketch`, the mergeable quantile sketch stored with every rollup, and its bytes.
 //! - [`sink`]: the `Sink` trait outputs go through, and the in-memory, null and fan-out sinks.
 //! - [`parquet`]: the Parquet sink: a Hive-partitioned tree of atomically written files.
+//! - [`postgres`]: the PostgreSQL sink: sharded hot tier with a spool per shard, and the query fan-out.
+//! - [`durable`]: files written atomically and durably (temporary name, fsync, rename, fsync).
 //! - [`error`]: what can go wrong while storing.
 
+pub mod durable;
 pub mod error;
 pub mod parquet;
+pub mod postgres;
 pub mod schema;
 pub mod sink;
 pub mod sketch;
+
+/// The wall clock in ns since the Unix epoch.
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}

@@ -33,6 +33,7 @@
 
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 /// Precision and scale of the exact integer aggregates.
@@ -96,4 +97,14 @@ pub fn raw_schema(
     columns.extend(tags.into_iter().map(|name| Field::new(name, DataType::Utf8, true)));
     columns.extend(fields.into_iter().map(|(name, data_type)| Field::new(name, data_type, true)));
     Arc::new(Schema::new(columns))
+}
+
+/// The column `name` of `batch` as an array of type `T`.
+///
+/// # Errors
+/// [`crate::error::StorageError::Schema`] when the column is missing or of another type.
+pub fn typed_column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, crate::error::StorageError> {
+    batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<T>()).ok_or_else(|| {
+        crate::error::StorageError::Schema(format!("no `{name}` column of type {}", std::any::type_name::<T>()))
+    })
 }

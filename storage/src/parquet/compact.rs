@@ -20,9 +20,10 @@ use arrow_schema::{Field, Schema, SchemaRef};
 use arrow_select::concat::concat_batches;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::file::{self, Encoder, SortOrder, TEMP_PREFIX};
+use super::file::{self, Encoder, SortOrder};
 use super::layout;
 use super::sink::{folders_at_depth, partition_value};
+use crate::durable::{write_atomic, TEMP_PREFIX};
 use crate::error::{Result, StorageError};
 
 const HOUR: i64 = 3_600_000_000_000;
@@ -194,7 +195,7 @@ fn compact_folder(
         let aligned: Vec<RecordBatch> = batches.iter().map(|b| align(b, &schema)).collect::<Result<_>>()?;
         let merged = concat_batches(&schema, &aligned)?;
         let bytes = encoder.encode(&merged, order)?;
-        file::write_atomic(staging, &stage, &bytes)?;
+        write_atomic(staging, &stage, &file::content_name(&bytes), &bytes)?;
     }
     exchange(folder, &stage)?;
     Ok(groups.len())

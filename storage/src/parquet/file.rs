@@ -4,9 +4,6 @@
 //! The name is the XXH3-128 of the file's bytes, so writing the same rows again (a replay after a
 //! crash) produces the same name and replaces the file instead of adding a duplicate.
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array};
@@ -18,12 +15,7 @@ use parquet::schema::types::ColumnPath;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::StorageError;
-
-/// Prefix of files being written; startup removes any left by a crash.
-pub const TEMP_PREFIX: &str = ".tmp-";
-/// Environment variable for crash tests: `parquet-before-rename` aborts the process after a
-/// temporary file is written and synced, before it is renamed into place.
-pub const FAULT_ENV: &str = "AUGUR_FAULT";
+use crate::schema::typed_column;
 
 /// How rows are ordered inside a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,17 +70,6 @@ impl Encoder {
     }
 }
 
-/// The column `name` of `batch` as an array of type `T`.
-///
-/// # Errors
-/// [`StorageError::Schema`] when the column is missing or of another type.
-pub(super) fn typed_column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, StorageError> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| StorageError::Schema(format!("no `{name}` column of type {}", std::any::type_name::<T>())))
-}
-
 /// The rows of `batch` in `order`.
 fn sort(batch: &RecordBatch, order: SortOrder) -> Result<RecordBatch, StorageError> {
     let mut indices: Vec<u32> = (0..batch.num_rows() as u32).collect();
@@ -111,50 +92,9 @@ fn sort(batch: &RecordBatch, order: SortOrder) -> Result<RecordBatch, StorageErr
     Ok(arrow_select::take::take_record_batch(batch, &UInt32Array::from(indices))?)
 }
 
-/// Writes `bytes` as `<folder>/<hash>.parquet` atomically and durably; returns the path.
-///
-/// # Errors
-/// When the file system refuses (full disk, permissions).
-pub fn write_atomic(root: &Path, folder: &Path, bytes: &[u8]) -> Result<PathBuf, StorageError> {
-    let name = format!("{:032x}.parquet", xxh3_128(bytes));
-    let path = folder.join(&name);
-    // Unique per write, so two writers of identical bytes never share (and truncate) a temp file.
-    let serial = TEMP_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let temp = folder.join(format!("{TEMP_PREFIX}{}-{serial}-{name}", std::process::id()));
-    let io = |what: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| StorageError::Io { what, path, source }
-    };
-    fs::create_dir_all(folder).map_err(io("creating", folder))?;
-    let mut file = File::create_new(&temp).map_err(io("creating", &temp))?;
-    file.write_all(bytes).map_err(io("writing", &temp))?;
-    file.sync_all().map_err(io("syncing", &temp))?;
-    drop(file);
-    if std::env::var(FAULT_ENV).is_ok_and(|v| v == "parquet-before-rename") {
-        std::process::abort(); // crash-test fault injection: see FAULT_ENV
-    }
-    fs::rename(&temp, &path).map_err(io("renaming", &temp))?;
-    // The folder records the file; each ancestor up to the root records its child directory, which
-    // may be new (created here or by a concurrent writer that has not synced yet). Files are
-    // written seldom (per folder, at most every `max-age`), so syncing every level is cheap.
-    for dir in folder.ancestors().take_while(|d| d.starts_with(root)) {
-        sync_dir(dir)?;
-    }
-    if let Some(parent) = root.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(path)
-}
-
-/// Numbers temporary files, with the process id, so they are unique.
-static TEMP_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| StorageError::Io {
-        what: "syncing",
-        path: dir.to_owned(),
-        source,
-    })
+/// The file name for `bytes`: their XXH3-128, so the same rows written again replace the file.
+pub fn content_name(bytes: &[u8]) -> String {
+    format!("{:032x}.parquet", xxh3_128(bytes))
 }
 
 /// `batch` without the columns whose values the folder path already holds, and with any other
@@ -194,18 +134,21 @@ pub fn without_partition_columns(
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
+    use crate::durable::write_atomic;
 
     #[test]
     fn writing_the_same_bytes_twice_leaves_one_file_and_no_temporary() {
         let root = std::env::temp_dir().join(format!("augur-file-test-{}", std::process::id()));
         let folder = root.join("raw/cpu/region=eu");
-        let first = write_atomic(&root, &folder, b"same bytes").unwrap();
-        let second = write_atomic(&root, &folder, b"same bytes").unwrap();
+        let first = write_atomic(&root, &folder, &content_name(b"same bytes"), b"same bytes").unwrap();
+        let second = write_atomic(&root, &folder, &content_name(b"same bytes"), b"same bytes").unwrap();
         assert_eq!(first, second, "named by content");
         let names: Vec<_> = fs::read_dir(&folder).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
-        assert_ne!(write_atomic(&root, &folder, b"other bytes").unwrap(), first);
+        assert_ne!(write_atomic(&root, &folder, &content_name(b"other bytes"), b"other bytes").unwrap(), first);
         fs::remove_dir_all(&root).unwrap();
     }
 }

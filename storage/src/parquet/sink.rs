@@ -18,9 +18,11 @@ use tracing::{info, warn};
 
 use super::compact::{self, Compacted};
 use super::config::ParquetConfig;
-use super::file::{self, Encoder, SortOrder, TEMP_PREFIX};
+use super::file::{self, Encoder, SortOrder};
 use super::layout;
+use crate::durable::{write_atomic, TEMP_PREFIX};
 use crate::error::{Result, StorageError};
+use crate::schema::typed_column;
 use crate::schema::RawKey;
 use crate::sink::{Sink, SinkError};
 
@@ -254,7 +256,7 @@ impl ParquetSink {
                 .unwrap_or(buffer.batches.len());
             let batch = concat_batches(&schema, &buffer.batches[start..end]).map_err(|e| (start, e.into()))?;
             let bytes = self.encoder.encode(&batch, buffer.order).map_err(|e| (start, e))?;
-            file::write_atomic(&self.root, folder, &bytes).map_err(|e| (start, e))?;
+            write_atomic(&self.root, folder, &file::content_name(&bytes), &bytes).map_err(|e| (start, e))?;
             self.stats.files.fetch_add(1, Ordering::Relaxed);
             self.stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             self.stats.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
@@ -387,7 +389,7 @@ impl ParquetSink {
                     }
                     last = Instant::now();
                     let Some(sink) = sink.upgrade() else { return };
-                    if let Err(error) = sink.compact_closed(now_nanos(), after) {
+                    if let Err(error) = sink.compact_closed(crate::now_nanos(), after) {
                         warn!(%error, "Background compaction failed; it retries at the next round.");
                     }
                 }
@@ -459,7 +461,7 @@ impl Sink for ParquetSink {
 
     fn tick(&self) -> Result<(), SinkError> {
         if self.retention_due() {
-            self.apply_retention(now_nanos()).map_err(sink_error)?;
+            self.apply_retention(crate::now_nanos()).map_err(sink_error)?;
         }
         let due: Vec<_> = {
             let mut buffers = self.lock();
@@ -511,9 +513,9 @@ type RollupGroup = (PathBuf, (String, String, String), Vec<u32>);
 
 /// Rows of a rollup batch grouped by folder: (resolution, region, date of the window start).
 fn split_rollups(root: &Path, batch: &RecordBatch) -> Result<Vec<RollupGroup>> {
-    let resolution = file::typed_column::<StringArray>(batch, "resolution")?;
-    let region = file::typed_column::<StringArray>(batch, "region")?;
-    let start = file::typed_column::<TimestampNanosecondArray>(batch, "window_start")?;
+    let resolution = typed_column::<StringArray>(batch, "resolution")?;
+    let region = typed_column::<StringArray>(batch, "region")?;
+    let start = typed_column::<TimestampNanosecondArray>(batch, "window_start")?;
     let mut groups: Vec<RollupGroup> = Vec::new();
     for row in 0..batch.num_rows() {
         let date = layout::date(start.value(row));
@@ -527,13 +529,6 @@ fn split_rollups(root: &Path, batch: &RecordBatch) -> Result<Vec<RollupGroup>> {
         }
     }
     Ok(groups)
-}
-
-/// The wall clock in ns since the epoch.
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// The folders exactly `depth` levels below `root` (none if `root` does not exist).

@@ -1,0 +1,64 @@
+//! The stores outputs go to, opened from the config: Parquet (cold, everything) and PostgreSQL
+//! (hot, rollups), behind one [`Sink`].
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use augur_storage::parquet::ParquetSink;
+use augur_storage::postgres::{HotQuery, PostgresSink};
+use augur_storage::sink::{FanOut, NullSink, Sink};
+
+use crate::config::Config;
+
+/// The opened stores.
+pub struct Stores {
+    /// Where the pipelines hand their output.
+    pub sink: Arc<dyn Sink>,
+    /// The Parquet sink, when `[parquet] enabled`.
+    pub parquet: Option<Arc<ParquetSink>>,
+    /// The PostgreSQL sink, when shards are configured.
+    pub postgres: Option<Arc<PostgresSink>>,
+    /// Reads of the hot tier, when shards are configured.
+    pub hot: Option<HotQuery>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").field("parquet", &self.parquet).field("postgres", &self.postgres).finish()
+    }
+}
+
+impl Stores {
+    /// Opens what `config` enables, plus `extra` sinks (the demo keeps rollups in memory); starts
+    /// the background work (compaction, shard writers) on `runtime`.
+    ///
+    /// # Errors
+    /// When a store cannot be opened (unwritable data dir, a shard map that lost a shard).
+    pub fn open(config: &Config, runtime: &tokio::runtime::Handle, extra: Vec<Arc<dyn Sink>>) -> anyhow::Result<Self> {
+        let mut sinks = extra;
+        let parquet = if config.parquet.enabled {
+            let parquet = Arc::new(ParquetSink::open(config.server.parquet_dir(), config.parquet.clone())?);
+            parquet.start_compactor(config.parquet.compact_every, config.parquet.compact_after)?;
+            sinks.push(parquet.clone());
+            Some(parquet)
+        } else {
+            None
+        };
+        let (postgres, hot) = if config.postgres.enabled() {
+            let sink = Arc::new(
+                PostgresSink::start(&config.postgres, &config.server.data_dir, runtime)
+                    .context("starting the PostgreSQL sink")?,
+            );
+            sinks.push(sink.clone());
+            (Some(sink), Some(HotQuery::new(&config.postgres)?))
+        } else {
+            (None, None)
+        };
+        let sink: Arc<dyn Sink> = match sinks.len() {
+            0 => Arc::new(NullSink::default()),
+            1 => sinks.remove(0),
+            _ => Arc::new(FanOut(sinks)),
+        };
+        Ok(Self { sink, parquet, postgres, hot })
+    }
+}
