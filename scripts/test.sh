@@ -17,6 +17,16 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   fi
 fi
 
+step "PostgreSQL server binaries (the hot-tier tests start their own servers)"
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y postgresql || { apt-get update && apt-get install -y postgresql; }
+  else
+    echo "PostgreSQL's server binaries are needed: apt-get install -y postgresql" >&2
+    exit 1
+  fi
+fi
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

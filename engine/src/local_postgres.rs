@@ -154,6 +154,37 @@ impl LocalPostgres {
         self.run("createdb", &["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "augur", database])
     }
 
+    /// Runs `sql` with `psql` in `database` and returns its unaligned, tuples-only output
+    /// (columns separated by `|`, one row per line).
+    ///
+    /// # Errors
+    /// When `psql` fails (the server's message is in the error).
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String, String> {
+        let port = self.port.to_string();
+        let args = [
+            "-X",
+            "-tA",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "augur",
+            "-d",
+            database,
+            "-c",
+            sql,
+        ];
+        let out = Command::new(self.bin.join("psql")).args(args).output().map_err(|e| format!("running psql: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(format!("psql {sql:?} failed: {}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.join("data")
     }

@@ -193,3 +193,36 @@ impl Batcher {
         self.receiver.try_recv().expect("the batch just admitted")
     }
 }
+
+/// `n` throwaway PostgreSQL servers, each with an empty database `augur`; stopped and removed on
+/// drop.
+///
+/// # Panics
+/// When PostgreSQL's server binaries are missing (the message says what to install).
+pub fn postgres_shards(label: &str, n: usize) -> Vec<augur_engine::local_postgres::LocalPostgres> {
+    (0..n)
+        .map(|i| {
+            let dir = TempDir::new(&format!("pg-{label}-{i}")).into_path();
+            let _ = std::fs::remove_dir(&dir);
+            let server = augur_engine::local_postgres::LocalPostgres::start(&dir).unwrap_or_else(|e| panic!("{e}"));
+            server.create_database("augur").unwrap_or_else(|e| panic!("{e}"));
+            server
+        })
+        .collect()
+}
+
+/// Writes an `augur.toml` in `dir` naming `shards` `shard-0`, `shard-1`, ..., plus `extra` TOML
+/// lines for `[postgres]`; returns its path.
+pub fn postgres_config(
+    dir: &std::path::Path,
+    shards: &[&augur_engine::local_postgres::LocalPostgres],
+    extra: &str,
+) -> PathBuf {
+    let mut text = format!("[postgres]\n{extra}\n");
+    for (i, shard) in shards.iter().enumerate() {
+        text.push_str(&format!("[[postgres.shards]]\nname = \"shard-{i}\"\nurl = \"{}\"\n", shard.url("augur")));
+    }
+    let path = dir.join("augur.toml");
+    std::fs::write(&path, text).expect("write augur.toml");
+    path
+}

@@ -1,0 +1,301 @@
+//! The hot tier end to end: the real `augur serve` writing to real PostgreSQL servers started by
+//! the test, read back through the query API and with `psql`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use augur_engine::local_postgres::LocalPostgres;
+use augur_suite::{http, postgres_config, postgres_shards, AugurServer, TempDir};
+
+const NANOS: i64 = 1_000_000_000;
+/// A tag value full of SQL; in line protocol its spaces are escaped.
+const HOSTILE_HOST: &str = "o'brien\"; DROP TABLE series; --";
+
+/// Rows, total `count` and total `sum` of `rollups` on one shard.
+fn checksum(shard: &LocalPostgres) -> String {
+    shard.psql("augur", "SELECT count(*), sum(count), round(sum(sum)::numeric, 6) FROM rollups").unwrap()
+}
+
+fn rows(shard: &LocalPostgres) -> u64 {
+    shard.psql("augur", "SELECT count(*) FROM rollups").unwrap().parse().unwrap()
+}
+
+fn host_name(h: usize) -> String {
+    if h == 0 {
+        HOSTILE_HOST.to_owned()
+    } else {
+        format!("host-{h}")
+    }
+}
+
+/// Line protocol: `hosts` hosts, one point per host per second for `seconds` from `start` (ns);
+/// fields `usage` (float) and `jobs` (integer).
+fn body(hosts: usize, start: i64, seconds: i64) -> String {
+    let mut out = String::new();
+    for s in 0..seconds {
+        for h in 0..hosts {
+            let host = host_name(h).replace(' ', "\\ ").replace(',', "\\,").replace('=', "\\=");
+            out.push_str(&format!(
+                "cpu,host={host},region=eu usage={},jobs={}i {}\n",
+                value(h, s),
+                (h as i64 + s) % 7,
+                start + s * NANOS
+            ));
+        }
+    }
+    out
+}
+
+fn value(h: usize, s: i64) -> f64 {
+    ((h as i64 * 7 + s * 3) % 100) as f64 + 0.25
+}
+
+/// Expected 10 s windows of `usage`: (host, window start in ns) → (count, sum, min, max).
+fn oracle(hosts: usize, start: i64, seconds: i64) -> BTreeMap<(String, i64), (i64, f64, f64, f64)> {
+    let mut out: BTreeMap<(String, i64), (i64, f64, f64, f64)> = BTreeMap::new();
+    for s in 0..seconds {
+        for h in 0..hosts {
+            let t = start + s * NANOS;
+            let v = value(h, s);
+            let e = out.entry((host_name(h), t - t.rem_euclid(10 * NANOS))).or_insert((0, 0.0, f64::MAX, f64::MIN));
+            *e = (e.0 + 1, e.1 + v, e.2.min(v), e.3.max(v));
+        }
+    }
+    out
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn rfc3339(nanos: i64) -> String {
+    let secs = nanos / NANOS;
+    let out =
+        std::process::Command::new("date").args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%SZ"]).output();
+    String::from_utf8(out.unwrap().stdout).unwrap().trim().to_owned()
+}
+
+/// Every 10 s `usage` rollup the API returns for the window range, by (host, window start).
+fn api_rollups(server: &AugurServer, start: i64, end: i64) -> BTreeMap<(String, i64), (i64, f64, f64, f64)> {
+    let path = format!(
+        "/api/v1/rollups?measurement=cpu&field=usage&resolution=10s&start={}&end={}",
+        rfc3339(start),
+        rfc3339(end)
+    );
+    let (status, body) = http(server.http, "GET", &path, b"");
+    assert_eq!(status, 200, "{body}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let key = row["series"].as_str().unwrap();
+        let host = key.split(",host=").nth(1).unwrap().split(",region=").next().unwrap();
+        let host = host.replace("\\ ", " ").replace("\\,", ",").replace("\\=", "=");
+        let window = row["window_start"].as_str().unwrap();
+        let out_date = std::process::Command::new("date").args(["-u", "-d", window, "+%s"]).output().unwrap();
+        let secs: i64 = String::from_utf8(out_date.stdout).unwrap().trim().parse().unwrap();
+        let f = |name: &str| row[name].as_f64().unwrap();
+        out.insert((host, secs * NANOS), (row["count"].as_i64().unwrap(), f("sum"), f("min"), f("max")));
+    }
+    out
+}
+
+fn assert_same(
+    got: &BTreeMap<(String, i64), (i64, f64, f64, f64)>,
+    want: &BTreeMap<(String, i64), (i64, f64, f64, f64)>,
+) {
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "the same windows");
+    for (key, (count, sum, min, max)) in want {
+        let g = got[key];
+        assert_eq!((g.0, g.2, g.3), (*count, *min, *max), "{key:?}");
+        assert!((g.1 - sum).abs() < 1e-9 * sum.abs().max(1.0), "{key:?}: sum {} != {sum}", g.1);
+    }
+}
+
+/// An hour-aligned start two hours ago, so every window lies in one hour and is long closed.
+fn past_hour() -> i64 {
+    let now = augur_storage::now_nanos();
+    now - now.rem_euclid(3600 * NANOS) - 2 * 3600 * NANOS
+}
+
+#[test]
+fn rollups_reach_every_shard_read_back_equal_the_oracle_and_a_replay_changes_nothing() {
+    let shards = postgres_shards("e2e", 2);
+    let dir = TempDir::new("pg-e2e");
+    let config = postgres_config(&dir.0, &[&shards[0], &shards[1]], "");
+    let config = config.to_str().unwrap();
+    let data = dir.0.join("data");
+    let (hosts, seconds, start) = (40, 60, past_hour());
+    let input = body(hosts, start, seconds);
+
+    let server = AugurServer::start_in(&data, &["--config", config]);
+    assert_eq!(http(server.http, "POST", "/write", input.as_bytes()).0, 204);
+    assert!(server.terminate(Duration::from_secs(60)).success());
+    // Per host and field: six 10 s windows, one minute, one hour.
+    let expected_rows = (hosts * 2 * 8) as u64;
+    let (first, second) = (rows(&shards[0]), rows(&shards[1]));
+    assert!(first > 0 && second > 0, "both shards hold rows: {first} and {second}");
+    assert_eq!(first + second, expected_rows, "every window once");
+    let before = (checksum(&shards[0]), checksum(&shards[1]));
+
+    // The same points again (a replay): the same windows are upserted, nothing is added.
+    let server = AugurServer::start_in(&data, &["--config", config]);
+    assert_eq!(http(server.http, "POST", "/write", input.as_bytes()).0, 204);
+    assert!(server.terminate(Duration::from_secs(60)).success());
+    assert_eq!((checksum(&shards[0]), checksum(&shards[1])), before, "a replay leaves the same rows");
+
+    let server = AugurServer::start_in(&data, &["--config", config]);
+    let got = api_rollups(&server, start, start + seconds * NANOS);
+    assert_same(&got, &oracle(hosts, start, seconds));
+
+    // Injection: SQL in a tag value and in parameters stays data.
+    let (status, body) =
+        http(server.http, "GET", &format!("/api/v1/series?tag.host={}", percent_encode(HOSTILE_HOST)), b"");
+    assert_eq!(status, 200, "{body}");
+    let series: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(series.as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(series[0]["tags"]["host"], HOSTILE_HOST);
+    let (status, body) =
+        http(server.http, "GET", &format!("/api/v1/series?measurement={}", percent_encode("cpu' OR '1'='1")), b"");
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    assert_eq!(shards[0].psql("augur", "SELECT count(*) > 0 FROM series").unwrap(), "t", "the table is still there");
+
+    // The latest values, and parameters checked with clear errors.
+    let (status, body) = http(server.http, "GET", "/api/v1/latest?measurement=cpu&tag.host=host-3&since=now-1d", b"");
+    assert_eq!(status, 200, "{body}");
+    let latest: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let usage = latest.as_array().unwrap().iter().find(|r| r["field"] == "usage").expect("usage is there");
+    assert_eq!(usage["value"].as_f64(), Some(value(3, seconds - 1)));
+    let jobs = latest.as_array().unwrap().iter().find(|r| r["field"] == "jobs").expect("jobs is there");
+    assert_eq!(jobs["value"].as_i64(), Some((3 + seconds - 1) % 7));
+    for (query, complaint) in [
+        ("/api/v1/rollups?resolution=7s", "is not one of 10s, 1m, 1h"),
+        ("/api/v1/rollups?start=now&end=now-1h", "start must be before end"),
+        ("/api/v1/rollups?start=yesterday", "use RFC 3339, now or now-<duration>"),
+        ("/api/v1/rollups?measurement=cpu&hots=1", "unknown parameter(s): hots"),
+        ("/api/v1/rollups?measurement=cpu&resolution=10s&start=2000-01-01T00:00:00Z", "over the limit"),
+    ] {
+        let (status, body) = http(server.http, "GET", query, b"");
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains(complaint), "{query}: {body}");
+    }
+    assert!(server.terminate(Duration::from_secs(60)).success());
+}
+
+/// Posts `body`, retrying while the server sheds load (503); panics on anything else.
+fn post_acknowledged(server: &AugurServer, body: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, reply) = http(server.http, "POST", "/write", body.as_bytes());
+        match status {
+            204 => return,
+            503 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => panic!("{status}: {reply}"),
+        }
+    }
+}
+
+fn shard_metric(server: &AugurServer, name: &str, shard: usize) -> u64 {
+    let (_, text) = http(server.http, "GET", "/metrics", b"");
+    augur_suite::metric(&text, &format!("{name}{{shard=\"shard-{shard}\"}}"))
+        .unwrap_or_else(|| panic!("{name} in {text}"))
+}
+
+#[test]
+fn a_shard_outage_spools_its_rows_and_replays_them_exactly_once_while_the_other_shard_keeps_going() {
+    let shards = postgres_shards("outage", 2);
+    let dir = TempDir::new("pg-outage");
+    let config = postgres_config(&dir.0, &[&shards[0], &shards[1]], "timeout = \"1s\"\nmax-retry-interval = \"200ms\"");
+    let data = dir.0.join("data");
+    let (hosts, seconds, start) = (20, 150, past_hour());
+    let server = AugurServer::start_in(&data, &["--config", config.to_str().unwrap()]);
+    let mut during_outage = (0, 0);
+    for s in 0..seconds {
+        post_acknowledged(&server, &body(hosts, start + s * NANOS, 1));
+        if s == 40 {
+            shards[1].stop().unwrap();
+            during_outage.0 = shard_metric(&server, "augur_postgres_rows_written_total", 0);
+        }
+        if s == 110 {
+            during_outage.1 = shard_metric(&server, "augur_postgres_rows_written_total", 0);
+            assert!(
+                shard_metric(&server, "augur_postgres_batches_spooled_total", 1) > 0,
+                "shard-1's rows were spooled"
+            );
+            assert_eq!(shard_metric(&server, "augur_postgres_breaker_open", 1), 1);
+            shards[1].start_again().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(during_outage.1 > during_outage.0, "shard-0 kept being written during the outage: {during_outage:?}");
+    assert!(server.terminate(Duration::from_secs(60)).success());
+    // 150 s from an hour start: fifteen 10 s windows, three minutes (2.5), one hour.
+    let expected_rows = (hosts * 2 * (15 + 3 + 1)) as u64;
+    assert_eq!(rows(&shards[0]) + rows(&shards[1]), expected_rows, "every window exactly once");
+    let counted: i64 = shards
+        .iter()
+        .map(|s| {
+            s.psql("augur", "SELECT coalesce(sum(count), 0) FROM rollups WHERE resolution = '10s'")
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(counted, (hosts as i64) * 2 * seconds, "every acknowledged value counted once");
+    let spool =
+        std::fs::read_dir(data.join("spool/shard-1")).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count();
+    assert_eq!(spool, 0, "the spool drained");
+}
+
+#[test]
+fn growing_from_two_to_three_shards_moves_nothing_and_queries_stay_complete() {
+    let shards = postgres_shards("grow", 3);
+    let dir = TempDir::new("pg-grow");
+    let data = dir.0.join("data");
+    let hosts = 30;
+    let old = past_hour();
+    let two = postgres_config(&dir.0, &[&shards[0], &shards[1]], "");
+    let server = AugurServer::start_in(&data, &["--config", two.to_str().unwrap()]);
+    post_acknowledged(&server, &body(hosts, old, 30));
+    assert!(server.terminate(Duration::from_secs(60)).success());
+    let before = (checksum(&shards[0]), checksum(&shards[1]));
+
+    let three = postgres_config(&dir.0, &[&shards[0], &shards[1], &shards[2]], "");
+    let server = AugurServer::start_in(&data, &["--config", three.to_str().unwrap()]);
+    // Windows that start after the new epoch go to all three shards.
+    let now = augur_storage::now_nanos();
+    let new = now - now.rem_euclid(10 * NANOS) + 20 * NANOS;
+    post_acknowledged(&server, &body(hosts, new, 30));
+    assert!(server.terminate(Duration::from_secs(60)).success());
+    let map = std::fs::read_to_string(data.join("shard-map.json")).unwrap();
+    assert_eq!(map.matches("\"number\"").count(), 2, "two epochs: {map}");
+    assert!(rows(&shards[2]) > 0, "the new shard takes new windows");
+    let kept: Vec<String> = [&shards[0], &shards[1]]
+        .iter()
+        .map(|s| {
+            s.psql(
+                "augur",
+                &format!(
+                    "SELECT count(*), sum(count) FROM rollups WHERE window_start < to_timestamp({})",
+                    (old / NANOS) + 3600
+                ),
+            )
+            .unwrap()
+        })
+        .collect();
+    let old_rows: Vec<String> =
+        [before.0, before.1].iter().map(|c| c.rsplit_once('|').map(|(head, _)| head.to_owned()).unwrap()).collect();
+    assert_eq!(kept, old_rows, "the old rows stayed where they were");
+
+    let server = AugurServer::start_in(&data, &["--config", three.to_str().unwrap()]);
+    assert_same(&api_rollups(&server, old, old + 30 * NANOS), &oracle(hosts, old, 30));
+    assert_same(&api_rollups(&server, new, new + 30 * NANOS), &oracle(hosts, new, 30));
+    assert!(server.terminate(Duration::from_secs(60)).success());
+}
