@@ -150,11 +150,38 @@ pub async fn write(client: &mut Client, batch: &RecordBatch, known: &mut HashSet
         writer.finish().await?;
         tx.execute(UPSERT_SERIES, &[]).await?;
     }
-    let sink = tx.copy_in("COPY rollups_staging FROM STDIN (FORMAT binary)").await?;
+    copy_rows(&tx, "rollups_staging", &columns, batch.num_rows()).await?;
+    tx.execute(UPSERT_ROLLUPS, &[]).await?;
+    tx.commit().await?;
+    known.extend(new_series.iter().map(|&row| columns.series_id.value(row)));
+    Ok(batch.num_rows() as u64)
+}
+
+/// The baseline [`write`] is measured against (`benches/postgres_write.rs`): the same rows by
+/// binary `COPY` straight into `rollups`, no staging and no upsert, so it fails on a key that is
+/// already there. The day partitions must exist.
+///
+/// # Errors
+/// When the batch is malformed or the database refuses.
+pub async fn copy_without_upsert(client: &mut Client, batch: &RecordBatch) -> Result<u64, WriteError> {
+    let columns = Columns::of(batch)?;
+    let tx = client.transaction().await?;
+    copy_rows(&tx, "rollups", &columns, batch.num_rows()).await?;
+    tx.commit().await?;
+    Ok(batch.num_rows() as u64)
+}
+
+/// Binary `COPY` of every row of `c` into `table` (`rollups` or its staging twin).
+async fn copy_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    c: &Columns<'_>,
+    rows: usize,
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx.copy_in(&format!("COPY {table} FROM STDIN (FORMAT binary)")).await?;
     let writer = BinaryCopyInWriter::new(sink, &ROLLUP_TYPES);
     tokio::pin!(writer);
-    for row in 0..batch.num_rows() {
-        let c = &columns;
+    for row in 0..rows {
         let f = |a: &Float64Array| a.is_valid(row).then(|| a.value(row));
         let n = |a: &Decimal128Array| a.is_valid(row).then(|| Numeric(a.value(row)));
         let u = |a: &UInt64Array| a.is_valid(row).then(|| a.value(row) as i64);
@@ -194,11 +221,8 @@ pub async fn write(client: &mut Client, batch: &RecordBatch, known: &mut HashSet
             ])
             .await?;
     }
-    let rows = writer.finish().await?;
-    tx.execute(UPSERT_ROLLUPS, &[]).await?;
-    tx.commit().await?;
-    known.extend(new_series.iter().map(|&row| columns.series_id.value(row)));
-    Ok(rows)
+    writer.finish().await?;
+    Ok(())
 }
 
 /// The rollup columns [`write`] reads.
