@@ -299,3 +299,66 @@ fn growing_from_two_to_three_shards_moves_nothing_and_queries_stay_complete() {
     assert_same(&api_rollups(&server, new, new + 30 * NANOS), &oracle(hosts, new, 30));
     assert!(server.terminate(Duration::from_secs(60)).success());
 }
+
+#[test]
+fn a_full_spool_makes_ingest_answer_503_and_nothing_acknowledged_is_lost() {
+    let shards = postgres_shards("full", 1);
+    let dir = TempDir::new("pg-full");
+    let config = postgres_config(
+        &dir.0,
+        &[&shards[0]],
+        "spool-max-bytes = 1048576\nqueue-batches = 1\nmax-retry-interval = \"200ms\"\ntimeout = \"1s\"",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[router]\nqueue-capacity-bytes = 1048576\n");
+    std::fs::write(&config, text).unwrap();
+    let data = dir.0.join("data");
+    let server = AugurServer::start_in(&data, &["--config", config.to_str().unwrap()]);
+    shards[0].stop().unwrap();
+
+    let (hosts, start) = (200, past_hour());
+    let mut acknowledged = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Until the shard's spool is at its bound, a 503 is only the pipelines catching up: retry it.
+    // After that, the pipelines wait for the shard, so ingest must keep refusing.
+    let refused = loop {
+        assert!(Instant::now() < deadline, "ingest still accepts after {acknowledged} requests");
+        let body = body(hosts, start + acknowledged * NANOS, 1);
+        let spool_full = shard_metric(&server, "augur_postgres_spool_bytes", 0) >= 1 << 20;
+        let retry_until = Instant::now() + Duration::from_secs(if spool_full { 3 } else { 30 });
+        let mut accepted = false;
+        while Instant::now() < retry_until {
+            let (status, reply) = http(server.http, "POST", "/write", body.as_bytes());
+            match status {
+                204 => {
+                    accepted = true;
+                    break;
+                }
+                503 => std::thread::sleep(Duration::from_millis(50)),
+                _ => panic!("{status}: {reply}"),
+            }
+        }
+        if !accepted {
+            assert!(spool_full, "refused for 30 s before the spool was full");
+            break body;
+        }
+        acknowledged += 1;
+    };
+    assert_eq!(shard_metric(&server, "augur_postgres_breaker_open", 0), 1);
+
+    // The shard comes back: the spool drains and the refused request goes through on retry.
+    shards[0].start_again().unwrap();
+    post_acknowledged(&server, &refused);
+    acknowledged += 1;
+    for s in 0..20 {
+        post_acknowledged(&server, &body(hosts, start + (acknowledged + s) * NANOS, 1));
+    }
+    acknowledged += 20;
+    assert!(server.terminate(Duration::from_secs(60)).success());
+    let counted: i64 = shards[0]
+        .psql("augur", "SELECT coalesce(sum(count), 0) FROM rollups WHERE resolution = '10s'")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(counted, hosts as i64 * 2 * acknowledged, "every acknowledged value counted once, none refused");
+}

@@ -80,7 +80,7 @@ pub async fn prepare(client: &Client) -> Result<(), tokio_postgres::Error> {
     client.batch_execute(CREATE_STAGING).await
 }
 
-/// What [`write`] could not do.
+/// What [`write()`] could not do.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// The batch is not in the rollup schema (a bug upstream); retrying cannot help.
@@ -157,7 +157,7 @@ pub async fn write(client: &mut Client, batch: &RecordBatch, known: &mut HashSet
     Ok(batch.num_rows() as u64)
 }
 
-/// The baseline [`write`] is measured against (`benches/postgres_write.rs`): the same rows by
+/// The baseline [`write()`] is measured against (`benches/postgres_write.rs`): the same rows by
 /// binary `COPY` straight into `rollups`, no staging and no upsert, so it fails on a key that is
 /// already there. The day partitions must exist.
 ///
@@ -225,7 +225,7 @@ async fn copy_rows(
     Ok(())
 }
 
-/// The rollup columns [`write`] reads.
+/// The rollup columns [`write()`] reads.
 struct Columns<'a> {
     series_id: &'a UInt64Array,
     series_key: &'a StringArray,

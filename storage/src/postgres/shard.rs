@@ -184,10 +184,17 @@ impl ShardWriter {
                 Ok(Some(batch)) => batch,
                 Ok(None) => break,
                 Err(error) => {
-                    // Written atomically, so this is damage from outside; keep going without it.
-                    error!(shard = %self.settings.name, %error, "A spooled batch cannot be read; skipping it.");
+                    // Written atomically, so this is damage from outside: keep the file aside.
                     self.stats.batches_rejected.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.spool.pop_front();
+                    match self.spool.set_aside_front() {
+                        Ok(aside) => error!(shard = %self.settings.name, %error, aside = %aside.display(),
+                                            "A spooled batch cannot be read; set aside."),
+                        Err(rename) => {
+                            error!(shard = %self.settings.name, %error, %rename, "A spooled batch cannot be read or set aside.");
+                            break;
+                        }
+                    }
+                    self.publish_spool();
                     continue;
                 }
             };

@@ -97,8 +97,10 @@ impl Spool {
         let Some(&(sequence, _)) = self.files.front() else { return Ok(None) };
         let path = self.folder.join(file_name(sequence));
         let file = File::open(&path).map_err(|source| StorageError::Io { what: "opening", path, source })?;
-        let batches = FileReader::try_new(file, None)?.collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(Some(arrow_select::concat::concat_batches(&crate::schema::rollup_schema(), &batches)?))
+        let reader = FileReader::try_new(file, None)?;
+        let schema = reader.schema();
+        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Some(arrow_select::concat::concat_batches(&schema, &batches)?))
     }
 
     /// Removes the oldest batch (once the shard has it), durably.
@@ -117,6 +119,24 @@ impl Spool {
         self.files.pop_front();
         self.bytes -= size;
         Ok(())
+    }
+}
+
+impl Spool {
+    /// Takes the oldest batch out of the queue without deleting it: its file is renamed
+    /// `<name>.unreadable` for an operator to look at.
+    ///
+    /// # Errors
+    /// When the file cannot be renamed.
+    pub fn set_aside_front(&mut self) -> Result<PathBuf> {
+        let Some(&(sequence, size)) = self.files.front() else { return Ok(self.folder.clone()) };
+        let path = self.folder.join(file_name(sequence));
+        let aside = path.with_extension("arrow.unreadable");
+        fs::rename(&path, &aside).map_err(|source| StorageError::Io { what: "renaming", path, source })?;
+        sync_dir(&self.folder)?;
+        self.files.pop_front();
+        self.bytes -= size;
+        Ok(aside)
     }
 }
 
