@@ -362,3 +362,40 @@ fn a_full_spool_makes_ingest_answer_503_and_nothing_acknowledged_is_lost() {
         .unwrap();
     assert_eq!(counted, hosts as i64 * 2 * acknowledged, "every acknowledged value counted once, none refused");
 }
+
+#[test]
+fn day_partitions_past_hot_retention_are_dropped_and_old_windows_stay_out_of_postgres() {
+    let shards = postgres_shards("retention", 1);
+    let dir = TempDir::new("pg-retention");
+    let config = postgres_config(&dir.0, &[&shards[0]], "hot-retention = \"2d\"");
+    let data = dir.0.join("data");
+    let server = AugurServer::start_in(&data, &["--config", config.to_str().unwrap()]);
+    // The writer migrates at start; an expired day partition left from earlier days:
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shards[0].psql("augur", "SELECT to_regclass('rollups') IS NOT NULL").unwrap() != "t" {
+        assert!(Instant::now() < deadline, "no rollups table");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    shards[0]
+        .psql(
+            "augur",
+            "CREATE TABLE rollups_20200101 PARTITION OF rollups FOR VALUES FROM ('2020-01-01 00:00:00+00') TO ('2020-01-02 00:00:00+00')",
+        )
+        .unwrap();
+    let recent = past_hour();
+    let old = recent - 5 * 86_400 * NANOS;
+    post_acknowledged(&server, &body(3, old, 10));
+    post_acknowledged(&server, &body(3, recent, 10));
+    assert!(server.terminate(Duration::from_secs(60)).success());
+    let partitions = shards[0]
+        .psql(
+            "augur",
+            "SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'rollups'::regclass",
+        )
+        .unwrap();
+    assert!(!partitions.contains("rollups_20200101"), "expired partition dropped: {partitions}");
+    assert_eq!(partitions.split(',').count(), 1, "only the recent day: {partitions}");
+    let oldest = shards[0].psql("augur", "SELECT min(window_start) >= now() - interval '2 days' FROM rollups").unwrap();
+    assert_eq!(oldest, "t", "windows older than hot-retention live in Parquet only");
+}
