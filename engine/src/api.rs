@@ -55,10 +55,7 @@ async fn rollups(State(state): State<ApiState>, Query(params): Params) -> Respon
     let answer = async {
         let hot = state.hot()?;
         let mut params = Parameters::new(params);
-        let filter = params.filter();
-        let field = params.take("field");
-        let resolution = state.resolution(params.take("resolution"))?;
-        let now = augur_storage::now_nanos();
+        let Selection { filter, field, resolution, now } = params.selection(&state)?;
         let start = params.time("start", now)?.unwrap_or(now - 3_600_000_000_000);
         let end = params.time("end", now)?.unwrap_or(now);
         let csv = match params.take("format").as_deref() {
@@ -111,10 +108,7 @@ async fn latest(State(state): State<ApiState>, Query(params): Params) -> Respons
     let answer = async {
         let hot = state.hot()?;
         let mut params = Parameters::new(params);
-        let filter = params.filter();
-        let field = params.take("field");
-        let resolution = state.resolution(params.take("resolution"))?;
-        let now = augur_storage::now_nanos();
+        let Selection { filter, field, resolution, now } = params.selection(&state)?;
         let since = params.time("since", now)?.unwrap_or(now - 3_600_000_000_000);
         params.finish()?;
         Ok(Json(hot.latest(&filter, field, &resolution.name, since).await?).into_response())
@@ -142,6 +136,15 @@ impl ApiState {
     }
 }
 
+/// What the rollups and latest queries both read: which series, which field, at which resolution,
+/// and the time "now" in their time parameters means.
+struct Selection {
+    filter: SeriesFilter,
+    field: Option<String>,
+    resolution: Resolution,
+    now: i64,
+}
+
 /// Query parameters, taken one by one so leftovers can be refused by name.
 struct Parameters(HashMap<String, String>);
 
@@ -166,6 +169,14 @@ impl Parameters {
             .collect();
         tags.sort();
         SeriesFilter { measurement: self.take("measurement"), region: self.take("region"), tags }
+    }
+
+    /// `filter` plus `field` and `resolution` (default: the finest).
+    fn selection(&mut self, state: &ApiState) -> Result<Selection, ApiError> {
+        let filter = self.filter();
+        let field = self.take("field");
+        let resolution = state.resolution(self.take("resolution"))?;
+        Ok(Selection { filter, field, resolution, now: augur_storage::now_nanos() })
     }
 
     /// A time parameter: RFC 3339 (`2026-11-23T04:00:00Z`), `now`, or `now-<duration>` (`now-24h`).
