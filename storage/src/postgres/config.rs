@@ -1,5 +1,6 @@
 //! `[postgres]`: the hot tier's shards, pools, spool and retention.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,10 @@ pub struct PostgresConfig {
     /// `[[postgres.shards]]`, one per server. A shard may be added at any time; a shard that once
     /// held data must stay listed (queries read every shard).
     pub shards: Vec<ShardConfig>,
+    /// `[postgres.region-shards]`: regions whose rows go to some shards only (by name), e.g.
+    /// `eu-west-1 = ["pg-eu"]`. Other regions use every shard.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub region_shards: BTreeMap<String, Vec<String>>,
     /// Connections per shard for queries (writes use one more connection of their own).
     pub pool_size: usize,
     /// How long to wait for a shard to connect or answer one statement.
@@ -45,6 +50,7 @@ impl Default for PostgresConfig {
     fn default() -> Self {
         Self {
             shards: Vec::new(),
+            region_shards: BTreeMap::new(),
             pool_size: 4,
             timeout: Duration::from_secs(5),
             queue_batches: 16,
@@ -80,6 +86,16 @@ impl PostgresConfig {
             }
             if self.shards[..i].iter().any(|other| other.name == shard.name) {
                 problems.push(format!("postgres.shards[{i}].name = {:?} is used twice", shard.name));
+            }
+        }
+        for (region, names) in &self.region_shards {
+            if names.is_empty() {
+                problems.push(format!("postgres.region-shards.{region:?} lists no shard"));
+            }
+            for name in names.iter().filter(|name| !self.shards.iter().any(|s| &s.name == *name)) {
+                problems.push(format!(
+                    "postgres.region-shards.{region:?} names {name:?}, which is not in [[postgres.shards]]"
+                ));
             }
         }
         if self.pool_size == 0 || self.queue_batches == 0 {

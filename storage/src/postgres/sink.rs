@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use arrow_array::{RecordBatch, TimestampNanosecondArray, UInt32Array, UInt64Array};
+use arrow_array::{RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array};
 use tokio::sync::mpsc;
 
 use super::config::PostgresConfig;
@@ -40,7 +40,7 @@ impl PostgresSink {
     /// When the shard map or a spool cannot be opened, or the map lists a shard the config lacks.
     pub fn start(config: &PostgresConfig, data_dir: &Path, runtime: &tokio::runtime::Handle) -> Result<Self> {
         let names: Vec<String> = config.shards.iter().map(|s| s.name.clone()).collect();
-        let map = ShardMap::open(data_dir, &names, crate::now_nanos())?;
+        let map = ShardMap::open(data_dir, &names, &config.region_shards, crate::now_nanos())?;
         let mut shards = Vec::new();
         for shard in &config.shards {
             let connect = shard.url.parse().map_err(|e| {
@@ -88,9 +88,10 @@ impl Sink for PostgresSink {
         let schema_error = |e: StorageError| SinkError::Fatal(e.to_string());
         let ids = typed_column::<UInt64Array>(&batch, "series_id").map_err(schema_error)?;
         let starts = typed_column::<TimestampNanosecondArray>(&batch, "window_start").map_err(schema_error)?;
+        let regions = typed_column::<StringArray>(&batch, "region").map_err(schema_error)?;
         let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); self.shards.len()];
-        for (row, (&id, &start)) in ids.values().iter().zip(starts.values().iter()).enumerate() {
-            rows_of[self.map.shard_of(id, start)].push(row as u32);
+        for row in 0..batch.num_rows() {
+            rows_of[self.map.shard_of(ids.value(row), regions.value(row), starts.value(row))].push(row as u32);
         }
         for (shard, rows) in self.shards.iter().zip(rows_of) {
             if rows.is_empty() {
