@@ -31,6 +31,8 @@ use crate::point::{FieldValue, Point, Precision};
 pub enum Reason {
     #[error("invalid UTF-8")]
     InvalidUtf8,
+    #[error("NUL byte (0x00): not allowed anywhere in a line (PostgreSQL text and most tools cannot hold it)")]
+    NulByte,
     #[error("empty measurement")]
     EmptyMeasurement,
     #[error("missing field set (a line needs at least one field, e.g. `cpu value=1`)")]
@@ -258,6 +260,9 @@ pub struct Parser<'a> {
     /// The body is known to be valid UTF-8 up to here; checked once for the whole body and again
     /// only past a bad line, so clean bodies are validated in one SIMD-friendly pass.
     utf8_valid_until: usize,
+    /// Where the next NUL byte is (the body's length if none): found by one `memchr` pass, so
+    /// clean bodies cost one scan.
+    next_nul: usize,
     precision: Precision,
     default_time: i64,
     max_line_bytes: usize,
@@ -276,6 +281,7 @@ impl<'a> Parser<'a> {
             pos: 0,
             line: first_line.saturating_sub(1),
             utf8_valid_until: 0,
+            next_nul: memchr::memchr(0, body).unwrap_or(body.len()),
             precision,
             default_time,
             max_line_bytes: usize::MAX,
@@ -314,8 +320,14 @@ impl<'a> Parser<'a> {
             let end = memchr::memchr(b'\n', &self.body[start..]).map_or(self.body.len(), |n| start + n);
             self.pos = end + 1;
             self.line += 1;
+            if self.next_nul < start {
+                self.next_nul = memchr::memchr(0, &self.body[start..]).map_or(self.body.len(), |n| start + n);
+            }
             if end - start > self.max_line_bytes {
                 return Some(Err(self.error(self.max_line_bytes, Reason::LineTooLong(self.max_line_bytes))));
+            }
+            if self.next_nul < end {
+                return Some(Err(self.error(self.next_nul - start, Reason::NulByte)));
             }
             let mut line = &self.body[start..end];
             if let [rest @ .., b'\r'] = line {

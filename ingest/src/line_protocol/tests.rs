@@ -213,6 +213,18 @@ fn malformed_lines_name_line_column_and_reason() {
 }
 
 #[test]
+fn nul_bytes_are_rejected_per_line_even_in_comments() {
+    let body = b"m v=1\nm,t=a\0b v=1\n# note \0\nm v=2\nm s=\"x\0\" v=3\n\0\nm v=4\n";
+    let (points, errors) = parse_points(body, Precision::Nanoseconds, NOW);
+    assert_eq!(points.len(), 3);
+    let found: Vec<_> = errors.iter().map(|e| (e.line, e.column, e.reason.clone())).collect();
+    assert_eq!(
+        found,
+        vec![(2, 6, Reason::NulByte), (3, 8, Reason::NulByte), (5, 7, Reason::NulByte), (6, 1, Reason::NulByte)]
+    );
+}
+
+#[test]
 fn invalid_utf8_is_reported_per_line() {
     let mut body = b"m v=1\nm,t=\xff\xfe v=1\nm v=2\nm s=\"\xc3\x28\"\nm,t=\xc3\xa9 v=3\n".to_vec();
     body.extend_from_slice("m,tag=ünïcødé v=4\n".as_bytes());
