@@ -69,7 +69,7 @@ fn main() {
         ..PostgresConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let sink = PostgresSink::start(&config, &dir.0, runtime.handle()).expect("sink");
+    let sink = PostgresSink::start(&config, &dir.0, 0, runtime.handle()).expect("sink");
     let now = augur_storage::now_nanos();
     let day_start = now - now.rem_euclid(3600 * SECOND) - 25 * 3600 * SECOND;
 

@@ -102,7 +102,8 @@ fn api_rollups(server: &AugurServer, start: i64, end: i64) -> BTreeMap<(String, 
         let out_date = std::process::Command::new("date").args(["-u", "-d", window, "+%s"]).output().unwrap();
         let secs: i64 = String::from_utf8(out_date.stdout).unwrap().trim().parse().unwrap();
         let f = |name: &str| row[name].as_f64().unwrap();
-        out.insert((host, secs * NANOS), (row["count"].as_i64().unwrap(), f("sum"), f("min"), f("max")));
+        let value = (row["count"].as_i64().unwrap(), f("sum"), f("min"), f("max"));
+        assert!(out.insert((host.clone(), secs * NANOS), value).is_none(), "one row per window: {host} {window}");
     }
     out
 }
@@ -119,6 +120,23 @@ fn assert_same(
     }
 }
 
+/// No shard refused a batch as invalid (those are kept in `spool/<shard>/rejected/`).
+fn assert_nothing_rejected(data: &std::path::Path) {
+    let Ok(shards) = std::fs::read_dir(data.join("spool")) else { return };
+    for shard in shards {
+        let rejected = shard.unwrap().path().join("rejected");
+        let files = std::fs::read_dir(&rejected).map_or(0, |d| d.count());
+        assert_eq!(files, 0, "batches rejected in {}", rejected.display());
+    }
+}
+
+/// Appends `text` to the config file at `path`.
+fn append_config(path: &std::path::Path, text: &str) {
+    let mut config = std::fs::read_to_string(path).unwrap();
+    config.push_str(text);
+    std::fs::write(path, config).unwrap();
+}
+
 /// An hour-aligned start two hours ago, so every window lies in one hour and is long closed.
 fn past_hour() -> i64 {
     let now = augur_storage::now_nanos();
@@ -133,13 +151,18 @@ fn rollups_reach_every_shard_read_back_equal_the_oracle_and_a_replay_changes_not
     let config = config.to_str().unwrap();
     let data = dir.0.join("data");
     let (hosts, seconds, start) = (40, 60, past_hour());
-    let input = body(hosts, start, seconds);
+    // Plus one field that changes type inside a window: a row per kind. First, so that the
+    // watermark has not passed them.
+    let input =
+        format!("cpu,host=mixed,region=eu mode=1i {start}\ncpu,host=mixed,region=eu mode=2.5 {}\n", start + NANOS)
+            + &body(hosts, start, seconds);
 
     let server = AugurServer::start_in(&data, &["--config", config]);
     assert_eq!(http(server.http, "POST", "/write", input.as_bytes()).0, 204);
     assert!(server.terminate(Duration::from_secs(60)).success());
-    // Per host and field: six 10 s windows, one minute, one hour.
-    let expected_rows = (hosts * 2 * 8) as u64;
+    // Per host and field: six 10 s windows, one minute, one hour; and `mode`'s two kinds at each
+    // of three resolutions.
+    let expected_rows = (hosts * 2 * 8 + 6) as u64;
     let (first, second) = (rows(&shards[0]), rows(&shards[1]));
     assert!(first > 0 && second > 0, "both shards hold rows: {first} and {second}");
     assert_eq!(first + second, expected_rows, "every window once");
@@ -150,6 +173,18 @@ fn rollups_reach_every_shard_read_back_equal_the_oracle_and_a_replay_changes_not
     assert_eq!(http(server.http, "POST", "/write", input.as_bytes()).0, 204);
     assert!(server.terminate(Duration::from_secs(60)).success());
     assert_eq!((checksum(&shards[0]), checksum(&shards[1])), before, "a replay leaves the same rows");
+    assert_nothing_rejected(&data);
+    let kinds: Vec<String> = shards
+        .iter()
+        .map(|s| {
+            s.psql(
+                "augur",
+                "SELECT string_agg(kind, ',' ORDER BY kind) FROM rollups WHERE field = 'mode' AND resolution = '10s'",
+            )
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(kinds.concat(), "float,integer", "a row per kind");
 
     let server = AugurServer::start_in(&data, &["--config", config]);
     let got = api_rollups(&server, start, start + seconds * NANOS);
@@ -175,6 +210,11 @@ fn rollups_reach_every_shard_read_back_equal_the_oracle_and_a_replay_changes_not
     assert_eq!(usage["value"].as_f64(), Some(value(3, seconds - 1)));
     let jobs = latest.as_array().unwrap().iter().find(|r| r["field"] == "jobs").expect("jobs is there");
     assert_eq!(jobs["value"].as_i64(), Some((3 + seconds - 1) % 7));
+    let (status, body) =
+        http(server.http, "GET", "/api/v1/latest?measurement=cpu&tag.host=mixed&field=mode&since=now-1d", b"");
+    assert_eq!(status, 200, "{body}");
+    let mode: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(mode.as_array().unwrap().len(), 2, "a value per kind: {body}");
     for (query, complaint) in [
         ("/api/v1/rollups?resolution=7s", "is not one of 10s, 1m, 1h"),
         ("/api/v1/rollups?start=now&end=now-1h", "start must be before end"),
@@ -252,6 +292,45 @@ fn a_shard_outage_spools_its_rows_and_replays_them_exactly_once_while_the_other_
     let spool =
         std::fs::read_dir(data.join("spool/shard-1")).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count();
     assert_eq!(spool, 0, "the spool drained");
+    assert_nothing_rejected(&data);
+}
+
+#[test]
+fn a_hung_shard_is_timed_out_and_spooled_while_ingest_and_the_other_shard_go_on() {
+    let shards = postgres_shards("hung", 2);
+    let dir = TempDir::new("pg-hung");
+    let config = postgres_config(&dir.0, &[&shards[0], &shards[1]], "timeout = \"1s\"\nmax-retry-interval = \"500ms\"");
+    let data = dir.0.join("data");
+    let (hosts, seconds, start) = (20, 120, past_hour());
+    let server = AugurServer::start_in(&data, &["--config", config.to_str().unwrap()]);
+    let mut during = (0, 0);
+    for s in 0..seconds {
+        if s == 30 {
+            shards[1].pause().unwrap();
+            during.0 = shard_metric(&server, "augur_postgres_rows_written_total", 0);
+        }
+        post_acknowledged(&server, &body(hosts, start + s * NANOS, 1));
+        if s == 90 {
+            during.1 = shard_metric(&server, "augur_postgres_rows_written_total", 0);
+            assert!(
+                shard_metric(&server, "augur_postgres_batches_spooled_total", 1) > 0,
+                "the hung shard's rows were spooled"
+            );
+            shards[1].resume().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(during.1 > during.0, "shard-0 kept being written while shard-1 hung: {during:?}");
+    assert!(server.terminate(Duration::from_secs(60)).success());
+    let counted: i64 = shards
+        .iter()
+        .map(|s| {
+            let sql = "SELECT coalesce(sum(count), 0) FROM rollups WHERE resolution = '10s'";
+            s.psql("augur", sql).unwrap().parse::<i64>().unwrap()
+        })
+        .sum();
+    assert_eq!(counted, (hosts as i64) * 2 * seconds, "every acknowledged value counted once");
+    assert_nothing_rejected(&data);
 }
 
 #[test]
@@ -261,33 +340,44 @@ fn growing_from_two_to_three_shards_moves_nothing_and_queries_stay_complete() {
     let data = dir.0.join("data");
     let hosts = 30;
     let old = past_hour();
+    // A short max-future, so the new epoch (which starts past it) begins within seconds.
+    let model = "[model]\nmax-future = \"5s\"\n";
     let two = postgres_config(&dir.0, &[&shards[0], &shards[1]], "");
+    append_config(&two, model);
     let server = AugurServer::start_in(&data, &["--config", two.to_str().unwrap()]);
     post_acknowledged(&server, &body(hosts, old, 30));
     assert!(server.terminate(Duration::from_secs(60)).success());
     let before = (checksum(&shards[0]), checksum(&shards[1]));
 
     let three = postgres_config(&dir.0, &[&shards[0], &shards[1], &shards[2]], "");
+    append_config(&three, model);
     let server = AugurServer::start_in(&data, &["--config", three.to_str().unwrap()]);
-    // Windows that start after the new epoch go to all three shards.
-    let now = augur_storage::now_nanos();
-    let new = now - now.rem_euclid(10 * NANOS) + 20 * NANOS;
-    post_acknowledged(&server, &body(hosts, new, 30));
+    let map: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("shard-map.json")).unwrap()).unwrap();
+    let epochs = map["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 2, "a new epoch: {map}");
+    let epoch_start = epochs[1]["starts_at"].as_i64().unwrap();
+    assert!(epoch_start > augur_storage::now_nanos(), "the epoch starts past max-future");
+    // Windows that start in the new epoch spread over all three shards.
+    let new = epoch_start - epoch_start.rem_euclid(10 * NANOS) + 10 * NANOS;
+    while augur_storage::now_nanos() < new - 4 * NANOS {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    post_acknowledged(&server, &body(hosts, new, 1));
     assert!(server.terminate(Duration::from_secs(60)).success());
-    let map = std::fs::read_to_string(data.join("shard-map.json")).unwrap();
-    assert_eq!(map.matches("\"number\"").count(), 2, "two epochs: {map}");
     assert!(rows(&shards[2]) > 0, "the new shard takes new windows");
+    let newest_only = shards[2]
+        .psql("augur", &format!("SELECT min(window_start) >= to_timestamp({}) FROM rollups", epoch_start as f64 / 1e9))
+        .unwrap();
+    assert_eq!(newest_only, "t", "no window from before the epoch on the new shard");
     let kept: Vec<String> = [&shards[0], &shards[1]]
         .iter()
         .map(|s| {
-            s.psql(
-                "augur",
-                &format!(
-                    "SELECT count(*), sum(count) FROM rollups WHERE window_start < to_timestamp({})",
-                    (old / NANOS) + 3600
-                ),
-            )
-            .unwrap()
+            let sql = format!(
+                "SELECT count(*), sum(count) FROM rollups WHERE window_start < to_timestamp({})",
+                (old / NANOS) + 3600
+            );
+            s.psql("augur", &sql).unwrap()
         })
         .collect();
     let old_rows: Vec<String> =
@@ -296,8 +386,9 @@ fn growing_from_two_to_three_shards_moves_nothing_and_queries_stay_complete() {
 
     let server = AugurServer::start_in(&data, &["--config", three.to_str().unwrap()]);
     assert_same(&api_rollups(&server, old, old + 30 * NANOS), &oracle(hosts, old, 30));
-    assert_same(&api_rollups(&server, new, new + 30 * NANOS), &oracle(hosts, new, 30));
+    assert_same(&api_rollups(&server, new, new + 10 * NANOS), &oracle(hosts, new, 1));
     assert!(server.terminate(Duration::from_secs(60)).success());
+    assert_nothing_rejected(&data);
 }
 
 #[test]
@@ -361,6 +452,7 @@ fn a_full_spool_makes_ingest_answer_503_and_nothing_acknowledged_is_lost() {
         .parse()
         .unwrap();
     assert_eq!(counted, hosts as i64 * 2 * acknowledged, "every acknowledged value counted once, none refused");
+    assert_nothing_rejected(&data);
 }
 
 #[test]

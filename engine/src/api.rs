@@ -67,7 +67,10 @@ async fn rollups(State(state): State<ApiState>, Query(params): Params) -> Respon
         if start >= end {
             return Err(ApiError::bad("start must be before end".into()));
         }
-        let windows = (end - start - 1) / resolution.nanos + 1;
+        // i128: a range from the distant past to the far future must not wrap.
+        let windows =
+            ((i128::from(end) - i128::from(start) - 1) / i128::from(resolution.nanos) + 1).min(i128::from(i64::MAX));
+        let windows = windows as i64;
         let rows = hot.rollups(&filter, field, &resolution.name, (start, end), (windows, MAX_ROWS)).await?;
         if !csv {
             return Ok(Json(rows).into_response());

@@ -128,6 +128,41 @@ impl LocalPostgres {
         self.run("pg_ctl", &["-D", &self.data().to_string_lossy(), "-m", "fast", "-w", "stop"])
     }
 
+    /// Freezes the server and its backends (`SIGSTOP`): connections stay open but nothing answers,
+    /// the way a hung or partitioned server behaves. [`LocalPostgres::resume`] thaws it.
+    ///
+    /// # Errors
+    /// When the server's processes cannot be found or signalled.
+    pub fn pause(&self) -> Result<(), String> {
+        self.signal("STOP")
+    }
+
+    /// Thaws a server frozen by [`LocalPostgres::pause`].
+    ///
+    /// # Errors
+    /// When the server's processes cannot be found or signalled.
+    pub fn resume(&self) -> Result<(), String> {
+        self.signal("CONT")
+    }
+
+    /// Sends `signal` to the postmaster (its pid is the first line of `postmaster.pid`) and its
+    /// children: only processes this server started.
+    fn signal(&self, signal: &str) -> Result<(), String> {
+        let pid_file = self.data().join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file).map_err(|e| format!("reading {}: {e}", pid_file.display()))?;
+        let postmaster = text.lines().next().unwrap_or_default().trim().to_owned();
+        let children = Command::new("pgrep").args(["-P", &postmaster]).output().map_err(|e| format!("pgrep: {e}"))?;
+        let mut pids = vec![postmaster];
+        pids.extend(String::from_utf8_lossy(&children.stdout).split_whitespace().map(str::to_owned));
+        let status =
+            Command::new("kill").arg(format!("-{signal}")).args(&pids).status().map_err(|e| format!("kill: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -{signal} {} failed", pids.join(" ")))
+        }
+    }
+
     /// Keeps the server's directory after drop (the demo leaves its data for the user to look at).
     pub fn keep_on_drop(&mut self) {
         self.remove_on_drop = false;

@@ -45,8 +45,12 @@ impl Stores {
             None
         };
         let (postgres, hot) = if config.postgres.enabled() {
+            // A new shard epoch starts past every window a previous run may have written: points
+            // are accepted up to `max-future` ahead of their arrival.
+            let max_future = i64::try_from(config.model.max_future.as_nanos()).unwrap_or(i64::MAX);
+            let epoch_start = augur_storage::now_nanos().saturating_add(max_future);
             let sink = Arc::new(
-                PostgresSink::start(&config.postgres, &config.server.data_dir, runtime)
+                PostgresSink::start(&config.postgres, &config.server.data_dir, epoch_start, runtime)
                     .context("starting the PostgreSQL sink")?,
             );
             sinks.push(sink.clone());

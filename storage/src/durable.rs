@@ -30,13 +30,23 @@ pub fn write_atomic(root: &Path, folder: &Path, name: &str, bytes: &[u8]) -> Res
     };
     fs::create_dir_all(folder).map_err(io("creating", folder))?;
     let mut file = File::create_new(&temp).map_err(io("creating", &temp))?;
-    file.write_all(bytes).map_err(io("writing", &temp))?;
-    file.sync_all().map_err(io("syncing", &temp))?;
+    let written = file
+        .write_all(bytes)
+        .map_err(io("writing", &temp))
+        .and_then(|()| file.sync_all().map_err(io("syncing", &temp)));
     drop(file);
+    if let Err(error) = written {
+        // A full disk must not also fill up with the temporary files of every retry.
+        let _ = fs::remove_file(&temp);
+        return Err(error);
+    }
     if name.ends_with(".parquet") && std::env::var(FAULT_ENV).is_ok_and(|v| v == "parquet-before-rename") {
         std::process::abort(); // crash-test fault injection: see FAULT_ENV
     }
-    fs::rename(&temp, &path).map_err(io("renaming", &temp))?;
+    if let Err(error) = fs::rename(&temp, &path) {
+        let _ = fs::remove_file(&temp);
+        return Err(io("renaming", &temp)(error));
+    }
     // The folder records the file; each ancestor up to the root records its child directory, which
     // may be new (created here or by a concurrent writer that has not synced yet). Files are
     // written seldom (per folder, at most every `max-age`), so syncing every level is cheap.

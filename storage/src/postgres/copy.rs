@@ -27,8 +27,8 @@ const UPSERT_SERIES: &str = "INSERT INTO series SELECT id, series_key, measureme
     FROM series_staging ON CONFLICT (id) DO NOTHING";
 
 const UPSERT_ROLLUPS: &str = "INSERT INTO rollups SELECT * FROM rollups_staging
-    ON CONFLICT (series_id, resolution, window_start, field) DO UPDATE SET
-        window_end = EXCLUDED.window_end, kind = EXCLUDED.kind, count = EXCLUDED.count,
+    ON CONFLICT (series_id, resolution, window_start, field, kind) DO UPDATE SET
+        window_end = EXCLUDED.window_end, count = EXCLUDED.count,
         sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max, mean = EXCLUDED.mean,
         stddev = EXCLUDED.stddev, first = EXCLUDED.first, last = EXCLUDED.last,
         int_sum = EXCLUDED.int_sum, int_min = EXCLUDED.int_min, int_max = EXCLUDED.int_max,
@@ -98,15 +98,20 @@ pub enum WriteError {
 }
 
 impl WriteError {
-    /// Whether the same batch may succeed later: the connection failed or the server is
-    /// starting, stopping, out of resources or resolving a conflict. Any other refusal would repeat.
+    /// Whether the same batch may succeed later: the connection failed, the server is starting,
+    /// stopping, out of resources or resolving a conflict, or the shard's setup failed. Any other
+    /// refusal would repeat.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Schema(_) => false,
             Self::Timeout | Self::Unusable(_) => true,
             Self::Postgres(error) => error.code().is_none_or(|code| {
                 let code = code.code();
-                ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class)) || code == "55P03"
+                // 23514: no partition for a row, when a day partition vanished under a cached
+                // connection; the retry reconnects and recreates it.
+                ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class))
+                    || code == "55P03"
+                    || code == "23514"
             }),
         }
     }

@@ -5,9 +5,10 @@
 //! - `augur_migrations`: which migrations ran, when.
 //! - `series`: one row per series written to this shard: id (the u64 series id stored as the
 //!   `bigint` of the same bits), canonical key, measurement, region, tags as `jsonb`.
-//! - `rollups`: one row per (series, field, resolution, window start), range-partitioned by day on
-//!   `window_start`. Its primary key is the natural key, which the upserts and every query use;
-//!   `series` has the two indexes the query API's filters need. No other index: each costs ingest.
+//! - `rollups`: one row per (series, resolution, window start, field, kind), range-partitioned by
+//!   day on `window_start`. Its primary key is that natural key (a field that changes type inside
+//!   a window has a row per kind), which the upserts and every query use; `series` has the two
+//!   indexes the query API's filters need. No other index: each costs ingest.
 
 use tokio_postgres::Client;
 
@@ -60,7 +61,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(
          p99 double precision,
          sketch bytea,
          partial boolean NOT NULL,
-         PRIMARY KEY (series_id, resolution, window_start, field)
+         PRIMARY KEY (series_id, resolution, window_start, field, kind)
      ) PARTITION BY RANGE (window_start);",
 )];
 

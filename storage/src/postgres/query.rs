@@ -27,15 +27,17 @@ const ROLLUPS: &str = "SELECT s.series_key, r.field, r.resolution, r.window_star
         r.sum, r.min, r.max, r.mean, r.stddev, r.first, r.last, r.p50, r.p90, r.p95, r.p99, r.partial
     FROM rollups r JOIN series s ON s.id = r.series_id
     WHERE r.series_id = ANY($1) AND r.resolution = $2 AND r.window_start >= $3 AND r.window_start < $4
-      AND ($5::text IS NULL OR r.field = $5)";
+      AND ($5::text IS NULL OR r.field = $5)
+    LIMIT $6";
 
-/// The newest window of each series (the primary key finds it with one backward index probe),
-/// then that window's rows.
+/// The newest window of each series holding the field asked for (any field when none is), found
+/// with one backward probe of the primary key, then that window's rows.
 const LATEST: &str = "SELECT s.series_key, r.field, r.window_start, r.last_time, r.kind, r.last,
-        r.int_last::text, r.last_string, r.true_count, r.false_count
+        r.int_last::text, r.last_string
     FROM series s
     CROSS JOIN LATERAL (SELECT max(window_start) AS start FROM rollups
-                        WHERE series_id = s.id AND resolution = $2 AND window_start >= $3) newest
+                        WHERE series_id = s.id AND resolution = $2 AND window_start >= $3
+                          AND ($4::text IS NULL OR field = $4)) newest
     JOIN rollups r ON r.series_id = s.id AND r.resolution = $2 AND r.window_start = newest.start
     WHERE s.id = ANY($1) AND ($4::text IS NULL OR r.field = $4)";
 
@@ -169,6 +171,9 @@ impl HotQuery {
                 StorageError::Config(format!("postgres shard {:?}: bad connection string: {e}", shard.name))
             })?;
             pg.connect_timeout(config.timeout);
+            // The server stops a statement past the timeout too, so a connection given back to
+            // the pool after a client-side timeout is not busy with it.
+            pg.options(format!("-c statement_timeout={}", config.timeout.as_millis()));
             let pool = Pool::builder(Manager::new(pg, NoTls))
                 .max_size(config.pool_size)
                 .runtime(Runtime::Tokio1)
@@ -236,17 +241,26 @@ impl HotQuery {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = (ids.len() as i64).saturating_mul(windows);
+        let series = ids.len();
+        let rows = (series as i64).saturating_mul(windows);
         if rows > max_rows {
-            return Err(QueryError::TooManyRows { series: ids.len(), windows, rows, limit: max_rows });
+            return Err(QueryError::TooManyRows { series, windows, rows, limit: max_rows });
         }
         let resolution = resolution.to_owned();
+        let cap = max_rows.saturating_add(1);
         let per_shard = self
             .fan_out(move |client| {
                 let (ids, resolution, field) = (ids.clone(), resolution.clone(), field.clone());
-                async move { client.query(ROLLUPS, &[&*ids, &resolution, &time(start), &time(end), &field]).await }
+                async move {
+                    client.query(ROLLUPS, &[&*ids, &resolution, &time(start), &time(end), &field, &cap]).await
+                }
             })
             .await?;
+        // Several fields per series (or kinds per field) can pass the estimate above: the cap holds.
+        let found: usize = per_shard.iter().map(Vec::len).sum();
+        if found as i64 > max_rows {
+            return Err(QueryError::TooManyRows { series, windows, rows: found as i64, limit: max_rows });
+        }
         let mut rows: Vec<RollupRow> = per_shard
             .into_iter()
             .flatten()
@@ -298,8 +312,9 @@ impl HotQuery {
                 async move { client.query(LATEST, &[&*ids, &resolution, &time(since), &field]).await }
             })
             .await?;
-        // After the shard map grew, a series has rows on several shards: keep the newest.
-        let mut newest: HashMap<(String, String), (SystemTime, LatestRow)> = HashMap::new();
+        // After the shard map grew, a series has rows on several shards: keep the newest per
+        // field and kind.
+        let mut newest: HashMap<(String, String, String), (SystemTime, LatestRow)> = HashMap::new();
         for r in per_shard.into_iter().flatten() {
             let start: SystemTime = r.get(2);
             let kind: String = r.get(4);
@@ -320,13 +335,13 @@ impl HotQuery {
                 kind,
                 value,
             };
-            let key = (row.series.clone(), row.field.clone());
+            let key = (row.series.clone(), row.field.clone(), row.kind.clone());
             if newest.get(&key).is_none_or(|(seen, _)| start > *seen) {
                 newest.insert(key, (start, row));
             }
         }
         let mut rows: Vec<LatestRow> = newest.into_values().map(|(_, row)| row).collect();
-        rows.sort_by(|a, b| (&a.series, &a.field).cmp(&(&b.series, &b.field)));
+        rows.sort_by(|a, b| (&a.series, &a.field, &a.kind).cmp(&(&b.series, &b.field, &b.kind)));
         Ok(rows)
     }
 

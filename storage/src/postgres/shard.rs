@@ -1,10 +1,15 @@
 //! One shard's writer: a tokio task that owns the shard's write connection, its circuit breaker
-//! and its spool. Batches arrive in order on a bounded channel; each goes to PostgreSQL when the
-//! shard answers and nothing older waits in the spool, else to the spool. When the breaker's
-//! retry time comes, the spool is replayed oldest first, each file removed once committed.
+//! and its spool. Batches arrive on a bounded channel; each goes to PostgreSQL when the shard
+//! answers and nothing waits in the spool, else to the spool. When the breaker's retry time comes,
+//! the spool is replayed oldest first, each file removed once committed.
+//!
+//! The writer keeps taking batches while an attempt runs (into the spool), so a shard that hangs
+//! instead of refusing costs at most one attempt's timeout and never holds up the pipelines; only
+//! a full spool stops the intake, which backs up into ingest as 503s.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +29,7 @@ pub(crate) enum Message {
     /// Rollup rows that belong to this shard.
     Batch(RecordBatch),
     /// Answered once every earlier batch is in PostgreSQL or the spool.
-    Flush(std::sync::mpsc::SyncSender<()>),
+    Flush(SyncSender<()>),
 }
 
 /// A shard's counters, read by `/metrics`.
@@ -85,64 +90,97 @@ impl Breaker {
     }
 }
 
+/// The shard's write connection and what it remembers about the shard.
+struct Connection {
+    settings: WriterSettings,
+    /// `None` until connected and after any failure.
+    client: Option<Client>,
+    /// Series ids whose `series` row this shard has (skips re-sending them); reset per connection.
+    known_series: HashSet<u64>,
+    /// Day partitions known to exist; reset per connection.
+    days: HashSet<i64>,
+    last_retention: Option<Instant>,
+}
+
+/// The intake side: what arrives while an attempt runs goes here.
+struct Intake {
+    messages: mpsc::Receiver<Message>,
+    spool: Spool,
+    stats: Arc<ShardStats>,
+    /// Set by the sink before its final flush: the spool then takes batches past its bound, so
+    /// shutdown never waits on a shard that stays down.
+    draining: Arc<AtomicBool>,
+    /// Flushes to answer once the batch in flight is committed or spooled.
+    flushes: Vec<SyncSender<()>>,
+    /// The sink is gone.
+    closed: bool,
+}
+
 /// The task's state.
 pub(crate) struct ShardWriter {
-    settings: WriterSettings,
-    /// The write connection; `None` until connected and after any failure.
-    client: Option<Client>,
-    /// Series ids whose `series` row this shard has (skips re-sending them).
-    known_series: HashSet<u64>,
-    /// Day partitions known to exist.
-    days: HashSet<i64>,
-    spool: Spool,
+    conn: Connection,
+    intake: Intake,
     rejected: Spool,
     breaker: Breaker,
-    stats: Arc<ShardStats>,
-    last_retention: Option<Instant>,
 }
 
 impl std::fmt::Debug for ShardWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardWriter").field("shard", &self.settings.name).field("spool", &self.spool).finish()
+        f.debug_struct("ShardWriter")
+            .field("shard", &self.conn.settings.name)
+            .field("spool", &self.intake.spool)
+            .finish()
     }
 }
 
 impl ShardWriter {
-    pub(crate) fn new(settings: WriterSettings, spool: Spool, rejected: Spool, stats: Arc<ShardStats>) -> Self {
-        stats.spool_batches.store(spool.len() as u64, Ordering::Relaxed);
-        stats.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
-        Self {
+    pub(crate) fn new(
+        settings: WriterSettings,
+        (spool, rejected): (Spool, Spool),
+        messages: mpsc::Receiver<Message>,
+        stats: Arc<ShardStats>,
+        draining: Arc<AtomicBool>,
+    ) -> Self {
+        let conn = Connection {
             settings,
             client: None,
             known_series: HashSet::new(),
             days: HashSet::new(),
-            spool,
-            rejected,
-            breaker: Breaker { retry_at: None, backoff: Breaker::FIRST_RETRY },
-            stats,
             last_retention: None,
-        }
+        };
+        let intake = Intake { messages, spool, stats, draining, flushes: Vec::new(), closed: false };
+        intake.publish_spool();
+        Self { conn, intake, rejected, breaker: Breaker { retry_at: None, backoff: Breaker::FIRST_RETRY } }
     }
 
-    /// Runs until the channel closes.
-    pub(crate) async fn run(mut self, mut messages: mpsc::Receiver<Message>) {
+    fn name(&self) -> &str {
+        &self.conn.settings.name
+    }
+
+    /// Runs until the sink is gone.
+    pub(crate) async fn run(mut self) {
         // Connect (and migrate) now, so queries find the tables before the first window closes.
-        match self.connect().await {
-            Ok(client) => self.client = Some(client),
-            Err(error) => warn!(shard = %self.settings.name, %error, "Shard unavailable at start; will retry."),
+        if let Err(error) = self.conn.connect().await {
+            warn!(shard = %self.name(), %error, "Shard unavailable at start; will retry.");
         }
         loop {
-            if !self.spool.is_empty() && self.breaker.allows_attempt() {
-                self.replay().await;
+            // Everything received so far is committed or spooled.
+            for done in self.intake.flushes.drain(..) {
+                let _ = done.send(());
             }
-            let retry = self.breaker.retry_at.filter(|_| !self.spool.is_empty());
+            if self.intake.closed {
+                return;
+            }
+            if !self.intake.spool.is_empty() && self.breaker.allows_attempt() {
+                self.replay_one().await;
+                continue;
+            }
+            let retry = self.breaker.retry_at.filter(|_| !self.intake.spool.is_empty());
             tokio::select! {
-                message = messages.recv() => match message {
-                    None => break,
+                message = self.intake.messages.recv() => match message {
+                    None => self.intake.closed = true,
+                    Some(Message::Flush(done)) => self.intake.flushes.push(done),
                     Some(Message::Batch(batch)) => self.take(batch).await,
-                    Some(Message::Flush(done)) => {
-                        let _ = done.send(());
-                    }
                 },
                 () = sleep_until(retry) => {}
             }
@@ -151,122 +189,174 @@ impl ShardWriter {
 
     /// Writes `batch` or spools it; returns once it is in one of the two.
     async fn take(&mut self, batch: RecordBatch) {
-        if self.spool.is_empty() && self.breaker.allows_attempt() && self.write(&batch).await {
+        if self.intake.spool.is_empty() && self.breaker.allows_attempt() && self.attempt(&batch).await {
             return;
         }
-        let mut waiting_since: Option<Instant> = None;
+        // Batches that arrived during the attempt are already in the spool, ahead of this one. That
+        // order is harmless: within a run each window's row is emitted once, so no two batches of
+        // one run hold the same key.
+        let mut warned: Option<Instant> = None;
         loop {
-            if self.spool.has_room() {
-                match self.spool.push(&batch) {
+            if self.intake.has_room() {
+                match self.intake.spool.push(&batch) {
                     Ok(()) => {
-                        self.stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
-                        self.publish_spool();
+                        self.intake.stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
+                        self.intake.publish_spool();
                         return;
                     }
-                    Err(error) => error!(shard = %self.settings.name, %error, "Cannot spool a batch; retrying."),
+                    Err(error) => error!(shard = %self.name(), %error, "Cannot spool a batch; retrying."),
                 }
-            } else if waiting_since.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                warn!(shard = %self.settings.name, bytes = self.spool.bytes(),
+            } else if warned.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                warn!(shard = %self.name(), bytes = self.intake.spool.bytes(),
                       "Shard down and its spool full: the pipelines wait, ingest answers 503.");
-                waiting_since = Some(Instant::now());
+                warned = Some(Instant::now());
             }
-            // The shard is the only way out of a full spool: keep trying it.
+            // The shard is the only way out of a full spool (or a failing disk): keep trying it.
             sleep_until(Some(self.breaker.retry_at.unwrap_or_else(|| Instant::now() + Breaker::FIRST_RETRY))).await;
-            self.replay().await;
+            if self.breaker.allows_attempt() {
+                self.replay_one().await;
+            }
         }
     }
 
-    /// Sends spooled batches, oldest first, until the spool is empty or the shard fails.
-    async fn replay(&mut self) {
-        let started = self.spool.len();
-        while self.breaker.allows_attempt() {
-            let batch = match self.spool.front() {
-                Ok(Some(batch)) => batch,
-                Ok(None) => break,
-                Err(error) => {
-                    // Written atomically, so this is damage from outside: keep the file aside.
-                    self.stats.batches_rejected.fetch_add(1, Ordering::Relaxed);
-                    match self.spool.set_aside_front() {
-                        Ok(aside) => error!(shard = %self.settings.name, %error, aside = %aside.display(),
-                                            "A spooled batch cannot be read; set aside."),
-                        Err(rename) => {
-                            error!(shard = %self.settings.name, %error, %rename, "A spooled batch cannot be read or set aside.");
-                            break;
-                        }
+    /// Sends the oldest spooled batch; removes it once committed.
+    async fn replay_one(&mut self) {
+        let batch = match self.intake.spool.front() {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return,
+            Err(error) => {
+                // Written atomically, so this is damage from outside: keep the file aside.
+                self.intake.stats.batches_rejected.fetch_add(1, Ordering::Relaxed);
+                match self.intake.spool.set_aside_front() {
+                    Ok(aside) => error!(shard = %self.name(), %error, aside = %aside.display(),
+                                        "A spooled batch cannot be read; set aside."),
+                    Err(rename) => {
+                        error!(shard = %self.name(), %error, %rename, "A spooled batch cannot be read or set aside.");
+                        self.breaker.open(self.conn.settings.max_retry_interval);
                     }
-                    self.publish_spool();
-                    continue;
                 }
-            };
-            if !self.write(&batch).await {
-                break;
+                self.intake.publish_spool();
+                return;
             }
-            if let Err(error) = self.spool.pop_front() {
-                // The batch is committed; replaying it again later is harmless (idempotent).
-                error!(shard = %self.settings.name, %error, "Cannot remove a replayed spool file.");
-                break;
-            }
-            self.stats.batches_replayed.fetch_add(1, Ordering::Relaxed);
-            self.publish_spool();
+        };
+        if !self.attempt(&batch).await {
+            return;
         }
-        if started > 0 && self.spool.is_empty() {
-            info!(shard = %self.settings.name, batches = started, "Spool replayed; shard caught up.");
+        match self.intake.spool.pop_front() {
+            Ok(()) => {
+                self.intake.stats.batches_replayed.fetch_add(1, Ordering::Relaxed);
+                self.intake.publish_spool();
+                if self.intake.spool.is_empty() {
+                    info!(shard = %self.name(), "Spool replayed; shard caught up.");
+                }
+            }
+            Err(error) => {
+                // Committed already; replaying it again later is harmless (idempotent upserts).
+                error!(shard = %self.name(), %error, "Cannot remove a replayed spool file.");
+                self.breaker.open(self.conn.settings.max_retry_interval);
+            }
         }
     }
 
-    /// Tries to commit `batch`. True when it is committed or was set aside as invalid; false when
-    /// the shard failed (the breaker is open then).
-    async fn write(&mut self, batch: &RecordBatch) -> bool {
-        let result = tokio::time::timeout(self.write_timeout(batch), self.try_write(batch)).await;
+    /// Tries to commit `batch`, taking new batches into the spool meanwhile. True when it is
+    /// committed or kept aside as invalid; false when the shard failed (the breaker is open then).
+    async fn attempt(&mut self, batch: &RecordBatch) -> bool {
+        let limit = self.conn.settings.timeout * 2 + Duration::from_secs(batch.num_rows() as u64 / 50_000 + 1);
+        let result = {
+            let write = tokio::time::timeout(limit, self.conn.write(batch));
+            tokio::pin!(write);
+            let intake = &mut self.intake;
+            loop {
+                tokio::select! {
+                    result = &mut write => break result,
+                    message = intake.messages.recv(), if !intake.closed && intake.has_room() => intake.take(message).await,
+                }
+            }
+        };
         let error = match result {
             Ok(Ok(rows)) => {
                 if self.breaker.retry_at.is_some() {
-                    info!(shard = %self.settings.name, "Shard answers again; breaker closed.");
+                    info!(shard = %self.name(), "Shard answers again; breaker closed.");
                 }
                 self.breaker.close();
-                self.stats.breaker_open.store(false, Ordering::Relaxed);
-                self.stats.rows_written.fetch_add(rows, Ordering::Relaxed);
-                self.stats.batches_written.fetch_add(1, Ordering::Relaxed);
+                let stats = &self.intake.stats;
+                stats.breaker_open.store(false, Ordering::Relaxed);
+                stats.rows_written.fetch_add(rows, Ordering::Relaxed);
+                stats.batches_written.fetch_add(1, Ordering::Relaxed);
                 return true;
             }
             Ok(Err(error)) => error,
             Err(_) => WriteError::Timeout,
         };
-        self.client = None;
-        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        self.conn.client = None;
+        self.intake.stats.write_errors.fetch_add(1, Ordering::Relaxed);
         if !error.is_retryable() {
-            error!(shard = %self.settings.name, %error, "The shard refused a batch as invalid; kept in the spool's rejected/ folder.");
-            self.stats.batches_rejected.fetch_add(1, Ordering::Relaxed);
-            if let Err(error) = self.rejected.push(batch) {
-                error!(shard = %self.settings.name, %error, "Cannot keep the rejected batch.");
+            error!(shard = %self.name(), %error, "The shard refused a batch as invalid; keeping it in the spool's rejected/ folder.");
+            match self.rejected.push(batch) {
+                Ok(()) => {
+                    self.intake.stats.batches_rejected.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                // Not kept aside, so not done: it stays where it is and is tried again later.
+                Err(keep) => error!(shard = %self.name(), error = %keep, "Cannot keep the rejected batch aside."),
             }
-            return true;
+        } else if self.breaker.retry_at.is_none() {
+            warn!(shard = %self.name(), %error, "Shard unavailable; breaker open, spooling its batches.");
         }
-        if self.breaker.retry_at.is_none() {
-            warn!(shard = %self.settings.name, %error, "Shard unavailable; breaker open, spooling its batches.");
-        }
-        self.breaker.open(self.settings.max_retry_interval);
-        self.stats.breaker_open.store(true, Ordering::Relaxed);
+        self.breaker.open(self.conn.settings.max_retry_interval);
+        self.intake.stats.breaker_open.store(true, Ordering::Relaxed);
         false
     }
+}
 
-    /// The time a batch may take: the connect timeout plus a second per 50k rows.
-    fn write_timeout(&self, batch: &RecordBatch) -> Duration {
-        self.settings.timeout * 2 + Duration::from_secs(batch.num_rows() as u64 / 50_000 + 1)
+impl Intake {
+    /// Whether another batch may be spooled.
+    fn has_room(&self) -> bool {
+        self.spool.has_room() || self.draining.load(Ordering::Relaxed)
     }
 
-    async fn try_write(&mut self, batch: &RecordBatch) -> Result<u64, WriteError> {
-        let cutoff = crate::now_nanos() - self.settings.hot_retention.as_nanos() as i64;
+    /// Handles a message that arrived during an attempt: batches go to the spool.
+    async fn take(&mut self, message: Option<Message>) {
+        match message {
+            None => self.closed = true,
+            Some(Message::Flush(done)) => self.flushes.push(done),
+            Some(Message::Batch(batch)) => {
+                // A failing disk: retry until it takes the batch; the attempt's timeout still runs.
+                while let Err(error) = self.spool.push(&batch) {
+                    error!(%error, "Cannot spool a batch; retrying in 1 s.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                self.stats.batches_spooled.fetch_add(1, Ordering::Relaxed);
+                self.publish_spool();
+            }
+        }
+    }
+
+    fn publish_spool(&self) {
+        self.stats.spool_batches.store(self.spool.len() as u64, Ordering::Relaxed);
+        self.stats.spool_bytes.store(self.spool.bytes(), Ordering::Relaxed);
+    }
+}
+
+impl Connection {
+    /// Commits `batch`; connects first if needed.
+    async fn write(&mut self, batch: &RecordBatch) -> Result<u64, WriteError> {
+        let cutoff = crate::now_nanos().saturating_sub(self.settings.hot_retention.as_nanos() as i64);
         let batch = keep_hot_rows(batch, cutoff)?;
         if self.client.is_none() {
-            self.client = Some(self.connect().await?);
+            self.connect().await?;
         }
         let Some(client) = self.client.as_mut() else { return Err(WriteError::Timeout) };
+        let unusable = |e: tokio_postgres::Error| WriteError::Unusable(super::describe(&e));
         if self.last_retention.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
-            let dropped = migrations::drop_days_before(client, cutoff).await?;
-            if !dropped.is_empty() {
-                info!(shard = %self.settings.name, ?dropped, "Dropped rollup days past hot-retention.");
-                self.days.clear();
+            // Housekeeping: a failure here is logged and retried in an hour, never the batch's.
+            match migrations::drop_days_before(client, cutoff).await {
+                Ok(dropped) if !dropped.is_empty() => {
+                    info!(shard = %self.settings.name, ?dropped, "Dropped rollup days past hot-retention.");
+                    self.days.clear();
+                }
+                Ok(_) => {}
+                Err(error) => warn!(shard = %self.settings.name, error = %super::describe(&error), "Retention failed."),
             }
             self.last_retention = Some(Instant::now());
         }
@@ -274,15 +364,20 @@ impl ShardWriter {
         let days: HashSet<i64> = starts.values().iter().map(|&t| day_start(t)).collect();
         for day in days {
             if !self.days.contains(&day) {
-                migrations::create_day_partition(client, day).await?;
+                migrations::create_day_partition(client, day).await.map_err(unusable)?;
                 self.days.insert(day);
             }
         }
         copy::write(client, &batch, &mut self.known_series).await
     }
 
-    async fn connect(&self) -> Result<Client, WriteError> {
+    /// Connects, migrates and prepares the staging tables; forgets what an earlier connection
+    /// learned (the shard may have been restored from a backup or failed over).
+    async fn connect(&mut self) -> Result<(), WriteError> {
         let unusable = |e: tokio_postgres::Error| WriteError::Unusable(super::describe(&e));
+        self.client = None;
+        self.known_series.clear();
+        self.days.clear();
         let mut config = self.settings.connect.clone();
         config.connect_timeout(self.settings.timeout);
         let (mut client, connection) = config.connect(NoTls).await.map_err(unusable)?;
@@ -297,23 +392,19 @@ impl ShardWriter {
             info!(shard = %self.settings.name, applied, "Migrations applied.");
         }
         copy::prepare(&client).await.map_err(unusable)?;
-        Ok(client)
-    }
-
-    fn publish_spool(&self) {
-        self.stats.spool_batches.store(self.spool.len() as u64, Ordering::Relaxed);
-        self.stats.spool_bytes.store(self.spool.bytes(), Ordering::Relaxed);
+        self.client = Some(client);
+        Ok(())
     }
 }
 
 /// The rows of `batch` whose day is still inside hot retention (older ones live in Parquet only).
 fn keep_hot_rows(batch: &RecordBatch, cutoff: i64) -> Result<RecordBatch, WriteError> {
+    const DAY: i64 = 86_400_000_000_000;
     let starts = typed_column::<TimestampNanosecondArray>(batch, "window_start")?;
-    if starts.values().iter().all(|&t| day_start(t) + 86_400_000_000_000 > cutoff) {
+    if starts.values().iter().all(|&t| day_start(t) + DAY > cutoff) {
         return Ok(batch.clone());
     }
-    let keep: BooleanArray =
-        starts.values().iter().map(|&t| Some(day_start(t) + 86_400_000_000_000 > cutoff)).collect();
+    let keep: BooleanArray = starts.values().iter().map(|&t| Some(day_start(t) + DAY > cutoff)).collect();
     Ok(arrow_select::filter::filter_record_batch(batch, &keep).map_err(crate::error::StorageError::from)?)
 }
 

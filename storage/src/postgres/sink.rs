@@ -3,7 +3,7 @@
 //! only a full spool makes [`Sink::rollups`] wait, which backs up into ingest as 503s.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arrow_array::{RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array};
@@ -30,17 +30,31 @@ struct ShardHandle {
     /// Bounded: a writer that cannot keep up (its spool full) makes the pipelines wait.
     messages: mpsc::Sender<Message>,
     stats: Arc<ShardStats>,
+    /// Set at the final flush: the writer then spools past its bound rather than wait.
+    draining: Arc<AtomicBool>,
 }
+
+/// Rows per batch sent to a shard: bounds one attempt's time and one spool file.
+const MAX_BATCH_ROWS: usize = 100_000;
 
 impl PostgresSink {
     /// Opens the shard map and the spools under `data_dir` and starts one writer task per shard
     /// on `runtime`. Does not wait for any shard: one that is down gets its batches spooled.
     ///
+    /// A changed shard list starts a new epoch at `epoch_start` (ns): it must lie after every
+    /// window start a previous run may have written (the engine passes now + `max-future`), so no
+    /// window is ever written under two epochs.
+    ///
     /// # Errors
     /// When the shard map or a spool cannot be opened, or the map lists a shard the config lacks.
-    pub fn start(config: &PostgresConfig, data_dir: &Path, runtime: &tokio::runtime::Handle) -> Result<Self> {
+    pub fn start(
+        config: &PostgresConfig,
+        data_dir: &Path,
+        epoch_start: i64,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Self> {
         let names: Vec<String> = config.shards.iter().map(|s| s.name.clone()).collect();
-        let map = ShardMap::open(data_dir, &names, &config.region_shards, crate::now_nanos())?;
+        let map = ShardMap::open(data_dir, &names, &config.region_shards, epoch_start)?;
         let mut shards = Vec::new();
         for shard in &config.shards {
             let connect = shard.url.parse().map_err(|e| {
@@ -58,8 +72,10 @@ impl PostgresSink {
                 hot_retention: config.hot_retention,
             };
             let (messages, receiver) = mpsc::channel(config.queue_batches);
-            runtime.spawn(ShardWriter::new(settings, spool, rejected, stats.clone()).run(receiver));
-            shards.push(ShardHandle { name: shard.name.clone(), messages, stats });
+            let draining = Arc::new(AtomicBool::new(false));
+            let writer = ShardWriter::new(settings, (spool, rejected), receiver, stats.clone(), draining.clone());
+            runtime.spawn(writer.run());
+            shards.push(ShardHandle { name: shard.name.clone(), messages, stats, draining });
         }
         Ok(Self { map, shards })
     }
@@ -103,13 +119,21 @@ impl Sink for PostgresSink {
                 arrow_select::take::take_record_batch(&batch, &UInt32Array::from(rows))
                     .map_err(|e| SinkError::Fatal(e.to_string()))?
             };
-            self.send(shard, Message::Batch(part))?;
+            for start in (0..part.num_rows()).step_by(MAX_BATCH_ROWS) {
+                let chunk = part.slice(start, MAX_BATCH_ROWS.min(part.num_rows() - start));
+                self.send(shard, Message::Batch(chunk))?;
+            }
         }
         Ok(())
     }
 
-    /// Waits until every batch taken so far is committed or spooled (durable either way).
+    /// Waits until every batch taken so far is committed or spooled (durable either way). Called
+    /// at shutdown: from here on a shard that is down has its spool grow past the bound rather
+    /// than hold shutdown up.
     fn flush(&self) -> Result<(), SinkError> {
+        for shard in &self.shards {
+            shard.draining.store(true, Ordering::Relaxed);
+        }
         for shard in &self.shards {
             let (done, wait) = std::sync::mpsc::sync_channel(1);
             self.send(shard, Message::Flush(done))?;

@@ -131,7 +131,8 @@ impl Spool {
     pub fn set_aside_front(&mut self) -> Result<PathBuf> {
         let Some(&(sequence, size)) = self.files.front() else { return Ok(self.folder.clone()) };
         let path = self.folder.join(file_name(sequence));
-        let aside = path.with_extension("arrow.unreadable");
+        // The time in the name keeps a later file of the same sequence from overwriting it.
+        let aside = path.with_extension(format!("arrow.{}.unreadable", crate::now_nanos()));
         fs::rename(&path, &aside).map_err(|source| StorageError::Io { what: "renaming", path, source })?;
         sync_dir(&self.folder)?;
         self.files.pop_front();
