@@ -186,7 +186,7 @@ cpu,host=a,region=eu f=4.5 3700000000000
 #[test]
 fn hostile_regions_and_measurements_stay_inside_the_tree_and_read_back_unchanged() {
     let dir = TempDir::new("parquet-paths");
-    let hostile = ["..", "../../etc", "a/b", "%2F", "EU", "eu", "x\u{0}y", "ü/..", "C:\\\\tmp", "region=x"];
+    let hostile = ["..", "../../etc", "a/b", "%2F", "EU", "eu", "x\u{1}y", "ü/..", "C:\\\\tmp", "region=x"];
     let mut body = String::new();
     for (i, value) in hostile.iter().enumerate() {
         let escaped = value.replace('\\', "\\\\").replace(' ', "\\ ").replace(',', "\\,").replace('=', "\\=");
