@@ -16,6 +16,7 @@
 //! - [`series`]: canonical series keys and stable series ids.
 //! - [`batch`]: `PointBatch`, the columnar unit that travels through the channels.
 //! - [`router`]: jump-hash placement, partition channels, all-or-nothing admission.
+//! - [`wal`]: the write-ahead log: segments, group commit, recovery, checkpoints.
 //! - [`shutdown`]: the shutdown signal every long-lived task listens to.
 
 pub mod batch;
@@ -28,6 +29,7 @@ pub mod router;
 pub mod series;
 pub mod shutdown;
 pub mod tcp;
+pub mod wal;
 pub mod write;
 
 pub use batch::{PointBatch, PointView, RegionRule};
