@@ -6,7 +6,9 @@
 //! its own and lets many requests share each fsync.
 //!
 //! Files in the WAL directory:
-//! - `<first sequence>.wal`: segments ([`segment`] describes the framing), rolled by size;
+//! - `<first sequence>.wal`: segments, rolled by size: an 8-byte header (`AUGWAL01`), then records
+//!   `length u32 | crc32 u32 | sequence u64 | kind u8 | payload` (little-endian; the crc covers
+//!   what follows it);
 //! - `checkpoint`: the highest sequence whose effects are durable downstream (text), written
 //!   atomically; recovery returns only the records after it.
 
