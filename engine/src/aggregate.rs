@@ -8,6 +8,8 @@
 use augur_ingest::FieldValue;
 use augur_storage::sketch::DdSketch;
 
+use crate::snapshot::{Reader, SnapshotError, Writer};
+
 /// The type of a field's values; a field that changes type is aggregated per type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -321,5 +323,95 @@ mod tests {
         s.add(&FieldValue::String("x"), 2);
         assert_eq!(s.values, Values::String { last: "c".into() });
         assert_eq!((s.count, s.first_time, s.last_time), (4, 1, 9));
+    }
+}
+
+impl Kind {
+    const ALL: [Kind; 5] = [Kind::Float, Kind::Integer, Kind::Unsigned, Kind::Boolean, Kind::String];
+
+    /// Its byte in snapshots.
+    pub fn code(self) -> u8 {
+        Self::ALL.iter().position(|&k| k == self).unwrap_or(0) as u8
+    }
+
+    /// The kind of a snapshot byte.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+}
+
+impl Numeric {
+    fn encode(&self, w: &mut Writer) {
+        let s = &self.stats;
+        for v in [s.sum, s.min, s.max, s.first, s.last, self.mean, self.m2] {
+            w.f64(v);
+        }
+        w.bytes(&self.sketch.to_bytes());
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, SnapshotError> {
+        let mut v = [0.0; 7];
+        for slot in &mut v {
+            *slot = r.f64()?;
+        }
+        let at = r.corrupt();
+        let sketch = DdSketch::from_bytes(r.bytes()?).map_err(|_| at)?;
+        let stats = Stats { sum: v[0], min: v[1], max: v[2], first: v[3], last: v[4] };
+        Ok(Self { stats, mean: v[5], m2: v[6], sketch })
+    }
+}
+
+impl Aggregate {
+    /// Writes this state into a snapshot.
+    pub fn encode(&self, w: &mut Writer) {
+        w.varint(self.count);
+        w.i64(self.first_time);
+        w.i64(self.last_time);
+        match &self.values {
+            Values::Float(numeric) => {
+                w.u8(0);
+                numeric.encode(w);
+            }
+            Values::Exact(exact) => {
+                w.u8(1);
+                exact.0.encode(w);
+                let s = &exact.1;
+                for v in [s.sum, s.min, s.max, s.first, s.last] {
+                    w.i128(v);
+                }
+            }
+            Values::Boolean { trues, falses } => {
+                w.u8(2);
+                w.varint(*trues);
+                w.varint(*falses);
+            }
+            Values::String { last } => {
+                w.u8(3);
+                w.str(last);
+            }
+        }
+    }
+
+    /// Reads what [`Aggregate::encode`] wrote.
+    ///
+    /// # Errors
+    /// When the bytes are damaged.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, SnapshotError> {
+        let (count, first_time, last_time) = (r.varint()?, r.i64()?, r.i64()?);
+        let values = match r.u8()? {
+            0 => Values::Float(Numeric::decode(r)?),
+            1 => {
+                let numeric = Numeric::decode(r)?;
+                let mut v = [0i128; 5];
+                for slot in &mut v {
+                    *slot = r.i128()?;
+                }
+                Values::Exact(Box::new((numeric, Stats { sum: v[0], min: v[1], max: v[2], first: v[3], last: v[4] })))
+            }
+            2 => Values::Boolean { trues: r.varint()?, falses: r.varint()? },
+            3 => Values::String { last: r.str()?.into() },
+            _ => return Err(r.corrupt()),
+        };
+        Ok(Self { count, first_time, last_time, values })
     }
 }

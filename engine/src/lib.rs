@@ -8,6 +8,7 @@
 //! - [`watermark`]: a partition's event-time watermark, lateness and the idle rule.
 //! - [`window`]: tumbling windows at every resolution; coarse ones merged from fine ones.
 //! - [`aggregate`]: the mergeable state of one (series, field, window).
+//! - [`snapshot`]: a partition's open windows and watermark as bytes, for checkpoints.
 //! - [`rollup`]: closed windows as Arrow batches in the rollup schema.
 //! - [`raw`]: raw points as Arrow batches per (measurement, region, hour).
 //! - [`stores`]: the Parquet and PostgreSQL sinks opened from the config, behind one sink.
@@ -32,6 +33,7 @@ pub mod pipeline;
 pub mod raw;
 pub mod rollup;
 pub mod server;
+pub mod snapshot;
 pub mod stores;
 pub mod watermark;
 pub mod window;

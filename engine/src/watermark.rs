@@ -1,5 +1,7 @@
 //! A partition's event-time watermark: how far event time has surely progressed.
 
+use crate::snapshot::{Reader, SnapshotError, Writer};
+
 /// `max event time seen − allowed lateness`, advanced by the wall clock when the partition is idle.
 /// Never moves back.
 #[derive(Debug, Clone)]
@@ -52,6 +54,24 @@ impl Watermark {
                 self.value = self.value.max(max_event.saturating_add(idle).saturating_sub(self.lateness));
             }
         }
+    }
+}
+
+impl Watermark {
+    /// Writes the watermark's state into a snapshot (the settings come from the config).
+    pub fn encode(&self, w: &mut Writer) {
+        w.i64(self.value);
+        w.option_i64(self.max_event);
+        w.option_i64(self.last_data);
+    }
+
+    /// Restores what [`Watermark::encode`] wrote into a watermark with these settings.
+    ///
+    /// # Errors
+    /// When the bytes are damaged.
+    pub fn decode(r: &mut Reader<'_>, allowed_lateness: i64, idle_timeout: i64) -> Result<Self, SnapshotError> {
+        let (value, max_event, last_data) = (r.i64()?, r.option_i64()?, r.option_i64()?);
+        Ok(Self { lateness: allowed_lateness, idle_timeout, value, max_event, last_data })
     }
 }
 

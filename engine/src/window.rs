@@ -17,6 +17,7 @@ use augur_ingest::{PointView, SeriesId};
 
 use crate::aggregate::{Aggregate, Kind};
 use crate::rollup::RollupBuilder;
+use crate::snapshot::{Reader, SnapshotError, Writer};
 
 /// A window length, e.g. 10 s, with its name in output (`10s`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +213,79 @@ impl Windows {
             }
         }
         closed
+    }
+}
+
+impl Windows {
+    /// The resolutions, finest first.
+    pub fn resolutions(&self) -> &[Resolution] {
+        &self.resolutions
+    }
+
+    /// Writes the open windows into a snapshot (see [`crate::snapshot`]).
+    pub fn encode(&self, w: &mut Writer) {
+        w.varint(self.series.len() as u64);
+        for (&id, info) in &self.series {
+            w.i64(id as i64);
+            w.str(&info.key);
+            w.str(&info.measurement);
+            w.str(&info.region);
+            w.varint(u64::from(info.open));
+        }
+        for level in &self.levels {
+            w.varint(level.len() as u64);
+            for (&start, bucket) in level {
+                w.i64(start);
+                w.varint(bucket.len() as u64);
+                for (&id, fields) in bucket {
+                    w.i64(id as i64);
+                    w.varint(fields.len() as u64);
+                    for f in fields {
+                        w.str(&f.field);
+                        w.u8(f.kind.code());
+                        f.aggregate.encode(w);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads what [`Windows::encode`] wrote.
+    ///
+    /// # Errors
+    /// When the bytes are damaged.
+    pub fn decode(r: &mut Reader<'_>, resolutions: Vec<Resolution>) -> Result<Self, SnapshotError> {
+        let mut windows = Self::new(resolutions);
+        let Self { levels, series, names, .. } = &mut windows;
+        for _ in 0..r.count()? {
+            let id = r.i64()? as u64;
+            let key = r.str()?.into();
+            let measurement = Self::intern(names, r.str()?);
+            let region = Self::intern(names, r.str()?);
+            let open = u32::try_from(r.varint()?).map_err(|_| r.corrupt())?;
+            series.insert(id, SeriesInfo { key, measurement, region, open });
+        }
+        for level in levels.iter_mut() {
+            for _ in 0..r.count()? {
+                let start = r.i64()?;
+                let mut bucket = Bucket::default();
+                for _ in 0..r.count()? {
+                    let id = r.i64()? as u64;
+                    if !series.contains_key(&id) {
+                        return Err(r.corrupt());
+                    }
+                    let mut fields = Vec::new();
+                    for _ in 0..r.count()? {
+                        let field = Self::intern(names, r.str()?);
+                        let kind = Kind::from_code(r.u8()?).ok_or_else(|| r.corrupt())?;
+                        fields.push(FieldAggregate { field, kind, aggregate: Aggregate::decode(r)? });
+                    }
+                    bucket.insert(id, fields);
+                }
+                level.insert(start, bucket);
+            }
+        }
+        Ok(windows)
     }
 }
 

@@ -2,4 +2,5 @@
 
 mod harness;
 mod parquet;
+mod snapshot;
 mod windows;
