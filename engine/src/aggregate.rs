@@ -254,78 +254,6 @@ impl Aggregate {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    fn aggregate(values: &[(i64, f64)]) -> Aggregate {
-        let mut agg = Aggregate::new(&FieldValue::Float(values[0].1), values[0].0);
-        for &(t, v) in &values[1..] {
-            agg.add(&FieldValue::Float(v), t);
-        }
-        agg
-    }
-
-    fn numeric(agg: &Aggregate) -> &Numeric {
-        match &agg.values {
-            Values::Float(n) => n,
-            other => panic!("not float: {other:?}"),
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn merging_parts_equals_aggregating_the_whole(
-            values in proptest::collection::vec((0i64..1000, -1e3..1e3f64), 2..60),
-            split in any::<prop::sample::Index>(),
-        ) {
-            let at = 1 + split.index(values.len() - 1);
-            let whole = aggregate(&values);
-            let mut merged = aggregate(&values[..at]);
-            merged.merge(&aggregate(&values[at..]));
-            let (w, m) = (numeric(&whole), numeric(&merged));
-            prop_assert_eq!(whole.count, merged.count);
-            prop_assert_eq!((whole.first_time, whole.last_time), (merged.first_time, merged.last_time));
-            prop_assert_eq!((w.stats.min, w.stats.max, w.stats.first, w.stats.last), (m.stats.min, m.stats.max, m.stats.first, m.stats.last));
-            prop_assert!((w.stats.sum - m.stats.sum).abs() <= 1e-9 * (1.0 + w.stats.sum.abs()));
-            prop_assert!((w.mean - m.mean).abs() <= 1e-9 * (1.0 + w.mean.abs()));
-            prop_assert!((w.m2 - m.m2).abs() <= 1e-6 * (1.0 + w.m2.abs()));
-            prop_assert_eq!(w.sketch.quantile(0.9), m.sketch.quantile(0.9));
-        }
-    }
-
-    #[test]
-    fn integers_are_exact_beyond_f64() {
-        let big = i64::MAX - 1;
-        let mut agg = Aggregate::new(&FieldValue::Integer(big), 1);
-        agg.add(&FieldValue::Integer(big), 2);
-        agg.add(&FieldValue::Integer(-3), 0);
-        let Values::Exact(e) = &agg.values else { panic!() };
-        assert_eq!(e.1.sum, 2 * i128::from(big) - 3);
-        assert_eq!((e.1.min, e.1.max, e.1.first, e.1.last), (-3, i128::from(big), -3, i128::from(big)));
-        let mut u = Aggregate::new(&FieldValue::Unsigned(u64::MAX), 5);
-        u.merge(&Aggregate::new(&FieldValue::Unsigned(u64::MAX), 6));
-        let Values::Exact(e) = &u.values else { panic!() };
-        assert_eq!(e.1.sum, 2 * i128::from(u64::MAX));
-    }
-
-    #[test]
-    fn booleans_and_strings() {
-        let mut b = Aggregate::new(&FieldValue::Boolean(true), 1);
-        b.add(&FieldValue::Boolean(false), 2);
-        b.add(&FieldValue::Boolean(true), 3);
-        assert_eq!(b.values, Values::Boolean { trues: 2, falses: 1 });
-        let mut s = Aggregate::new(&FieldValue::String("b"), 5);
-        s.add(&FieldValue::String("a"), 1);
-        s.add(&FieldValue::String("c"), 9);
-        s.add(&FieldValue::String("x"), 2);
-        assert_eq!(s.values, Values::String { last: "c".into() });
-        assert_eq!((s.count, s.first_time, s.last_time), (4, 1, 9));
-    }
-}
-
 impl Kind {
     const ALL: [Kind; 5] = [Kind::Float, Kind::Integer, Kind::Unsigned, Kind::Boolean, Kind::String];
 
@@ -413,5 +341,77 @@ impl Aggregate {
             _ => return Err(r.corrupt()),
         };
         Ok(Self { count, first_time, last_time, values })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn aggregate(values: &[(i64, f64)]) -> Aggregate {
+        let mut agg = Aggregate::new(&FieldValue::Float(values[0].1), values[0].0);
+        for &(t, v) in &values[1..] {
+            agg.add(&FieldValue::Float(v), t);
+        }
+        agg
+    }
+
+    fn numeric(agg: &Aggregate) -> &Numeric {
+        match &agg.values {
+            Values::Float(n) => n,
+            other => panic!("not float: {other:?}"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn merging_parts_equals_aggregating_the_whole(
+            values in proptest::collection::vec((0i64..1000, -1e3..1e3f64), 2..60),
+            split in any::<prop::sample::Index>(),
+        ) {
+            let at = 1 + split.index(values.len() - 1);
+            let whole = aggregate(&values);
+            let mut merged = aggregate(&values[..at]);
+            merged.merge(&aggregate(&values[at..]));
+            let (w, m) = (numeric(&whole), numeric(&merged));
+            prop_assert_eq!(whole.count, merged.count);
+            prop_assert_eq!((whole.first_time, whole.last_time), (merged.first_time, merged.last_time));
+            prop_assert_eq!((w.stats.min, w.stats.max, w.stats.first, w.stats.last), (m.stats.min, m.stats.max, m.stats.first, m.stats.last));
+            prop_assert!((w.stats.sum - m.stats.sum).abs() <= 1e-9 * (1.0 + w.stats.sum.abs()));
+            prop_assert!((w.mean - m.mean).abs() <= 1e-9 * (1.0 + w.mean.abs()));
+            prop_assert!((w.m2 - m.m2).abs() <= 1e-6 * (1.0 + w.m2.abs()));
+            prop_assert_eq!(w.sketch.quantile(0.9), m.sketch.quantile(0.9));
+        }
+    }
+
+    #[test]
+    fn integers_are_exact_beyond_f64() {
+        let big = i64::MAX - 1;
+        let mut agg = Aggregate::new(&FieldValue::Integer(big), 1);
+        agg.add(&FieldValue::Integer(big), 2);
+        agg.add(&FieldValue::Integer(-3), 0);
+        let Values::Exact(e) = &agg.values else { panic!() };
+        assert_eq!(e.1.sum, 2 * i128::from(big) - 3);
+        assert_eq!((e.1.min, e.1.max, e.1.first, e.1.last), (-3, i128::from(big), -3, i128::from(big)));
+        let mut u = Aggregate::new(&FieldValue::Unsigned(u64::MAX), 5);
+        u.merge(&Aggregate::new(&FieldValue::Unsigned(u64::MAX), 6));
+        let Values::Exact(e) = &u.values else { panic!() };
+        assert_eq!(e.1.sum, 2 * i128::from(u64::MAX));
+    }
+
+    #[test]
+    fn booleans_and_strings() {
+        let mut b = Aggregate::new(&FieldValue::Boolean(true), 1);
+        b.add(&FieldValue::Boolean(false), 2);
+        b.add(&FieldValue::Boolean(true), 3);
+        assert_eq!(b.values, Values::Boolean { trues: 2, falses: 1 });
+        let mut s = Aggregate::new(&FieldValue::String("b"), 5);
+        s.add(&FieldValue::String("a"), 1);
+        s.add(&FieldValue::String("c"), 9);
+        s.add(&FieldValue::String("x"), 2);
+        assert_eq!(s.values, Values::String { last: "c".into() });
+        assert_eq!((s.count, s.first_time, s.last_time), (4, 1, 9));
     }
 }
