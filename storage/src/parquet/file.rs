@@ -22,7 +22,7 @@ use crate::schema::typed_column;
 pub enum SortOrder {
     /// Raw points: by `series_id`, then `time`.
     Raw,
-    /// Rollups: by `series_key`, `field`, then `window_start`.
+    /// Rollups: by `series_key`, `field`, `window_start`, then `kind`.
     Rollups,
 }
 
@@ -83,9 +83,13 @@ fn sort(batch: &RecordBatch, order: SortOrder) -> Result<RecordBatch, StorageErr
             let key = typed_column::<StringArray>(batch, "series_key")?;
             let field = typed_column::<StringArray>(batch, "field")?;
             let start = typed_column::<TimestampNanosecondArray>(batch, "window_start")?;
+            // Kind last: a field that changed type has a row per kind, and a total order makes a
+            // file's bytes (and so its name) independent of the order rows were emitted in.
+            let kind = typed_column::<StringArray>(batch, "kind")?;
             indices.sort_by(|&a, &b| {
                 let (a, b) = (a as usize, b as usize);
-                (key.value(a), field.value(a), start.value(a)).cmp(&(key.value(b), field.value(b), start.value(b)))
+                let row = |i: usize| (key.value(i), field.value(i), start.value(i), kind.value(i));
+                row(a).cmp(&row(b))
             });
         }
     }
