@@ -491,3 +491,36 @@ fn day_partitions_past_hot_retention_are_dropped_and_old_windows_stay_out_of_pos
     let oldest = shards[0].psql("augur", "SELECT min(window_start) >= now() - interval '2 days' FROM rollups").unwrap();
     assert_eq!(oldest, "t", "windows older than hot-retention live in Parquet only");
 }
+
+#[test]
+fn exact_integer_aggregates_reach_postgresql_as_exact_numerics() {
+    let shards = postgres_shards("numeric", 1);
+    let dir = TempDir::new("pg-numeric");
+    let config = postgres_config(&dir.0, &[&shards[0]], "");
+    let data = dir.0.join("data");
+    let server = AugurServer::start_in(&data, &["--config", config.to_str().unwrap()]);
+    let t = past_hour();
+    // Sums past 64 bits, negative extremes, zero, and base-10000 digits with inner zeros.
+    let body = format!(
+        "big,host=a u=18446744073709551615u {t}\nbig,host=a u=18446744073709551615u {}\n\
+         big,host=b i=-9223372036854775808i {t}\nbig,host=b i=-9223372036854775808i {}\n\
+         big,host=c i=0i {t}\nbig,host=d i=100000002i {t}\nbig,host=d i=-7i {}\nbig,host=e i=-100000000i {t}\n",
+        t + NANOS,
+        t + NANOS,
+        t + NANOS
+    );
+    assert_eq!(http(server.http, "POST", "/write", body.as_bytes()).0, 204);
+    assert!(server.terminate(Duration::from_secs(60)).success());
+    let sql = "SELECT s.tags->>'host', r.int_sum::text, r.int_min::text, r.int_max::text, r.int_last::text \
+               FROM rollups r JOIN series s ON s.id = r.series_id WHERE r.resolution = '10s' ORDER BY 1";
+    let rows = shards[0].psql("augur", sql).unwrap();
+    assert_eq!(
+        rows,
+        "a|36893488147419103230|18446744073709551615|18446744073709551615|18446744073709551615\n\
+         b|-18446744073709551616|-9223372036854775808|-9223372036854775808|-9223372036854775808\n\
+         c|0|0|0|0\n\
+         d|99999995|-7|100000002|-7\n\
+         e|-100000000|-100000000|-100000000|-100000000"
+    );
+    assert_nothing_rejected(&data);
+}

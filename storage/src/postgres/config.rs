@@ -21,7 +21,9 @@ pub struct PostgresConfig {
     /// How long to wait for a shard to connect or answer one statement.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Rollup batches waiting in memory for a shard's writer; past it the pipelines wait.
+    /// Rollup batches (up to 100k rows, tens of MB each) waiting in memory for a shard's writer;
+    /// past it the pipelines wait. The writer drains the queue into PostgreSQL or its spool, so it
+    /// only fills when the spool is full.
     pub queue_batches: usize,
     /// Disk each shard's spool (batches kept while the shard is down) may use; past it the
     /// pipelines wait and ingest answers 503.
@@ -53,7 +55,7 @@ impl Default for PostgresConfig {
             region_shards: BTreeMap::new(),
             pool_size: 4,
             timeout: Duration::from_secs(5),
-            queue_batches: 16,
+            queue_batches: 4,
             spool_max_bytes: 1 << 30,
             max_retry_interval: Duration::from_secs(10),
             hot_retention: Duration::from_secs(7 * 86_400),
