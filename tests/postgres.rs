@@ -252,7 +252,7 @@ fn shard_metric(server: &AugurServer, name: &str, shard: usize) -> u64 {
 fn a_shard_outage_spools_its_rows_and_replays_them_exactly_once_while_the_other_shard_keeps_going() {
     let shards = postgres_shards("outage", 2);
     let dir = TempDir::new("pg-outage");
-    let config = postgres_config(&dir.0, &[&shards[0], &shards[1]], "timeout = \"1s\"\nmax-retry-interval = \"200ms\"");
+    let config = postgres_config(&dir.0, &[&shards[0], &shards[1]], "timeout = \"1s\"\nmax-retry-interval = \"30s\"");
     let data = dir.0.join("data");
     let (hosts, seconds, start) = (20, 150, past_hour());
     let server = AugurServer::start_in(&data, &["--config", config.to_str().unwrap()]);
@@ -272,9 +272,14 @@ fn a_shard_outage_spools_its_rows_and_replays_them_exactly_once_while_the_other_
             assert_eq!(shard_metric(&server, "augur_postgres_breaker_open", 1), 1);
             shards[1].start_again().unwrap();
         }
+        if s == 130 {
+            shards[1].stop().unwrap();
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(during_outage.1 > during_outage.0, "shard-0 kept being written during the outage: {during_outage:?}");
+    // Back just before shutdown: the final flush still delivers its spool.
+    shards[1].start_again().unwrap();
     assert!(server.terminate(Duration::from_secs(60)).success());
     // 150 s from an hour start: fifteen 10 s windows, three minutes (2.5), one hour.
     let expected_rows = (hosts * 2 * (15 + 3 + 1)) as u64;

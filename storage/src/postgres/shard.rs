@@ -3,9 +3,9 @@
 //! answers and nothing waits in the spool, else to the spool. When the breaker's retry time comes,
 //! the spool is replayed oldest first, each file removed once committed.
 //!
-//! The writer keeps taking batches while an attempt runs (into the spool), so a shard that hangs
-//! instead of refusing costs at most one attempt's timeout and never holds up the pipelines; only
-//! a full spool stops the intake, which backs up into ingest as 503s.
+//! Once an attempt runs past `timeout` (or while the shard is known to be down), the writer keeps
+//! taking batches into the spool, so a shard that hangs instead of refusing never holds up the
+//! pipelines for long; only a full spool stops the intake, which backs up into ingest as 503s.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -87,6 +87,13 @@ impl Breaker {
 
     fn close(&mut self) {
         self.retry_at = None;
+    }
+
+    /// Allows an attempt now; the backoff stays as it is if that attempt fails.
+    fn retry_now(&mut self) {
+        if self.retry_at.is_some() {
+            self.retry_at = Some(Instant::now());
+        }
     }
 }
 
@@ -179,7 +186,16 @@ impl ShardWriter {
             tokio::select! {
                 message = self.intake.messages.recv() => match message {
                     None => self.intake.closed = true,
-                    Some(Message::Flush(done)) => self.intake.flushes.push(done),
+                    Some(Message::Flush(done)) => {
+                        // A reachable shard gets what its spool holds before the flush is answered
+                        // (at shutdown, PostgreSQL is then complete, not just the spool): one
+                        // attempt now, whatever the backoff says, and on while it succeeds.
+                        self.breaker.retry_now();
+                        while !self.intake.spool.is_empty() && self.breaker.allows_attempt() {
+                            self.replay_one().await;
+                        }
+                        self.intake.flushes.push(done);
+                    }
                     Some(Message::Batch(batch)) => self.take(batch).await,
                 },
                 () = sleep_until(retry) => {}
@@ -262,14 +278,23 @@ impl ShardWriter {
     /// committed or kept aside as invalid; false when the shard failed (the breaker is open then).
     async fn attempt(&mut self, batch: &RecordBatch) -> bool {
         let limit = self.conn.settings.timeout * 2 + Duration::from_secs(batch.num_rows() as u64 / 50_000 + 1);
+        // A healthy shard's writes just queue behind each other (the channel is the buffer); only
+        // an attempt that runs past `timeout`, or any attempt while the shard is known to be down,
+        // sends new batches to the spool instead.
+        let patience = if self.breaker.retry_at.is_some() { Duration::ZERO } else { self.conn.settings.timeout };
         let result = {
             let write = tokio::time::timeout(limit, self.conn.write(batch));
-            tokio::pin!(write);
+            let patience_over = tokio::time::sleep(patience);
+            tokio::pin!(write, patience_over);
+            let mut impatient = patience.is_zero();
             let intake = &mut self.intake;
             loop {
                 tokio::select! {
                     result = &mut write => break result,
-                    message = intake.messages.recv(), if !intake.closed && intake.has_room() => intake.take(message).await,
+                    () = &mut patience_over, if !impatient => impatient = true,
+                    message = intake.messages.recv(), if impatient && !intake.closed && intake.has_room() => {
+                        intake.take(message).await;
+                    }
                 }
             }
         };
