@@ -479,6 +479,8 @@ fn day_partitions_past_hot_retention_are_dropped_and_old_windows_stay_out_of_pos
             "CREATE TABLE rollups_20200101 PARTITION OF rollups FOR VALUES FROM ('2020-01-01 00:00:00+00') TO ('2020-01-02 00:00:00+00')",
         )
         .unwrap();
+    // And one a crash left detached between detaching and dropping.
+    shards[0].psql("augur", "CREATE TABLE rollups_20200102 (LIKE rollups)").unwrap();
     let recent = past_hour();
     let old = recent - 5 * 86_400 * NANOS;
     post_acknowledged(&server, &body(3, old, 10));
@@ -492,6 +494,8 @@ fn day_partitions_past_hot_retention_are_dropped_and_old_windows_stay_out_of_pos
         )
         .unwrap();
     assert!(!partitions.contains("rollups_20200101"), "expired partition dropped: {partitions}");
+    let leftover = shards[0].psql("augur", "SELECT to_regclass('rollups_20200102') IS NULL").unwrap();
+    assert_eq!(leftover, "t", "an expired day left detached is dropped too");
     assert_eq!(partitions.split(',').count(), 1, "only the recent day: {partitions}");
     let oldest = shards[0].psql("augur", "SELECT min(window_start) >= now() - interval '2 days' FROM rollups").unwrap();
     assert_eq!(oldest, "t", "windows older than hot-retention live in Parquet only");

@@ -124,17 +124,25 @@ pub async fn create_day_partition(client: &Client, day: i64) -> Result<(), tokio
 pub async fn drop_days_before(client: &Client, cutoff: i64) -> Result<Vec<String>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT c.relname FROM pg_inherits i
-             JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
-             WHERE p.relname = 'rollups'",
+            // Day tables beside `rollups`, attached or not: a crash between detaching and
+            // dropping leaves one detached, and the next pass drops it.
+            "SELECT c.relname, i.inhrelid IS NOT NULL FROM pg_class c
+             LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = 'rollups'::regclass
+             WHERE c.relkind = 'r' AND c.relname ~ '^rollups_[0-9]{8}$'
+               AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = 'rollups'::regclass)",
             &[],
         )
         .await?;
     let mut dropped = Vec::new();
     for row in rows {
-        let name: String = row.get(0);
+        let (name, attached): (String, bool) = (row.get(0), row.get(1));
         let Some(day) = day_of_partition(&name) else { continue };
         if day + DAY <= cutoff {
+            if attached {
+                // Detached first, concurrently: dropping a partition outright would lock the
+                // whole `rollups` table, queries included, for as long as the drop waits.
+                client.batch_execute(&format!("ALTER TABLE rollups DETACH PARTITION {name} CONCURRENTLY")).await?;
+            }
             client.batch_execute(&format!("DROP TABLE IF EXISTS {name}")).await?;
             dropped.push(name);
         }
