@@ -126,15 +126,30 @@ impl Router {
     }
 
     /// Admits `batches` (at most one per partition, as `(partition, batch)`) all together, or none
-    /// of them.
+    /// of them: [`Router::reserve`] then [`Reservation::send`].
     ///
     /// # Errors
     /// [`Rejected`] when a partition is full or closed; the batches come back untouched so the
     /// caller can retry without parsing again.
-    pub fn admit(&self, batches: Vec<(usize, PointBatch)>) -> Result<(), (Rejected, Vec<(usize, PointBatch)>)> {
+    pub fn admit(
+        self: &Arc<Self>,
+        batches: Vec<(usize, PointBatch)>,
+    ) -> Result<(), (Rejected, Vec<(usize, PointBatch)>)> {
+        self.reserve(batches)?.send()
+    }
+
+    /// Reserves room for `batches` in every partition they go to, all together or none: sending
+    /// them later cannot be refused for space. The write-ahead log sits between the two steps, so
+    /// a request is logged only once it is sure to be taken.
+    ///
+    /// # Errors
+    /// [`Rejected::Full`] when a partition has no room; the batches come back untouched.
+    pub fn reserve(
+        self: &Arc<Self>,
+        batches: Vec<(usize, PointBatch)>,
+    ) -> Result<Reservation, (Rejected, Vec<(usize, PointBatch)>)> {
         for (reserved, (partition, batch)) in batches.iter().enumerate() {
-            let bytes = batch.heap_bytes();
-            if let Err(queued_bytes) = self.reserve(*partition, bytes) {
+            if let Err(queued_bytes) = self.reserve_bytes(*partition, batch.heap_bytes()) {
                 for (p, b) in &batches[..reserved] {
                     self.stats[*p].queued_bytes.fetch_sub(b.heap_bytes(), Ordering::AcqRel);
                 }
@@ -145,28 +160,7 @@ impl Router {
                 return Err((rejected, batches));
             }
         }
-        let mut batches = batches.into_iter();
-        while let Some((partition, batch)) = batches.next() {
-            let (points, bytes) = (batch.len(), batch.heap_bytes());
-            let stats = &self.stats[partition];
-            stats.queued_points.fetch_add(points, Ordering::AcqRel);
-            if let Err(returned) = self.senders[partition].send(batch) {
-                // The consumer is gone (at shutdown, or if the pipelines died): nothing more will be
-                // read. Release what the unsent batches reserved; those sent before are lost with
-                // the consumer, so this request is not retryable as a whole.
-                stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-                stats.queued_points.fetch_sub(points, Ordering::AcqRel);
-                let mut rest = vec![(partition, returned.0)];
-                for (p, b) in batches {
-                    self.stats[p].queued_bytes.fetch_sub(b.heap_bytes(), Ordering::AcqRel);
-                    rest.push((p, b));
-                }
-                return Err((Rejected::Closed { partition }, rest));
-            }
-            stats.points_in.fetch_add(points as u64, Ordering::Relaxed);
-            stats.batches_in.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
+        Ok(Reservation { router: self.clone(), batches })
     }
 
     /// The first partition whose queue is at or over its capacity, if any: a request arriving now
@@ -183,7 +177,7 @@ impl Router {
     }
 
     /// Reserves `bytes` of a partition's budget; `Err(queued)` when it does not fit.
-    fn reserve(&self, partition: usize, bytes: usize) -> Result<(), usize> {
+    fn reserve_bytes(&self, partition: usize, bytes: usize) -> Result<(), usize> {
         let queued = &self.stats[partition].queued_bytes;
         let mut current = queued.load(Ordering::Acquire);
         loop {
@@ -194,6 +188,53 @@ impl Router {
                 Ok(_) => return Ok(()),
                 Err(actual) => current = actual,
             }
+        }
+    }
+}
+
+/// Batches with room reserved in their partitions, from [`Router::reserve`]. Dropped unsent, it
+/// gives the room back.
+#[derive(Debug)]
+pub struct Reservation {
+    router: Arc<Router>,
+    batches: Vec<(usize, PointBatch)>,
+}
+
+impl Reservation {
+    /// Queues the batches in their partitions.
+    ///
+    /// # Errors
+    /// [`Rejected::Closed`] when a partition's consumer is gone (at shutdown, or if the pipelines
+    /// died); the unsent batches come back. Those sent before it are lost with the consumer, so
+    /// the request is not retryable as a whole.
+    pub fn send(mut self) -> Result<(), (Rejected, Vec<(usize, PointBatch)>)> {
+        let router = self.router.clone();
+        let mut batches = std::mem::take(&mut self.batches).into_iter();
+        while let Some((partition, batch)) = batches.next() {
+            let (points, bytes) = (batch.len(), batch.heap_bytes());
+            let stats = &router.stats[partition];
+            stats.queued_points.fetch_add(points, Ordering::AcqRel);
+            if let Err(returned) = router.senders[partition].send(batch) {
+                stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                stats.queued_points.fetch_sub(points, Ordering::AcqRel);
+                let mut rest = vec![(partition, returned.0)];
+                for (p, b) in batches {
+                    router.stats[p].queued_bytes.fetch_sub(b.heap_bytes(), Ordering::AcqRel);
+                    rest.push((p, b));
+                }
+                return Err((Rejected::Closed { partition }, rest));
+            }
+            stats.points_in.fetch_add(points as u64, Ordering::Relaxed);
+            stats.batches_in.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        for (partition, batch) in &self.batches {
+            self.router.stats[*partition].queued_bytes.fetch_sub(batch.heap_bytes(), Ordering::AcqRel);
         }
     }
 }
@@ -272,6 +313,7 @@ mod tests {
     #[test]
     fn admission_is_all_or_nothing() {
         let (router, receivers) = Router::new(2, 1 << 20);
+        let router = Arc::new(router);
         let small = batch("m,region=a v=1\n");
         let big_bytes = (1 << 20) - small.heap_bytes() + 1;
         // Fill partition 1 so that a small batch no longer fits.
@@ -304,11 +346,27 @@ mod tests {
     #[test]
     fn a_batch_larger_than_the_capacity_fits_an_empty_partition() {
         let (router, receivers) = Router::new(1, 1);
+        let router = Arc::new(router);
         router.admit(vec![(0, batch("m v=1\nm v=2\n"))]).unwrap();
         assert!(router.admit(vec![(0, batch("m v=3\n"))]).is_err());
         assert_eq!(receivers[0].try_recv().unwrap().len(), 2);
         assert_eq!(router.stats[0].queued_bytes.load(Ordering::SeqCst), 0);
         router.admit(vec![(0, batch("m v=3\n"))]).unwrap();
+    }
+
+    #[test]
+    fn a_reservation_holds_room_until_sent_and_gives_it_back_when_dropped() {
+        let (router, receivers) = Router::new(1, 1);
+        let router = Arc::new(router);
+        let held = router.reserve(vec![(0, batch("m v=1\n"))]).unwrap();
+        assert!(router.reserve(vec![(0, batch("m v=2\n"))]).is_err(), "the room is taken");
+        drop(held);
+        assert_eq!(router.stats[0].queued_bytes.load(Ordering::SeqCst), 0, "given back");
+        assert!(receivers[0].try_recv().is_none(), "nothing was sent");
+        let held = router.reserve(vec![(0, batch("m v=2\n"))]).unwrap();
+        held.send().unwrap();
+        assert_eq!(receivers[0].try_recv().unwrap().len(), 1);
+        assert_eq!(router.stats[0].queued_bytes.load(Ordering::SeqCst), 0);
     }
 
     #[test]
