@@ -3,7 +3,8 @@
 //! segment once a checkpoint says everything derived from them is durable downstream.
 //!
 //! [`Wal`] is the log itself, used by one thread; [`group::GroupCommit`] runs it on a thread of
-//! its own and lets many requests share each fsync.
+//! its own and lets many requests share each fsync; [`write_record`] is the payload of a logged
+//! write request.
 //!
 //! Files in the WAL directory:
 //! - `<first sequence>.wal`: segments, rolled by size: an 8-byte header (`AUGWAL01`), then records
@@ -14,6 +15,7 @@
 
 pub mod group;
 mod segment;
+pub mod write_record;
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
