@@ -60,8 +60,6 @@ pub struct LocalPostgres {
     port: u16,
     /// Whether commands run as [`SERVICE_USER`] (we are root).
     as_service_user: bool,
-    /// Whether the directory is removed on drop.
-    remove_on_drop: bool,
 }
 
 impl LocalPostgres {
@@ -81,7 +79,7 @@ impl LocalPostgres {
             chown(&dir, Some(uid), Some(gid)).map_err(|e| format!("chown {} to {SERVICE_USER}: {e}", dir.display()))?;
         }
         let port = free_port()?;
-        let server = Self { bin, dir, port, as_service_user, remove_on_drop: true };
+        let server = Self { bin, dir, port, as_service_user };
         server.run(
             "initdb",
             &["-D", &server.data().to_string_lossy(), "-U", "augur", "--auth=trust", "-E", "UTF8", "--no-sync"],
@@ -161,11 +159,6 @@ impl LocalPostgres {
         } else {
             Err(format!("kill -{signal} {} failed", pids.join(" ")))
         }
-    }
-
-    /// Keeps the server's directory after drop (the demo leaves its data for the user to look at).
-    pub fn keep_on_drop(&mut self) {
-        self.remove_on_drop = false;
     }
 
     /// The port it listens on.
@@ -257,9 +250,7 @@ impl LocalPostgres {
 impl Drop for LocalPostgres {
     fn drop(&mut self) {
         let _ = self.run("pg_ctl", &["-D", &self.data().to_string_lossy(), "-m", "immediate", "-w", "stop"]);
-        if self.remove_on_drop {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -3,12 +3,12 @@
 //! Names follow `augur_<stage>_<noun>_<unit>`, counters end in `_total`. Values are read from the
 //! atomics the stages keep (counted per request or batch, never per point).
 
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use augur_ingest::{PartitionStats, Writer};
+use augur_storage::exposition::{header, sample};
 use augur_storage::sink::Sink;
-use axum::http::header;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
 use crate::pipeline::{PartitionTotals, PipelineStats};
@@ -39,8 +39,8 @@ pub fn render(writer: &Writer, pipelines: &PipelineStats, sink: &dyn Sink) -> Re
         ("augur_ingest_bytes_total", "Bytes of line protocol received (decompressed).", &ingest.bytes_in),
     ];
     for (name, help, value) in counters {
-        header_lines(&mut out, name, help, "counter");
-        let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        header(&mut out, name, "counter", help);
+        sample(&mut out, name, &[], value.load(Ordering::Relaxed));
     }
 
     let partitions = writer.router().stats();
@@ -62,9 +62,9 @@ pub fn render(writer: &Writer, pipelines: &PipelineStats, sink: &dyn Sink) -> Re
         }),
     ];
     for (name, help, kind, read) in per_partition {
-        header_lines(&mut out, name, help, kind);
+        header(&mut out, name, kind, help);
         for (partition, stats) in partitions.iter().enumerate() {
-            let _ = writeln!(out, "{name}{{partition=\"{partition}\"}} {}", read(stats));
+            sample(&mut out, name, &[("partition", &partition.to_string())], read(stats));
         }
     }
 
@@ -86,30 +86,20 @@ pub fn render(writer: &Writer, pipelines: &PipelineStats, sink: &dyn Sink) -> Re
         }),
     ];
     for (name, help, kind, read) in per_pipeline {
-        header_lines(&mut out, name, help, kind);
+        header(&mut out, name, kind, help);
         for (partition, t) in totals.iter().enumerate() {
-            let _ = writeln!(out, "{name}{{partition=\"{partition}\"}} {}", read(t));
+            sample(&mut out, name, &[("partition", &partition.to_string())], read(t));
         }
     }
     let name = "augur_pipeline_late_points_by_region_total";
-    header_lines(&mut out, name, "Points behind the watermark per partition and region.", "counter");
+    header(&mut out, name, "counter", "Points behind the watermark per partition and region.");
     for (partition, t) in totals.iter().enumerate() {
         for (region, n) in &t.late_by_region {
-            let _ = writeln!(out, "{name}{{partition=\"{partition}\",region=\"{}\"}} {n}", escape_label(region));
+            sample(&mut out, name, &[("partition", &partition.to_string()), ("region", region)], *n);
         }
     }
 
     sink.render_metrics(&mut out);
 
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
-fn header_lines(out: &mut String, name: &str, help: &str, kind: &str) {
-    // Writing to a String cannot fail.
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// A label value in the exposition format: backslash, quote and newline escaped.
-fn escape_label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

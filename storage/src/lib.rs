@@ -11,11 +11,13 @@
 //! - [`sink`]: the `Sink` trait outputs go through, and the in-memory, null and fan-out sinks.
 //! - [`parquet`]: the Parquet sink: a Hive-partitioned tree of atomically written files.
 //! - [`postgres`]: the PostgreSQL sink: sharded hot tier with a spool per shard, and the query fan-out.
+//! - [`exposition`]: the Prometheus text format every `render_metrics` writes.
 //! - [`durable`]: files written atomically and durably (temporary name, fsync, rename, fsync).
 //! - [`error`]: what can go wrong while storing.
 
 pub mod durable;
 pub mod error;
+pub mod exposition;
 pub mod parquet;
 pub mod postgres;
 pub mod schema;

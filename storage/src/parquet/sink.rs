@@ -22,6 +22,7 @@ use super::file::{self, Encoder, SortOrder};
 use super::layout;
 use crate::durable::{write_atomic, TEMP_PREFIX};
 use crate::error::{Result, StorageError};
+use crate::exposition;
 use crate::schema::typed_column;
 use crate::schema::RawKey;
 use crate::sink::{Sink, SinkError};
@@ -477,7 +478,6 @@ impl Sink for ParquetSink {
     }
 
     fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
         let s = &self.stats;
         let counters = [
             ("augur_parquet_files_written_total", "Parquet files written.", &s.files),
@@ -496,16 +496,12 @@ impl Sink for ParquetSink {
             ),
         ];
         for (name, help, value) in counters {
-            // Writing to a String cannot fail.
-            let _ =
-                writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+            exposition::header(out, name, "counter", help);
+            exposition::sample(out, name, &[], value.load(Ordering::Relaxed));
         }
-        let buffered = self.lock().bytes;
         let name = "augur_parquet_buffered_bytes";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Bytes buffered for Parquet, not yet written.\n# TYPE {name} gauge\n{name} {buffered}"
-        );
+        exposition::header(out, name, "gauge", "Bytes buffered for Parquet, not yet written.");
+        exposition::sample(out, name, &[], self.lock().bytes as u64);
     }
 }
 

@@ -191,6 +191,13 @@ impl HotQuery {
     /// # Errors
     /// [`QueryError::TooManySeries`] past the limit; [`QueryError::Shards`] when a shard fails.
     pub async fn series(&self, filter: &SeriesFilter) -> Result<Vec<SeriesRow>, QueryError> {
+        let mut rows: Vec<SeriesRow> = self.matching(filter).await?.into_values().collect();
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(rows)
+    }
+
+    /// The series matching `filter` by id, over every shard (a series may be on several).
+    async fn matching(&self, filter: &SeriesFilter) -> Result<BTreeMap<u64, SeriesRow>, QueryError> {
         let (measurement, region) = (filter.measurement.clone(), filter.region.clone());
         let tags = serde_json::Value::Object(
             filter.tags.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
@@ -218,9 +225,7 @@ impl HotQuery {
         if by_id.len() > self.max_series {
             return Err(QueryError::TooManySeries { limit: self.max_series });
         }
-        let mut rows: Vec<SeriesRow> = by_id.into_values().collect();
-        rows.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(rows)
+        Ok(by_id)
     }
 
     /// Rollup rows of the matching series at `resolution` with window starts in `[start, end)`
@@ -347,8 +352,7 @@ impl HotQuery {
 
     /// Ids (as stored: the u64's bits in a bigint) of the series matching `filter`.
     async fn series_ids(&self, filter: &SeriesFilter) -> Result<Arc<Vec<i64>>, QueryError> {
-        let series = self.series(filter).await?;
-        Ok(Arc::new(series.iter().filter_map(|s| s.id.parse::<u64>().ok()).map(|id| id as i64).collect()))
+        Ok(Arc::new(self.matching(filter).await?.into_keys().map(|id| id as i64).collect()))
     }
 
     /// Runs `query` on every shard at once, each within the timeout.

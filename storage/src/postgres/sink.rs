@@ -14,6 +14,7 @@ use super::shard::{Message, ShardStats, ShardWriter, WriterSettings};
 use super::shard_map::ShardMap;
 use super::spool::Spool;
 use crate::error::{Result, StorageError};
+use crate::exposition;
 use crate::schema::{typed_column, RawKey};
 use crate::sink::{Sink, SinkError};
 
@@ -144,7 +145,6 @@ impl Sink for PostgresSink {
     }
 
     fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
         type Read = fn(&ShardStats) -> u64;
         let series: [(&str, &str, &str, Read); 9] = [
             ("augur_postgres_rows_written_total", "counter", "Rollup rows committed per shard.", |s| {
@@ -179,10 +179,9 @@ impl Sink for PostgresSink {
             }),
         ];
         for (name, kind, help, read) in series {
-            // Writing to a String cannot fail.
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            exposition::header(out, name, kind, help);
             for shard in &self.shards {
-                let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", shard.name, read(&shard.stats));
+                exposition::sample(out, name, &[("shard", &shard.name)], read(&shard.stats));
             }
         }
     }
