@@ -35,7 +35,7 @@ fn load(sink: &PostgresSink, resolution: Duration, hosts: usize, times: impl Ite
         for start in (0..batch.num_rows()).step_by(100_000) {
             let part = batch.slice(start, 100_000.min(batch.num_rows() - start));
             rows += part.num_rows();
-            sink.rollups(part).expect("sink takes rollups");
+            sink.rollups(1, part).expect("sink takes rollups");
         }
     };
     for time in times {

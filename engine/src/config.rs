@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use augur_ingest::config::{HttpConfig, ModelConfig, RouterConfig, TcpConfig};
+use augur_ingest::config::{HttpConfig, ModelConfig, RouterConfig, TcpConfig, WalConfig};
 use augur_storage::parquet::ParquetConfig;
 use augur_storage::postgres::PostgresConfig;
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[tcp]`: the TCP listener.
     pub tcp: TcpConfig,
+    /// `[wal]`: the write-ahead log under `<data-dir>/wal`.
+    pub wal: WalConfig,
     /// `[parquet]`: the Parquet files under `<data-dir>/parquet`.
     pub parquet: ParquetConfig,
     /// `[postgres]`: the hot tier's shards (none: no hot tier).
@@ -55,6 +57,16 @@ impl ServerConfig {
     /// Where Parquet files go.
     pub fn parquet_dir(&self) -> PathBuf {
         self.data_dir.join("parquet")
+    }
+
+    /// Where the write-ahead log is.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.data_dir.join("wal")
+    }
+
+    /// Where checkpoints are.
+    pub fn state_dir(&self) -> PathBuf {
+        self.data_dir.join("state")
     }
 }
 
@@ -212,6 +224,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = augur_ingest::config::validate(&self.model, &self.router, &self.http, &self.tcp);
         self.engine.validate(&mut problems);
+        problems.extend(self.wal.validate());
         problems.extend(self.parquet.validate());
         problems.extend(self.postgres.validate());
         if self.server.data_dir.as_os_str().is_empty() {

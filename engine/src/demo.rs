@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::config::Config;
 use crate::loadgen::{self, Live, LoadgenOptions};
 use crate::local_postgres::LocalPostgres;
+use crate::recovery::Recovered;
 use crate::server::Server;
 use crate::stores::Stores;
 
@@ -47,9 +48,10 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
             .collect();
     }
     let sink = Arc::new(MemorySink::default());
-    let stores = Stores::open(&config, &tokio::runtime::Handle::current(), vec![sink.clone()])?;
+    let recovered = Recovered::open(&config)?;
+    let stores = Stores::open(&config, &tokio::runtime::Handle::current(), vec![sink.clone()], recovered.committed())?;
     let parquet = stores.parquet.clone().context("the demo writes Parquet")?;
-    let server = Server::start(&config, stores.sink.clone(), stores.hot.clone()).await?;
+    let server = Server::start(&config, stores.sink.clone(), stores.hot.clone(), recovered).await?;
     println!("Augur demo");
     println!(
         "  engine:    {} partitions, data dir {}",

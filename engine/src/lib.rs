@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`config`]: `augur.toml`, environment overrides, validation.
 //! - [`server`]: builds and runs everything from a config; orderly shutdown.
+//! - [`recovery`]: the last checkpoint and the write-ahead log at start; the replay.
+//! - [`checkpoint`]: barriers, partition states, durable sinks, then the log truncated.
 //! - [`pipeline`]: the rayon pool draining the partition channels, one task per partition per tick.
 //! - [`watermark`]: a partition's event-time watermark, lateness and the idle rule.
 //! - [`window`]: tumbling windows at every resolution; coarse ones merged from fine ones.
@@ -22,6 +24,7 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod demo;
@@ -31,6 +34,7 @@ pub mod lock;
 pub mod metrics;
 pub mod pipeline;
 pub mod raw;
+pub mod recovery;
 pub mod rollup;
 pub mod server;
 pub mod snapshot;

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use augur_engine::checkpoint::Checkpoint;
 use augur_engine::config::Config;
 use augur_engine::loadgen::{self, LoadgenOptions};
 use augur_engine::lock::DataDirLock;
+use augur_engine::recovery::Recovered;
 use augur_engine::stores::Stores;
 use augur_engine::{demo, server::Server};
 use augur_storage::parquet::compact::compact_tree;
@@ -155,7 +157,10 @@ fn compact(args: &CompactArgs) -> anyhow::Result<()> {
     let encoder =
         Encoder::new(config.parquet.zstd_level, config.parquet.row_group_rows, config.parquet.row_group_bytes)?;
     let staging = config.server.data_dir.join("parquet-staging");
-    let done = compact_tree(&config.server.parquet_dir(), &staging, &encoder, args.min_files, COMPACTION_GRACE)?;
+    // Files after the last checkpoint may be deleted and written again by the next start's replay.
+    let committed = Checkpoint::read(&config.server.state_dir())?.map_or(0, |c| c.epoch);
+    let done =
+        compact_tree(&config.server.parquet_dir(), &staging, &encoder, args.min_files, COMPACTION_GRACE, committed)?;
     println!(
         "compacted {} folder(s): {} file(s) into {}; old files are deleted from {} after {} minutes",
         done.folders,
@@ -169,8 +174,9 @@ fn compact(args: &CompactArgs) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let _lock = DataDirLock::acquire(&config.server.data_dir)?;
-    let stores = Stores::open(&config, &tokio::runtime::Handle::current(), Vec::new())?;
-    let server = Server::start(&config, stores.sink, stores.hot).await?;
+    let recovered = Recovered::open(&config)?;
+    let stores = Stores::open(&config, &tokio::runtime::Handle::current(), Vec::new(), recovered.committed())?;
+    let server = Server::start(&config, stores.sink, stores.hot, recovered).await?;
     // Tests and scripts read the bound addresses (port 0 picks free ones) from this line.
     println!("augur listening http={} tcp={}", server.http_addr(), server.tcp_addr());
     wait_for_stop_signal().await?;

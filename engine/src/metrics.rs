@@ -5,13 +5,54 @@
 
 use std::sync::atomic::Ordering;
 
+use std::sync::Arc;
+
+use augur_ingest::wal::group::GroupStats;
 use augur_ingest::{PartitionStats, Writer};
 use augur_storage::exposition::{header, sample};
 use augur_storage::sink::Sink;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
+use crate::checkpoint::CheckpointStats;
 use crate::pipeline::{PartitionTotals, PipelineStats};
+use crate::recovery::RecoveryStats;
+
+/// The counters of the write-ahead log, the checkpoints and the last recovery.
+#[derive(Debug, Clone)]
+pub struct Durability {
+    /// The log's commit thread.
+    pub log: Arc<GroupStats>,
+    /// The checkpointer.
+    pub checkpoints: Arc<CheckpointStats>,
+    /// What the start found and replayed.
+    pub recovery: Arc<RecoveryStats>,
+}
+
+impl Durability {
+    fn render(&self, out: &mut String) {
+        let (log, checkpoints, recovery) = (&self.log, &self.checkpoints, &self.recovery);
+        let series = [
+            ("augur_wal_commits_total", "counter", "Log commits (one write and, with fsync, one fsync each).", &log.commits),
+            ("augur_wal_records_total", "counter", "Requests committed to the log.", &log.records),
+            ("augur_wal_bytes", "gauge", "Bytes of the log on disk.", &log.bytes),
+            ("augur_checkpoints_total", "counter", "Checkpoints recorded since start.", &checkpoints.completed),
+            ("augur_checkpoint_failures_total", "counter", "Checkpoint attempts that failed (retried).", &checkpoints.failed),
+            ("augur_checkpoint_epoch", "gauge", "Epoch of the last recorded checkpoint.", &checkpoints.epoch),
+            ("augur_checkpoint_duration_milliseconds", "gauge", "How long the last checkpoint took.", &checkpoints.last_millis),
+            ("augur_checkpoint_bytes", "gauge", "Size of the last checkpoint file.", &checkpoints.last_bytes),
+            ("augur_recovery_torn_bytes", "gauge", "Bytes of a torn log tail cut off at start.", &recovery.torn_bytes),
+            ("augur_recovery_dropped_segments", "gauge", "Log segments dropped after a torn tail at start.", &recovery.dropped_segments),
+            ("augur_recovery_replayed_records", "gauge", "Log records replayed at start.", &recovery.replayed_records),
+            ("augur_recovery_replayed_points", "gauge", "Points in the records replayed at start.", &recovery.replayed_points),
+            ("augur_recovery_skipped_records", "gauge", "Log records that could not be read at start (logged).", &recovery.skipped_records),
+        ];
+        for (name, kind, help, value) in series {
+            header(out, name, kind, help);
+            sample(out, name, &[], value.load(Ordering::Relaxed));
+        }
+    }
+}
 
 /// Reads one counter of a partition's router side.
 type ReadPartition = fn(&PartitionStats) -> u64;
@@ -19,7 +60,7 @@ type ReadPartition = fn(&PartitionStats) -> u64;
 type ReadTotals = fn(&PartitionTotals) -> u64;
 
 /// Renders every metric.
-pub fn render(writer: &Writer, pipelines: &PipelineStats, sink: &dyn Sink) -> Response {
+pub fn render(writer: &Writer, pipelines: &PipelineStats, durability: &Durability, sink: &dyn Sink) -> Response {
     let mut out = String::new();
     let ingest = writer.stats();
     let counters = [
@@ -37,6 +78,7 @@ pub fn render(writer: &Writer, pipelines: &PipelineStats, sink: &dyn Sink) -> Re
             &ingest.points_shed,
         ),
         ("augur_ingest_bytes_total", "Bytes of line protocol received (decompressed).", &ingest.bytes_in),
+        ("augur_ingest_log_errors_total", "Requests the write-ahead log refused (full, disk error).", &ingest.log_errors),
     ];
     for (name, help, value) in counters {
         header(&mut out, name, "counter", help);
@@ -99,6 +141,7 @@ pub fn render(writer: &Writer, pipelines: &PipelineStats, sink: &dyn Sink) -> Re
         }
     }
 
+    durability.render(&mut out);
     sink.render_metrics(&mut out);
 
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

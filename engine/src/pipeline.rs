@@ -7,20 +7,26 @@
 //! every accepted point); apply the idle rule; close the windows the watermark passed and hand
 //! them to the sink as rollups. State is moved into the task that owns it (`par_iter_mut`), so no
 //! lock is taken on the per-point path; totals are published once per tick.
+//!
+//! A checkpoint barrier in the channel ends the tick early: everything before it is processed and
+//! emitted, then the partition's state (open windows, watermark) is encoded and handed to the
+//! checkpointer, and what follows belongs to the next epoch.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use augur_ingest::{PartitionReceiver, PointBatch};
-use augur_storage::sink::Sink;
+use augur_ingest::{Barrier, Delivery, PartitionReceiver, PointBatch};
+use augur_storage::sink::{Epoch, Sink};
+use crossbeam_channel::Sender;
 use rayon::prelude::*;
 use tracing::{error, warn};
 
 use crate::clock::Clock;
 use crate::raw::raw_batches;
 use crate::rollup::RollupBuilder;
+use crate::snapshot::{self, SnapshotError};
 use crate::watermark::Watermark;
 use crate::window::{Resolution, Windows};
 
@@ -87,6 +93,17 @@ impl PipelineStats {
     }
 }
 
+/// A partition's state at a barrier, for the checkpointer.
+#[derive(Debug)]
+pub struct PartitionSnapshot {
+    /// The partition.
+    pub partition: usize,
+    /// The barrier it was taken at.
+    pub barrier: Barrier,
+    /// Its open windows and watermark ([`snapshot::encode`]).
+    pub bytes: Vec<u8>,
+}
+
 /// One partition's owner.
 struct PartitionTask {
     receiver: PartitionReceiver,
@@ -97,15 +114,21 @@ struct PartitionTask {
     sink: Arc<dyn Sink>,
     disconnected: bool,
     last_sink_error_log: Option<Instant>,
+    /// The epoch of what this partition emits now.
+    epoch: Epoch,
+    /// Where snapshots go at barriers (none: barriers only advance the epoch).
+    checkpoints: Option<Sender<PartitionSnapshot>>,
 }
 
 impl PartitionTask {
-    /// One tick at wall-clock time `now`; whether any batch was found.
+    /// One tick at wall-clock time `now`; whether any batch or barrier was found.
     fn tick(&mut self, now: i64) -> bool {
         let mut drained = Vec::new();
-        while drained.len() < MAX_BATCHES_PER_TICK {
+        let mut barrier = None;
+        while drained.len() < MAX_BATCHES_PER_TICK && barrier.is_none() {
             match self.receiver.recv_timeout(Duration::ZERO) {
-                Ok(batch) => drained.push(batch),
+                Ok(Delivery::Batch(batch)) => drained.push(batch),
+                Ok(Delivery::Barrier(b)) => barrier = Some(b),
                 Err(disconnected) => {
                     self.disconnected = disconnected;
                     break;
@@ -121,7 +144,20 @@ impl PartitionTask {
         }
         self.watermark.tick(now);
         self.emit_closed(false);
-        !drained.is_empty()
+        if let Some(barrier) = barrier {
+            self.checkpoint(barrier);
+        }
+        !drained.is_empty() || barrier.is_some()
+    }
+
+    /// Hands the partition's state at `barrier` to the checkpointer; what follows is the next epoch.
+    fn checkpoint(&mut self, barrier: Barrier) {
+        if let Some(checkpoints) = &self.checkpoints {
+            let bytes = snapshot::encode(&self.windows, &self.watermark);
+            // The checkpointer only goes away at shutdown, after its last checkpoint.
+            let _ = checkpoints.send(PartitionSnapshot { partition: self.receiver.partition, barrier, bytes });
+        }
+        self.epoch = barrier.epoch + 1;
     }
 
     fn process(&mut self, batch: &PointBatch) {
@@ -146,7 +182,7 @@ impl PartitionTask {
             Ok(raw) => {
                 for (key, batch) in raw {
                     let rows = batch.num_rows() as u64;
-                    match self.sink.raw(&key, batch) {
+                    match self.sink.raw(self.epoch, &key, batch) {
                         Ok(()) => self.totals.raw_rows += rows,
                         Err(e) => self.sink_failed(&e),
                     }
@@ -161,7 +197,7 @@ impl PartitionTask {
         let closed = self.windows.close(self.watermark.value(), flush, &mut self.rollups);
         if closed.rows > 0 {
             match self.rollups.finish() {
-                Ok(batch) => match self.sink.rollups(batch) {
+                Ok(batch) => match self.sink.rollups(self.epoch, batch) {
                     Ok(()) => self.totals.rollup_rows += closed.rows as u64,
                     Err(e) => self.sink_failed(&e),
                 },
@@ -198,6 +234,7 @@ pub struct Partitions {
     pool: rayon::ThreadPool,
     stats: Arc<PipelineStats>,
     sink: Arc<dyn Sink>,
+    config: PipelineConfig,
 }
 
 impl std::fmt::Debug for Partitions {
@@ -232,10 +269,52 @@ impl Partitions {
                 sink: sink.clone(),
                 disconnected: false,
                 last_sink_error_log: None,
+                epoch: 1,
+                checkpoints: None,
             })
             .collect();
         let stats = Arc::new(PipelineStats { partitions: Mutex::new(vec![PartitionTotals::default(); tasks.len()]) });
-        Ok(Self { tasks, pool, stats, sink })
+        Ok(Self { tasks, pool, stats, sink, config: config.clone() })
+    }
+
+    /// Sends each partition's state to `checkpoints` at every barrier.
+    #[must_use]
+    pub fn with_checkpoints(mut self, checkpoints: &Sender<PartitionSnapshot>) -> Self {
+        for task in &mut self.tasks {
+            task.checkpoints = Some(checkpoints.clone());
+        }
+        self
+    }
+
+    /// Continues from the checkpoint of `epoch`: each partition's state from `snapshots` (one per
+    /// partition, in order), and output from here on in epoch `epoch + 1`.
+    ///
+    /// # Errors
+    /// When a snapshot cannot be read or was taken under other resolutions.
+    pub fn restore(&mut self, epoch: Epoch, snapshots: &[Vec<u8>]) -> Result<(), SnapshotError> {
+        let settings = (self.config.allowed_lateness, self.config.idle_timeout);
+        for (task, bytes) in self.tasks.iter_mut().zip(snapshots) {
+            let (windows, watermark) = snapshot::decode(bytes, self.config.resolutions.clone(), settings)?;
+            task.windows = windows;
+            task.watermark = watermark;
+            task.totals.active_series = task.windows.active_series() as u64;
+            task.totals.watermark = task.watermark.value();
+        }
+        for task in &mut self.tasks {
+            task.epoch = epoch + 1;
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// Number of partitions.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether there are none (never: a router has at least one partition).
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
     }
 
     /// The published totals.
@@ -288,20 +367,13 @@ pub struct Pipelines {
 }
 
 impl Pipelines {
-    /// Starts draining `receivers` into `sink`, on a thread of its own, with `clock` for the idle
-    /// rule.
+    /// Starts driving `partitions` on a thread of its own, with `clock` for the idle rule.
     ///
     /// # Errors
-    /// When the thread pool or the driver thread cannot be created.
-    pub fn start(
-        receivers: Vec<PartitionReceiver>,
-        config: &PipelineConfig,
-        sink: Arc<dyn Sink>,
-        clock: Arc<dyn Clock>,
-    ) -> std::io::Result<Self> {
-        let mut partitions = Partitions::new(receivers, config, sink)?;
+    /// When the driver thread cannot be created.
+    pub fn start(mut partitions: Partitions, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
         let stats = partitions.stats().clone();
-        let tick = config.tick;
+        let tick = partitions.config.tick;
         let driver = std::thread::Builder::new().name("augur-pipelines".into()).spawn(move || {
             loop {
                 let found = partitions.tick(clock.now_nanos());

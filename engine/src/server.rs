@@ -1,5 +1,6 @@
-//! Wiring: builds the router, the pools and the pipelines from a [`Config`], opens the listeners,
-//! and shuts everything down in order.
+//! Wiring: builds the router, the pools and the pipelines from a [`Config`], restores the last
+//! checkpoint and replays the write-ahead log after it, opens the listeners, and shuts everything
+//! down in order.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use augur_ingest::http::HttpState;
 use augur_ingest::shutdown::{shutdown_channel, ShutdownTrigger};
+use augur_ingest::wal::group::GroupCommit;
 use augur_ingest::{Router, Writer};
 use augur_storage::postgres::HotQuery;
 use augur_storage::sink::Sink;
@@ -16,10 +18,12 @@ use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 use crate::api;
+use crate::checkpoint::{self, Checkpointer};
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::metrics;
-use crate::pipeline::{PipelineStats, Pipelines};
+use crate::metrics::{self, Durability};
+use crate::pipeline::{Partitions, PipelineStats, Pipelines};
+use crate::recovery::{self, Recovered};
 
 /// A running Augur: listeners open, pipelines draining.
 #[derive(Debug)]
@@ -30,6 +34,7 @@ pub struct Server {
     listeners: Vec<JoinHandle<()>>,
     pipelines: Pipelines,
     writer: Writer,
+    checkpointer: Checkpointer,
 }
 
 /// What a server did over its life, read after it stopped.
@@ -53,24 +58,74 @@ pub struct RouterTotals {
 }
 
 impl Server {
-    /// Starts Augur as `config` says, handing every output to `sink` and answering the query API
-    /// from `hot` (when shards are configured). Must run inside a tokio runtime.
+    /// Starts Augur as `config` says, from what `recovered` found: restores the partitions'
+    /// states, replays the log after the checkpoint, then opens the listeners. Every output goes
+    /// to `sink` (opened after the same checkpoint); the query API answers from `hot` (when shards
+    /// are configured). Must run inside a tokio runtime.
     ///
     /// # Errors
-    /// When a listener cannot bind or a pool cannot start.
-    pub async fn start(config: &Config, sink: Arc<dyn Sink>, hot: Option<HotQuery>) -> anyhow::Result<Self> {
+    /// When the checkpoint does not fit the config (another partition count or resolutions), the
+    /// replay fails, a listener cannot bind or a pool cannot start.
+    pub async fn start(
+        config: &Config,
+        sink: Arc<dyn Sink>,
+        hot: Option<HotQuery>,
+        recovered: Recovered,
+    ) -> anyhow::Result<Self> {
         let partitions = config.router.resolved_partitions();
         let threads = config.engine.resolved_threads();
         let (router, receivers) = Router::new(partitions, config.router.queue_capacity_bytes);
         let router = Arc::new(router);
-        let pipelines = Pipelines::start(receivers, &config.engine.pipeline(), sink.clone(), Arc::new(SystemClock))
-            .context("starting the pipelines")?;
+        let (snapshots_tx, snapshots) = crossbeam_channel::unbounded();
+        let mut tasks = Partitions::new(receivers, &config.engine.pipeline(), sink.clone())
+            .context("starting the pipeline pool")?
+            .with_checkpoints(&snapshots_tx);
+        drop(snapshots_tx);
+        let Recovered { checkpoint, wal, records, stats: recovery_stats } = recovered;
+        let committed = checkpoint.as_ref().map_or(0, |c| c.epoch);
+        if let Some(checkpoint) = &checkpoint {
+            if checkpoint.partitions.len() != partitions {
+                anyhow::bail!(
+                    "the data dir's last checkpoint has {} partitions and the config asks for {partitions}: set router.partitions = {} (moving open windows between partitions is not supported yet)",
+                    checkpoint.partitions.len(),
+                    checkpoint.partitions.len()
+                );
+            }
+            tasks.restore(checkpoint.epoch, &checkpoint.partitions).context("restoring the checkpoint")?;
+        }
+        let pipelines = Pipelines::start(tasks, Arc::new(SystemClock)).context("starting the pipelines")?;
         let ingest_pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("augur-ingest-{i}"))
             .build()
             .context("starting the ingest pool")?;
-        let writer = Writer::new(router, &config.model, Arc::new(ingest_pool));
+        let writer = Writer::new(router.clone(), &config.model, Arc::new(ingest_pool));
+
+        // Before any listener opens: what the log holds after the checkpoint goes through the
+        // pipelines again, in log order.
+        let replayed = !records.is_empty();
+        let recovery_stats = Arc::new(recovery_stats);
+        tokio::task::spawn_blocking({
+            let (writer, stats) = (writer.clone(), recovery_stats.clone());
+            move || recovery::replay(&writer, records, &stats)
+        })
+        .await??;
+        let log = Arc::new(GroupCommit::start(wal, config.wal.flush_interval).context("starting the log")?);
+        let writer = writer.with_log(log.clone());
+        let checkpointer = Checkpointer::start(checkpoint::Parts {
+            log: log.clone(),
+            router,
+            sink: sink.clone(),
+            dir: config.server.state_dir(),
+            snapshots,
+            committed,
+            interval: config.wal.checkpoint_interval,
+            log_growth: config.wal.max_bytes / 4,
+            replayed,
+        })
+        .context("starting the checkpointer")?;
+        let durability =
+            Durability { log: log.stats().clone(), checkpoints: checkpointer.stats().clone(), recovery: recovery_stats };
 
         let http = TcpListener::bind(config.http.addr)
             .await
@@ -87,7 +142,7 @@ impl Server {
                 "/metrics",
                 get({
                     let (writer, stats) = (writer.clone(), pipelines.stats().clone());
-                    move || async move { metrics::render(&writer, &stats, sink.as_ref()) }
+                    move || async move { metrics::render(&writer, &stats, &durability, sink.as_ref()) }
                 }),
             )
             .merge(api::routes(hot, resolutions));
@@ -100,7 +155,7 @@ impl Server {
             tokio::spawn(augur_ingest::tcp::serve(tcp, writer.clone(), config.tcp.clone(), shutdown)),
         ];
         info!(%http_addr, %tcp_addr, partitions, threads, "Augur is listening.");
-        Ok(Self { http_addr, tcp_addr, trigger, listeners, pipelines, writer })
+        Ok(Self { http_addr, tcp_addr, trigger, listeners, pipelines, writer, checkpointer })
     }
 
     /// The bound HTTP address (useful with port 0).
@@ -123,11 +178,13 @@ impl Server {
         &self.writer
     }
 
-    /// Stops accepting, lets requests in flight finish, drains every partition and stops.
+    /// Stops accepting, lets requests in flight finish, takes a last checkpoint (with the open
+    /// windows, so a restart continues them), then drains every partition, emits the open windows
+    /// as partial and stops.
     ///
     /// # Errors
-    /// When a listener task had panicked; the partitions are drained all the same, so nothing
-    /// acknowledged is dropped on the way out.
+    /// When a listener task had panicked or the last checkpoint failed; the partitions are drained
+    /// all the same, and what the checkpoint missed is replayed from the log at the next start.
     pub async fn shutdown(self) -> anyhow::Result<Summary> {
         self.trigger.trigger();
         let mut panicked = 0;
@@ -148,8 +205,13 @@ impl Server {
                 batches_rejected: s.batches_rejected.load(std::sync::atomic::Ordering::Relaxed),
             })
             .collect();
-        // The listeners are gone; dropping the last writer drops the router's senders, so the
-        // pipelines drain what is queued and stop.
+        // Nothing more is appended: the last checkpoint covers the whole log.
+        let checkpointed = tokio::task::spawn_blocking(move || self.checkpointer.finish()).await?;
+        if let Err(error) = &checkpointed {
+            error!(error = format!("{error:#}"), "The last checkpoint failed.");
+        }
+        // Dropping the last writer drops the log and the router's senders, so the pipelines drain
+        // what is queued and stop.
         let stats = self.pipelines.stats().clone();
         drop(self.writer);
         let pipelines = self.pipelines;
@@ -158,6 +220,7 @@ impl Server {
         if panicked > 0 {
             anyhow::bail!("{panicked} listener task(s) panicked; see the log");
         }
+        checkpointed?;
         Ok(Summary { partitions: stats.snapshot(), router })
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use augur_storage::parquet::ParquetSink;
 use augur_storage::postgres::{HotQuery, PostgresSink};
-use augur_storage::sink::{FanOut, NullSink, Sink};
+use augur_storage::sink::{Epoch, FanOut, NullSink, Sink};
 
 use crate::config::Config;
 
@@ -29,15 +29,21 @@ impl std::fmt::Debug for Stores {
 }
 
 impl Stores {
-    /// Opens what `config` enables, plus `extra` sinks (the demo keeps rollups in memory); starts
-    /// the background work (compaction, shard writers) on `runtime`.
+    /// Opens what `config` enables, plus `extra` sinks (the demo keeps rollups in memory), after
+    /// the checkpoint of epoch `committed`; starts the background work (compaction, shard
+    /// writers) on `runtime`.
     ///
     /// # Errors
     /// When a store cannot be opened (unwritable data dir, a shard map that lost a shard).
-    pub fn open(config: &Config, runtime: &tokio::runtime::Handle, extra: Vec<Arc<dyn Sink>>) -> anyhow::Result<Self> {
+    pub fn open(
+        config: &Config,
+        runtime: &tokio::runtime::Handle,
+        extra: Vec<Arc<dyn Sink>>,
+        committed: Epoch,
+    ) -> anyhow::Result<Self> {
         let mut sinks = extra;
         let parquet = if config.parquet.enabled {
-            let parquet = Arc::new(ParquetSink::open(config.server.parquet_dir(), config.parquet.clone())?);
+            let parquet = Arc::new(ParquetSink::open(config.server.parquet_dir(), config.parquet.clone(), committed)?);
             parquet.start_compactor(config.parquet.compact_every, config.parquet.compact_after)?;
             sinks.push(parquet.clone());
             Some(parquet)

@@ -37,6 +37,67 @@ impl Default for ModelConfig {
     }
 }
 
+/// `[wal]`: the write-ahead log every acknowledged request is in first.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WalConfig {
+    /// `fsync`: a request is acknowledged once on disk (survives kill -9 and power loss).
+    /// `none`: once handed to the OS (survives kill -9 of Augur, not a machine crash); for users
+    /// who choose speed over safety.
+    pub durability: crate::wal::Durability,
+    /// How long a commit waits for more requests to share its fsync. 0 (the default) commits at
+    /// once: requests arriving while an fsync runs form the next group by themselves, which
+    /// measured faster than any wait (docs/performance.md).
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// A segment file is closed and a new one started past this many bytes.
+    pub segment_bytes: u64,
+    /// The log may not grow past this; ingest answers 503 until a checkpoint frees segments.
+    pub max_bytes: u64,
+    /// How often a checkpoint makes the outputs durable and lets the log drop old segments (also
+    /// when the log passes a quarter of `max-bytes`). Bounds the replay after a crash.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Self {
+            durability: crate::wal::Durability::Fsync,
+            flush_interval: Duration::ZERO,
+            segment_bytes: 64 << 20,
+            max_bytes: 4 << 30,
+            checkpoint_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WalConfig {
+    /// Every problem of this section.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.flush_interval > Duration::from_secs(1) {
+            problems.push(format!("wal.flush-interval = {:?} is over the limit of 1s", self.flush_interval));
+        }
+        if self.segment_bytes < 1 << 20 {
+            problems.push(format!("wal.segment-bytes = {} is under the minimum of 1 MiB", self.segment_bytes));
+        }
+        if self.max_bytes < 4 * self.segment_bytes {
+            problems.push(format!(
+                "wal.max-bytes = {} must be at least four segments (wal.segment-bytes = {})",
+                self.max_bytes, self.segment_bytes
+            ));
+        }
+        if self.checkpoint_interval < Duration::from_millis(10) || self.checkpoint_interval > Duration::from_secs(3600) {
+            problems.push(format!(
+                "wal.checkpoint-interval = {:?} must be between 10ms and 1h",
+                self.checkpoint_interval
+            ));
+        }
+        problems
+    }
+}
+
 /// `[router]`: partition channels.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]

@@ -34,6 +34,6 @@ pub mod write;
 
 pub use batch::{PointBatch, PointView, RegionRule};
 pub use point::{FieldValue, Point, Precision};
-pub use router::{PartitionReceiver, PartitionStats, Reservation, Router};
+pub use router::{Barrier, Delivery, PartitionReceiver, PartitionStats, Reservation, Router};
 pub use series::SeriesId;
 pub use write::Writer;

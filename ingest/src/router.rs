@@ -5,6 +5,10 @@
 //! vector's `limited_queue`). A request's batches are admitted together or not at all: budget is
 //! reserved on every partition the request touches before anything is sent, so a rejected request
 //! leaves nothing behind and the client's retry cannot duplicate a point.
+//!
+//! Besides batches, a channel carries checkpoint barriers ([`Barrier`]): markers sent to every
+//! partition at one place in the write-ahead log's order, so each partition knows which of its
+//! batches come before a checkpoint and which after.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -48,6 +52,25 @@ pub struct PartitionStats {
     pub queued_points: AtomicUsize,
 }
 
+/// A checkpoint marker: every batch a partition received before it comes from log records up to
+/// `sequence`, every batch after it from later ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Barrier {
+    /// The checkpoint's number: the batches before the barrier belong to this epoch.
+    pub epoch: u64,
+    /// The last log record before the barrier.
+    pub sequence: u64,
+}
+
+/// What a partition channel carries.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Points.
+    Batch(PointBatch),
+    /// A checkpoint marker.
+    Barrier(Barrier),
+}
+
 /// Why a request was not admitted. Nothing of it was enqueued.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejected {
@@ -72,7 +95,7 @@ pub enum Rejected {
 /// The sending side: places series on partitions and admits batches.
 #[derive(Debug)]
 pub struct Router {
-    senders: Vec<Sender<PointBatch>>,
+    senders: Vec<Sender<Delivery>>,
     stats: Vec<Arc<PartitionStats>>,
     capacity_bytes: usize,
 }
@@ -82,7 +105,7 @@ pub struct Router {
 pub struct PartitionReceiver {
     /// The partition number.
     pub partition: usize,
-    receiver: Receiver<PointBatch>,
+    receiver: Receiver<Delivery>,
     stats: Arc<PartitionStats>,
 }
 
@@ -163,6 +186,17 @@ impl Router {
         Ok(Reservation { router: self.clone(), batches })
     }
 
+    /// Sends `barrier` to every partition (barriers take no budget).
+    ///
+    /// # Errors
+    /// [`Rejected::Closed`] when a partition's consumer is gone.
+    pub fn send_barrier(&self, barrier: Barrier) -> Result<(), Rejected> {
+        for (partition, sender) in self.senders.iter().enumerate() {
+            sender.send(Delivery::Barrier(barrier)).map_err(|_| Rejected::Closed { partition })?;
+        }
+        Ok(())
+    }
+
     /// The first partition whose queue is at or over its capacity, if any: a request arriving now
     /// would likely be refused.
     pub fn full_partition(&self) -> Option<Rejected> {
@@ -214,10 +248,11 @@ impl Reservation {
             let (points, bytes) = (batch.len(), batch.heap_bytes());
             let stats = &router.stats[partition];
             stats.queued_points.fetch_add(points, Ordering::AcqRel);
-            if let Err(returned) = router.senders[partition].send(batch) {
+            if let Err(returned) = router.senders[partition].send(Delivery::Batch(batch)) {
                 stats.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
                 stats.queued_points.fetch_sub(points, Ordering::AcqRel);
-                let mut rest = vec![(partition, returned.0)];
+                let Delivery::Batch(returned) = returned.0 else { unreachable!("a batch was sent") };
+                let mut rest = vec![(partition, returned)];
                 for (p, b) in batches {
                     router.stats[p].queued_bytes.fetch_sub(b.heap_bytes(), Ordering::AcqRel);
                     rest.push((p, b));
@@ -240,17 +275,28 @@ impl Drop for Reservation {
 }
 
 impl PartitionReceiver {
-    /// Takes the next batch if one is queued.
+    /// Takes the next batch if one is queued, skipping barriers (for consumers that take no
+    /// checkpoints).
     pub fn try_recv(&self) -> Option<PointBatch> {
-        self.receiver.try_recv().ok().inspect(|b| self.release(b))
+        loop {
+            match self.receiver.try_recv().ok()? {
+                Delivery::Batch(batch) => {
+                    self.release(&batch);
+                    return Some(batch);
+                }
+                Delivery::Barrier(_) => {}
+            }
+        }
     }
 
-    /// Waits up to `timeout` for the next batch. `Err(true)` when every sender is gone.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<PointBatch, bool> {
+    /// Waits up to `timeout` for the next delivery. `Err(true)` when every sender is gone.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Delivery, bool> {
         match self.receiver.recv_timeout(timeout) {
-            Ok(batch) => {
-                self.release(&batch);
-                Ok(batch)
+            Ok(delivery) => {
+                if let Delivery::Batch(batch) = &delivery {
+                    self.release(batch);
+                }
+                Ok(delivery)
             }
             Err(RecvTimeoutError::Timeout) => Err(false),
             Err(RecvTimeoutError::Disconnected) => Err(true),

@@ -17,7 +17,6 @@ use crate::config::TcpConfig;
 use crate::line_protocol::{LineError, Reason};
 use crate::listener::accept_loop;
 use crate::point::{now_nanos, Precision};
-use crate::router::Rejected;
 use crate::shutdown::Shutdown;
 use crate::write::{ParsedBody, Writer};
 
@@ -132,35 +131,39 @@ impl Connection {
         Ok(())
     }
 
-    /// Parses and admits complete lines, waiting while partitions are full. `false` when the engine
-    /// is shutting down and nothing more can be taken.
+    /// Parses and stores complete lines, waiting while partitions or the log are full. `false`
+    /// when the engine is shutting down (or the log stopped) and nothing more can be taken.
     async fn ingest(&mut self, lines: bytes::Bytes) -> bool {
         let now = now_nanos();
         let first_line = self.next_line;
-        let max_line_bytes = self.config.max_line_bytes;
-        let writer = self.writer.clone();
-        let mut parsed: ParsedBody = self
-            .writer
-            .run_cpu(move || writer.parse(&lines, Precision::Nanoseconds, now, first_line, max_line_bytes))
-            .await;
+        let mut parsed = self.parse(lines.clone(), now, first_line).await;
         self.next_line = parsed.last_line + 1;
         if parsed.error_count > 0 {
             self.report(parsed.error_count, parsed.errors.first());
         }
         let mut backoff = Duration::from_millis(1);
         loop {
-            match self.writer.admit(&mut parsed) {
+            match self.writer.store(&mut parsed).await {
                 Ok(()) => return true,
-                Err(Rejected::Full { .. }) => {
+                Err(error) if error.is_retryable() => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                    if parsed.batches.is_empty() {
+                        // The log refused the request and took its batches: parse it again.
+                        parsed = self.parse(lines.clone(), now, first_line).await;
+                    }
                 }
-                Err(Rejected::Closed { .. }) => {
+                Err(_) => {
                     self.writer.shed(&parsed);
                     return false;
                 }
             }
         }
+    }
+
+    async fn parse(&self, lines: bytes::Bytes, now: i64, first_line: usize) -> ParsedBody {
+        let (writer, max_line_bytes) = (self.writer.clone(), self.config.max_line_bytes);
+        self.writer.run_cpu(move || writer.parse(&lines, Precision::Nanoseconds, now, first_line, max_line_bytes)).await
     }
 
     /// Counts bad lines and logs them, at most once per [`LOG_EVERY`].

@@ -319,6 +319,32 @@ impl Wal {
         segment::sync_dir(&self.options.dir)
     }
 
+    /// Makes `sequence` the checkpoint, also when it lies past the last record on disk: that
+    /// happens only when a crash took records that were never synced (`durability = "none"`) or a
+    /// damaged tail, after their effects were checkpointed downstream. The log then continues
+    /// after `sequence`, so no later record reuses a number the checkpoint already covers.
+    ///
+    /// # Errors
+    /// When the checkpoint or the segments cannot be written or removed.
+    pub fn continue_after(&mut self, sequence: u64) -> Result<(), WalError> {
+        if sequence < self.next_sequence {
+            return self.checkpoint(sequence);
+        }
+        let dir = self.options.dir.clone();
+        write_checkpoint(&dir, sequence)?;
+        let first = sequence + 1;
+        self.current = segment::create(&dir, first)?;
+        for old in std::mem::take(&mut self.segments) {
+            let path = segment::path(&dir, old.first);
+            fs::remove_file(&path).map_err(|e| WalError::io("removing", &path, e))?;
+        }
+        self.segments.push_back(SegmentInfo { first, bytes: segment::HEADER.len() as u64 });
+        segment::sync_dir(&dir)?;
+        (self.checkpoint, self.committed, self.next_sequence, self.pending_first) = (sequence, sequence, first, first);
+        self.pending.clear();
+        Ok(())
+    }
+
     /// Bytes of the segments on disk.
     pub fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum()

@@ -1,18 +1,24 @@
-//! The write path shared by every listener: parse a body into per-partition batches, then admit
-//! them through the router.
+//! The write path shared by every listener: parse a body into per-partition batches, then store
+//! them: reserve room in their partitions, log the request in the write-ahead log, and once the
+//! log has committed it, queue the batches (in log order, on the log's commit thread). Only then
+//! is the request acknowledged.
 //!
 //! Parsing is CPU work, so listeners run it on the ingest rayon pool ([`Writer::run_cpu`]), never
 //! on a tokio worker.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::batch::{PointBatch, RegionRule};
 use crate::config::ModelConfig;
 use crate::line_protocol::{Escaped, LineError, ParsedLine, Parser, Reason};
-use crate::point::Precision;
+use crate::point::{now_nanos, Precision};
 use crate::router::{Rejected, Router};
 use crate::series::SeriesHasher;
+use tracing::error;
+use crate::wal::group::GroupCommit;
+use crate::wal::write_record::{self, WriteRecord};
+use crate::wal::WalError;
 
 /// Longest measurement and region value, in bytes: each names a directory of the Parquet tree,
 /// where it may grow threefold by escaping and must stay under the 255-byte limit of a file name.
@@ -36,6 +42,8 @@ pub struct ParsedBody {
     pub error_count: usize,
     /// The number of the last line read (blank lines and comments included).
     pub last_line: usize,
+    /// The request as a write-ahead log record, when the writer has a log and the body has points.
+    record: Option<std::io::Result<Vec<u8>>>,
 }
 
 impl ParsedBody {
@@ -44,6 +52,29 @@ impl ParsedBody {
             self.errors.push(error);
         }
         self.error_count += 1;
+    }
+}
+
+/// Why a request was not stored. Nothing of it will be processed, unless the log holds it (a
+/// closed partition after the commit: only when the pipelines died).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No room in a partition, or the engine stopped.
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
+    /// The write-ahead log did not take the request (full, disk error, stopped).
+    #[error(transparent)]
+    Log(#[from] WalError),
+}
+
+impl StoreError {
+    /// Whether the same request may be stored if sent again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Rejected(Rejected::Full { .. }) => true,
+            Self::Rejected(Rejected::Closed { .. }) => false,
+            Self::Log(error) => error.is_retryable(),
+        }
     }
 }
 
@@ -62,6 +93,10 @@ pub struct WriteStats {
     pub points_shed: AtomicU64,
     /// Bytes of request bodies received (after decompression).
     pub bytes_in: AtomicU64,
+    /// Requests the write-ahead log refused (full, disk error, stopped).
+    pub log_errors: AtomicU64,
+    /// When a log error was last logged (ns).
+    last_log_error: AtomicI64,
 }
 
 /// Parses bodies and admits their points.
@@ -72,13 +107,26 @@ pub struct Writer {
     max_future: std::time::Duration,
     cpu: Arc<rayon::ThreadPool>,
     stats: Arc<WriteStats>,
+    log: Option<Arc<GroupCommit>>,
 }
 
 impl Writer {
     /// A writer that routes through `router`, applies the `[model]` rules and parses on `cpu`.
     pub fn new(router: Arc<Router>, model: &ModelConfig, cpu: Arc<rayon::ThreadPool>) -> Self {
         let regions = RegionRule { tag: model.region_tag.clone(), default: model.default_region.clone() };
-        Self { router, regions: Arc::new(regions), max_future: model.max_future, cpu, stats: Arc::default() }
+        Self { router, regions: Arc::new(regions), max_future: model.max_future, cpu, stats: Arc::default(), log: None }
+    }
+
+    /// This writer, logging every request in `log` before it is queued (see [`Writer::store`]).
+    #[must_use]
+    pub fn with_log(mut self, log: Arc<GroupCommit>) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// The write-ahead log, if any.
+    pub fn log(&self) -> Option<&Arc<GroupCommit>> {
+        self.log.as_ref()
     }
 
     /// The router.
@@ -125,6 +173,10 @@ impl Writer {
         out.batches = by_partition.into_iter().enumerate().filter(|(_, b)| !b.is_empty()).collect();
         out.points = out.batches.iter().map(|(_, b)| b.len()).sum();
         out.values = out.batches.iter().map(|(_, b)| b.value_count()).sum();
+        if self.log.is_some() && out.points > 0 {
+            // The whole body is logged, bad lines too: parsing it again gives the same good lines.
+            out.record = Some(WriteRecord::encode_body(precision, now, body));
+        }
         self.stats.bytes_in.fetch_add(body.len() as u64, Ordering::Relaxed);
         self.stats.points_parsed.fetch_add(out.points as u64, Ordering::Relaxed);
         self.stats.lines_invalid.fetch_add(out.error_count as u64, Ordering::Relaxed);
@@ -164,6 +216,56 @@ impl Writer {
                 Err(rejected)
             }
         }
+    }
+
+    /// Stores the batches of `parsed`: with a log, reserves room in their partitions, logs the
+    /// request, and queues the batches once the log has committed it (the request may be
+    /// acknowledged when this returns `Ok`); without one, admits them.
+    ///
+    /// # Errors
+    /// [`StoreError`]. On [`Rejected::Full`] the batches come back into `parsed` for a retry;
+    /// after a log error they are gone (parse the body again to retry).
+    pub async fn store(&self, parsed: &mut ParsedBody) -> Result<(), StoreError> {
+        let Some(log) = &self.log else {
+            return Ok(self.admit(parsed)?);
+        };
+        let Some(record) = parsed.record.take() else {
+            return Ok(self.admit(parsed)?); // nothing to log: no points
+        };
+        let record = match record {
+            Ok(record) => record,
+            Err(error) => return Err(StoreError::Log(WalError::Io { what: "encoding", path: "record".into(), source: error })),
+        };
+        let batches = std::mem::take(&mut parsed.batches);
+        let reservation = match self.router.reserve(batches) {
+            Ok(reservation) => reservation,
+            Err((rejected, batches)) => {
+                parsed.batches = batches;
+                parsed.record = Some(Ok(record));
+                return Err(rejected.into());
+            }
+        };
+        let logged =
+            log.append_then(write_record::KIND, record, move |_| reservation.send().map_err(|(rejected, _)| rejected));
+        if let Err(error) = logged.await.inspect_err(|e| self.log_failed(e))? {
+            return Err(error.into());
+        }
+        self.stats.points_accepted.fetch_add(parsed.points as u64, Ordering::Relaxed);
+        self.stats.values_accepted.fetch_add(parsed.values as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Logs a failure of the write-ahead log, at most once per 10 s: under a full disk every request
+    /// fails the same way.
+    fn log_failed(&self, error: &WalError) {
+        let now = now_nanos();
+        let last = self.stats.last_log_error.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 10_000_000_000
+            && self.stats.last_log_error.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            error!(%error, "The write-ahead log refused a request; the client was told.");
+        }
+        self.stats.log_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts the points of a body that will not be admitted (the client was told to retry).

@@ -19,20 +19,44 @@ pub enum SinkError {
     Fatal(String),
 }
 
+/// A checkpoint's number. Output belongs to the epoch of the checkpoint that follows it: epoch `k`
+/// is everything derived from the write-ahead log between checkpoints `k - 1` and `k`.
+pub type Epoch = u64;
+
 /// Where the pipelines hand their output. Called from many pipeline tasks at once, once per batch
 /// (never per row).
+///
+/// Exactly once across crashes: every batch carries its [`Epoch`]. At a checkpoint the engine asks
+/// the sink to make epochs up to `k` durable ([`Sink::checkpoint`]), records the checkpoint, then
+/// tells the sink ([`Sink::committed`]). After a crash the engine replays the log from the last
+/// recorded checkpoint, so a sink must either discard what it took of later epochs (Parquet deletes
+/// their files at start) or take it again idempotently (PostgreSQL upserts).
 pub trait Sink: Send + Sync {
     /// Takes a batch of raw points of one (measurement, region, hour).
     ///
     /// # Errors
     /// [`SinkError`] when the batch was not taken.
-    fn raw(&self, key: &RawKey, batch: RecordBatch) -> Result<(), SinkError>;
+    fn raw(&self, epoch: Epoch, key: &RawKey, batch: RecordBatch) -> Result<(), SinkError>;
 
     /// Takes a batch of closed windows, in [`crate::schema::rollup_schema`].
     ///
     /// # Errors
     /// [`SinkError`] when the batch was not taken.
-    fn rollups(&self, batch: RecordBatch) -> Result<(), SinkError>;
+    fn rollups(&self, epoch: Epoch, batch: RecordBatch) -> Result<(), SinkError>;
+
+    /// Makes everything taken of epochs up to `epoch` durable (blocks until it is).
+    ///
+    /// # Errors
+    /// [`SinkError`] when that failed; the checkpoint is then not recorded and tried again later.
+    fn checkpoint(&self, epoch: Epoch) -> Result<(), SinkError> {
+        let _ = epoch;
+        Ok(())
+    }
+
+    /// Epoch `epoch`'s checkpoint is recorded: a replay will never produce its output again.
+    fn committed(&self, epoch: Epoch) {
+        let _ = epoch;
+    }
 
     /// Makes everything taken so far durable (called at shutdown).
     ///
@@ -63,12 +87,20 @@ impl std::fmt::Debug for FanOut {
 }
 
 impl Sink for FanOut {
-    fn raw(&self, key: &RawKey, batch: RecordBatch) -> Result<(), SinkError> {
-        self.0.iter().try_for_each(|s| s.raw(key, batch.clone()))
+    fn raw(&self, epoch: Epoch, key: &RawKey, batch: RecordBatch) -> Result<(), SinkError> {
+        self.0.iter().try_for_each(|s| s.raw(epoch, key, batch.clone()))
     }
 
-    fn rollups(&self, batch: RecordBatch) -> Result<(), SinkError> {
-        self.0.iter().try_for_each(|s| s.rollups(batch.clone()))
+    fn rollups(&self, epoch: Epoch, batch: RecordBatch) -> Result<(), SinkError> {
+        self.0.iter().try_for_each(|s| s.rollups(epoch, batch.clone()))
+    }
+
+    fn checkpoint(&self, epoch: Epoch) -> Result<(), SinkError> {
+        self.0.iter().try_for_each(|s| s.checkpoint(epoch))
+    }
+
+    fn committed(&self, epoch: Epoch) {
+        self.0.iter().for_each(|s| s.committed(epoch));
     }
 
     fn flush(&self) -> Result<(), SinkError> {
@@ -110,12 +142,12 @@ impl MemorySink {
 }
 
 impl Sink for MemorySink {
-    fn raw(&self, key: &RawKey, batch: RecordBatch) -> Result<(), SinkError> {
+    fn raw(&self, _epoch: Epoch, key: &RawKey, batch: RecordBatch) -> Result<(), SinkError> {
         self.raw.lock().unwrap_or_else(PoisonError::into_inner).push((key.clone(), batch));
         Ok(())
     }
 
-    fn rollups(&self, batch: RecordBatch) -> Result<(), SinkError> {
+    fn rollups(&self, _epoch: Epoch, batch: RecordBatch) -> Result<(), SinkError> {
         self.rollups.lock().unwrap_or_else(PoisonError::into_inner).push(batch);
         Ok(())
     }
@@ -136,12 +168,12 @@ pub struct NullSink {
 }
 
 impl Sink for NullSink {
-    fn raw(&self, _key: &RawKey, batch: RecordBatch) -> Result<(), SinkError> {
+    fn raw(&self, _epoch: Epoch, _key: &RawKey, batch: RecordBatch) -> Result<(), SinkError> {
         self.raw_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         Ok(())
     }
 
-    fn rollups(&self, batch: RecordBatch) -> Result<(), SinkError> {
+    fn rollups(&self, _epoch: Epoch, batch: RecordBatch) -> Result<(), SinkError> {
         self.rollup_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         Ok(())
     }

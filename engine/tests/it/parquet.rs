@@ -122,7 +122,7 @@ fn raw_points(root: &Path) -> Vec<(String, Point)> {
 }
 
 fn run(root: &Path, body: &str) -> Arc<ParquetSink> {
-    let parquet = Arc::new(ParquetSink::open(root.to_owned(), ParquetConfig::default()).unwrap());
+    let parquet = Arc::new(ParquetSink::open(root.to_owned(), ParquetConfig::default(), 0).unwrap());
     let memory = Arc::new(MemorySink::default());
     let outputs: Arc<dyn Sink> = Arc::new(FanOut(vec![memory.clone(), parquet.clone()]));
     let mut harness =

@@ -12,8 +12,7 @@ use super::body::{self, BodyError, Charge};
 use super::reply::{error_response, unavailable, ApiError};
 use super::HttpState;
 use crate::point::{now_nanos, Precision};
-use crate::router::Rejected;
-use crate::write::ParsedBody;
+use crate::write::{ParsedBody, StoreError};
 
 /// Query parameters of `/write`. `db`, `rp`, `u`, `p` and `consistency` are accepted and not used
 /// (Augur has one keyspace; the region tag partitions it).
@@ -121,7 +120,7 @@ async fn write(state: HttpState, precision: Precision, headers: HeaderMap, body:
         Err(error) => return body_error(error),
     };
     let writer = state.writer.clone();
-    let outcome = state
+    let parsed = state
         .writer
         .run_cpu(move || {
             let parsed = if gzip {
@@ -131,22 +130,30 @@ async fn write(state: HttpState, precision: Precision, headers: HeaderMap, body:
                 writer.parse(&raw, precision, now, 1, usize::MAX)
             };
             drop(charge);
-            let mut parsed = parsed;
-            let admitted = writer.admit(&mut parsed);
-            if admitted.is_err() {
-                writer.shed(&parsed);
-            }
-            Ok::<_, BodyError>((parsed, admitted))
+            Ok::<_, BodyError>(parsed)
         })
         .await;
-    match outcome {
-        Err(error) => body_error(error),
-        Ok((_, Err(rejected @ Rejected::Full { .. }))) => {
-            unavailable(format!("{rejected}; nothing of this request was stored"))
+    let mut parsed = match parsed {
+        Ok(parsed) => parsed,
+        Err(error) => return body_error(error),
+    };
+    match state.writer.store(&mut parsed).await {
+        Ok(()) if parsed.error_count == 0 => StatusCode::NO_CONTENT.into_response(),
+        Ok(()) => partial_write(&parsed),
+        Err(error) => {
+            state.writer.shed(&parsed);
+            store_error(&error)
         }
-        Ok((_, Err(rejected @ Rejected::Closed { .. }))) => unavailable(rejected.to_string()),
-        Ok((parsed, Ok(()))) if parsed.error_count == 0 => StatusCode::NO_CONTENT.into_response(),
-        Ok((parsed, Ok(()))) => partial_write(&parsed),
+    }
+}
+
+/// 503 with `Retry-After` when sending again later may work (a full partition or log, a disk
+/// error); 500 when only a restart helps (the log stopped after a failed fsync).
+fn store_error(error: &StoreError) -> Response {
+    if error.is_retryable() {
+        unavailable(format!("{error}; nothing of this request was stored"))
+    } else {
+        error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error", error.to_string())
     }
 }
 

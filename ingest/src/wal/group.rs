@@ -2,6 +2,11 @@
 //! from any number of connections queue for it. A group starts with the first waiting append and
 //! takes whatever else arrives within `flush_interval` (or until 1 MiB is pending); then one
 //! write and one fsync make the whole group durable, and every append in it is answered.
+//!
+//! Answers run on the commit thread in sequence order ([`GroupCommit::append_then`]), so work
+//! done there (queueing a request's batches in the partitions) happens in log order too; and a
+//! marker ([`GroupCommit::marker`]) runs at an exact place in that order, which is how checkpoint
+//! barriers reach the partitions between two records.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,8 +32,12 @@ pub struct GroupStats {
     pub bytes: AtomicU64,
 }
 
+/// Answers an append on the commit thread: its sequence once committed, or why not.
+type Done = Box<dyn FnOnce(Result<u64, WalError>) + Send>;
+
 enum Request {
-    Append { kind: u8, payload: Vec<u8>, done: oneshot::Sender<Result<u64, WalError>> },
+    Append { kind: u8, payload: Vec<u8>, done: Done },
+    Marker(Box<dyn FnOnce(u64) + Send>),
     Checkpoint { sequence: u64, done: oneshot::Sender<Result<(), WalError>> },
 }
 
@@ -63,19 +72,47 @@ impl GroupCommit {
     /// # Errors
     /// What the log refused ([`WalError`]); [`WalError::Stopped`] when the thread is gone.
     pub async fn append(&self, kind: u8, payload: Vec<u8>) -> Result<u64, WalError> {
-        let (done, answer) = oneshot::channel();
+        self.append_then(kind, payload, |sequence| sequence).await
+    }
+
+    /// Appends a record; once its group is committed, runs `then` with its sequence on the commit
+    /// thread, in sequence order with every other append, and returns what it returned. If the
+    /// record is not committed, `then` is dropped unrun.
+    ///
+    /// # Errors
+    /// What the log refused ([`WalError`]); [`WalError::Stopped`] when the thread is gone.
+    pub async fn append_then<T: Send + 'static>(
+        &self,
+        kind: u8,
+        payload: Vec<u8>,
+        then: impl FnOnce(u64) -> T + Send + 'static,
+    ) -> Result<T, WalError> {
+        let (answer, answered) = oneshot::channel();
+        let done: Done = Box::new(move |result: Result<u64, WalError>| {
+            let _ = answer.send(result.map(then));
+        });
         self.send(Request::Append { kind, payload, done })?;
-        answer.await.map_err(|_| WalError::Stopped)?
+        answered.await.map_err(|_| WalError::Stopped)?
+    }
+
+    /// Runs `marker` on the commit thread once everything queued before it is committed, with the
+    /// last committed sequence: nothing appended after it comes before it.
+    ///
+    /// # Errors
+    /// [`WalError::Stopped`] when the thread is gone.
+    pub fn marker(&self, marker: impl FnOnce(u64) + Send + 'static) -> Result<(), WalError> {
+        self.send(Request::Marker(Box::new(marker)))
     }
 
     /// Records that everything up to `sequence` is durable downstream (see [`Wal::checkpoint`]).
+    /// Blocks; call it from a thread of its own, not from async code.
     ///
     /// # Errors
     /// What the log refused; [`WalError::Stopped`] when the thread is gone.
-    pub async fn checkpoint(&self, sequence: u64) -> Result<(), WalError> {
+    pub fn checkpoint(&self, sequence: u64) -> Result<(), WalError> {
         let (done, answer) = oneshot::channel();
         self.send(Request::Checkpoint { sequence, done })?;
-        answer.await.map_err(|_| WalError::Stopped)?
+        answer.blocking_recv().map_err(|_| WalError::Stopped)?
     }
 
     fn send(&self, request: Request) -> Result<(), WalError> {
@@ -107,7 +144,7 @@ impl Drop for GroupCommit {
 }
 
 fn run(mut wal: Wal, requests: &Receiver<Request>, flush_interval: Duration, stats: &GroupStats) -> Wal {
-    let mut waiting: Vec<(u64, oneshot::Sender<Result<u64, WalError>>)> = Vec::new();
+    let mut waiting: Vec<(u64, Done)> = Vec::new();
     while let Ok(first) = requests.recv() {
         let deadline = Instant::now() + flush_interval;
         let mut next = Some(first);
@@ -115,10 +152,12 @@ fn run(mut wal: Wal, requests: &Receiver<Request>, flush_interval: Duration, sta
             match request {
                 Request::Append { kind, payload, done } => match wal.append(kind, &payload) {
                     Ok(sequence) => waiting.push((sequence, done)),
-                    Err(error) => {
-                        let _ = done.send(Err(error));
-                    }
+                    Err(error) => done(Err(error)),
                 },
+                Request::Marker(marker) => {
+                    commit(&mut wal, &mut waiting, stats);
+                    marker(wal.committed());
+                }
                 // Everything before it in the queue is committed first, so a checkpoint never
                 // names a record that is not durable yet.
                 Request::Checkpoint { sequence, done } => {
@@ -138,7 +177,7 @@ fn run(mut wal: Wal, requests: &Receiver<Request>, flush_interval: Duration, sta
 }
 
 /// Commits the pending records and answers their appends.
-fn commit(wal: &mut Wal, waiting: &mut Vec<(u64, oneshot::Sender<Result<u64, WalError>>)>, stats: &GroupStats) {
+fn commit(wal: &mut Wal, waiting: &mut Vec<(u64, Done)>, stats: &GroupStats) {
     if waiting.is_empty() {
         return;
     }
@@ -149,7 +188,7 @@ fn commit(wal: &mut Wal, waiting: &mut Vec<(u64, oneshot::Sender<Result<u64, Wal
         stats.bytes.store(wal.bytes(), Ordering::Relaxed);
     }
     for (sequence, done) in waiting.drain(..) {
-        let _ = done.send(match &result {
+        done(match &result {
             Ok(_) => Ok(sequence),
             Err(error) => Err(error.duplicate()),
         });

@@ -50,10 +50,18 @@ impl WriteRecord {
     /// # Errors
     /// When zstd fails (it does not on memory buffers).
     pub fn encode(&self) -> std::io::Result<Vec<u8>> {
-        let precision = PRECISIONS.iter().position(|&p| p == self.precision).unwrap_or(0) as u8;
+        Self::encode_body(self.precision, self.received_at, &self.body)
+    }
+
+    /// The payload of a record of these parts, without copying `body` first.
+    ///
+    /// # Errors
+    /// When zstd fails (it does not on memory buffers).
+    pub fn encode_body(precision: Precision, received_at: i64, body: &[u8]) -> std::io::Result<Vec<u8>> {
+        let precision = PRECISIONS.iter().position(|&p| p == precision).unwrap_or(0) as u8;
         let mut out = vec![VERSION, precision];
-        out.extend_from_slice(&self.received_at.to_le_bytes());
-        out.extend_from_slice(&zstd::bulk::compress(&self.body, LEVEL)?);
+        out.extend_from_slice(&received_at.to_le_bytes());
+        out.extend_from_slice(&zstd::bulk::compress(body, LEVEL)?);
         Ok(out)
     }
 

@@ -25,6 +25,7 @@ use super::layout;
 use super::sink::{folders_at_depth, partition_value};
 use crate::durable::{write_atomic, TEMP_PREFIX};
 use crate::error::{Result, StorageError};
+use crate::sink::Epoch;
 
 const HOUR: i64 = 3_600_000_000_000;
 const DAY: i64 = 24 * HOUR;
@@ -85,11 +86,12 @@ pub fn compact_tree(
     encoder: &Encoder,
     min_files: usize,
     grace: Duration,
+    committed: Epoch,
 ) -> Result<Compacted> {
     prepare_staging(staging, grace)?;
     let mut done = Compacted::default();
     for partition in partitions(root)? {
-        done.add(compact_partition(&partition, staging, encoder, min_files)?);
+        done.add(compact_partition(&partition, staging, encoder, min_files, committed)?);
     }
     if grace.is_zero() {
         remove_old_staging(staging, Duration::ZERO)?;
@@ -121,7 +123,9 @@ pub fn prepare_staging(staging: &Path, grace: Duration) -> Result<()> {
     remove_old_staging(staging, grace)
 }
 
-/// Compacts one folder if it holds at least `min_files` files; `Some((files before, after))`.
+/// Compacts one folder if it holds at least `min_files` files, all of epochs up to `committed`;
+/// `Some((files before, after))`. A file of a later epoch may still be deleted and written again
+/// by a replay, so its folder waits.
 ///
 /// # Errors
 /// When a file cannot be read or written, or the swap fails.
@@ -130,12 +134,15 @@ pub fn compact_partition(
     staging: &Path,
     encoder: &Encoder,
     min_files: usize,
+    committed: Epoch,
 ) -> Result<Option<(usize, usize)>> {
     let files = parquet_files(&partition.folder)?;
-    if files.len() < min_files.max(2) {
+    let epochs: Vec<Epoch> = files.iter().map(|f| file::epoch_of(&f.file_name().unwrap_or_default().to_string_lossy())).collect();
+    if files.len() < min_files.max(2) || epochs.iter().any(|&e| e > committed) {
         return Ok(None);
     }
-    let after = compact_folder(&partition.folder, &files, staging, encoder, partition.order)?;
+    let epoch = epochs.into_iter().max().unwrap_or(0);
+    let after = compact_folder(&partition.folder, &files, staging, encoder, (partition.order, epoch))?;
     Ok(Some((files.len(), after)))
 }
 
@@ -163,7 +170,7 @@ fn compact_folder(
     files: &[PathBuf],
     staging: &Path,
     encoder: &Encoder,
-    order: SortOrder,
+    (order, epoch): (SortOrder, Epoch),
 ) -> Result<usize> {
     // Group the files' batches by compatible schema: same type wherever a column name repeats.
     let mut groups: Vec<(Vec<Field>, Vec<RecordBatch>)> = Vec::new();
@@ -195,7 +202,7 @@ fn compact_folder(
         let aligned: Vec<RecordBatch> = batches.iter().map(|b| align(b, &schema)).collect::<Result<_>>()?;
         let merged = concat_batches(&schema, &aligned)?;
         let bytes = encoder.encode(&merged, order)?;
-        write_atomic(staging, &stage, &file::content_name(&bytes), &bytes)?;
+        write_atomic(staging, &stage, &file::name(epoch, &bytes), &bytes)?;
     }
     exchange(folder, &stage)?;
     Ok(groups.len())
@@ -294,25 +301,25 @@ mod tests {
     fn small_files_merge_by_schema_and_swap_in() {
         let dir = std::env::temp_dir().join(format!("augur-compact-{}", std::process::id()));
         let (root, staging) = (dir.join("parquet"), dir.join("parquet-staging"));
-        let sink = ParquetSink::open(root.clone(), ParquetConfig::default()).unwrap();
+        let sink = ParquetSink::open(root.clone(), ParquetConfig::default(), 0).unwrap();
         let key = RawKey { measurement: "cpu".into(), region: "eu".into(), hour_start: 0 };
         // Five flushes: five files; one adds a tag (schema growth), one has `v` as an integer.
-        sink.raw(&key, batch(2, 30, &["host"], ("v", DataType::Float64))).unwrap();
+        sink.raw(1, &key, batch(2, 30, &["host"], ("v", DataType::Float64))).unwrap();
         sink.flush().unwrap();
-        sink.raw(&key, batch(1, 20, &["host"], ("v", DataType::Float64))).unwrap();
+        sink.raw(1, &key, batch(1, 20, &["host"], ("v", DataType::Float64))).unwrap();
         sink.flush().unwrap();
-        sink.raw(&key, batch(1, 10, &["host", "rack"], ("v", DataType::Float64))).unwrap();
+        sink.raw(1, &key, batch(1, 10, &["host", "rack"], ("v", DataType::Float64))).unwrap();
         sink.flush().unwrap();
-        sink.raw(&key, batch(3, 40, &["host"], ("v", DataType::Int64))).unwrap();
+        sink.raw(1, &key, batch(3, 40, &["host"], ("v", DataType::Int64))).unwrap();
         sink.flush().unwrap();
-        sink.raw(&key, batch(3, 50, &["host"], ("w", DataType::Float64))).unwrap();
+        sink.raw(1, &key, batch(3, 50, &["host"], ("w", DataType::Float64))).unwrap();
         sink.flush().unwrap();
         let folder = super::super::layout::raw_folder(&root, "cpu", "eu", 0);
         assert_eq!(parquet_files(&folder).unwrap().len(), 5);
         let rows_before: usize = read_all(&folder).iter().map(RecordBatch::num_rows).sum();
 
         let encoder = Encoder::new(3, 1 << 20, 128 << 20).unwrap();
-        let done = compact_tree(&root, &staging, &encoder, 2, Duration::ZERO).unwrap();
+        let done = compact_tree(&root, &staging, &encoder, 2, Duration::ZERO, 1).unwrap();
         assert_eq!(done, Compacted { folders: 1, files_before: 5, files_after: 2 });
         let after = read_all(&folder);
         assert_eq!(after.iter().map(RecordBatch::num_rows).sum::<usize>(), rows_before);
@@ -333,7 +340,7 @@ mod tests {
         assert!(schemas.iter().any(|s| s.field_with_name("v").is_ok_and(|f| f.data_type() == &DataType::Float64)));
         assert!(std::fs::read_dir(&staging).unwrap().next().is_none(), "old files removed (no grace)");
         // Nothing left to do the second time.
-        assert_eq!(compact_tree(&root, &staging, &encoder, 2, Duration::ZERO).unwrap().folders, 1);
+        assert_eq!(compact_tree(&root, &staging, &encoder, 2, Duration::ZERO, 1).unwrap().folders, 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,8 +1,9 @@
-//! One Parquet file: rows sorted, encoded in memory, named by a hash of its bytes, and put in place
-//! atomically (temporary name, fsync, rename, fsync of the directory).
+//! One Parquet file: rows sorted, encoded in memory, named by its epoch and a hash of its bytes,
+//! and put in place atomically (temporary name, fsync, rename, fsync of the directory).
 //!
-//! The name is the XXH3-128 of the file's bytes, so writing the same rows again (a replay after a
-//! crash) produces the same name and replaces the file instead of adding a duplicate.
+//! The name is `<epoch>-<XXH3-128 of the bytes>.parquet`: the epoch (the checkpoint its rows
+//! belong to, see `augur_storage::sink::Epoch`) tells a restart which files a crash left
+//! unconfirmed, and the hash keeps names unique without coordination.
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use parquet::schema::types::ColumnPath;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::StorageError;
+use crate::sink::Epoch;
 use crate::schema::typed_column;
 
 /// How rows are ordered inside a file.
@@ -96,9 +98,14 @@ fn sort(batch: &RecordBatch, order: SortOrder) -> Result<RecordBatch, StorageErr
     Ok(arrow_select::take::take_record_batch(batch, &UInt32Array::from(indices))?)
 }
 
-/// The file name for `bytes`: their XXH3-128, so the same rows written again replace the file.
-pub fn content_name(bytes: &[u8]) -> String {
-    format!("{:032x}.parquet", xxh3_128(bytes))
+/// The file name for `bytes` holding rows of `epoch`.
+pub fn name(epoch: Epoch, bytes: &[u8]) -> String {
+    format!("{epoch:08}-{:032x}.parquet", xxh3_128(bytes))
+}
+
+/// The epoch a file name starts with; 0 for names without one (files written before epochs).
+pub fn epoch_of(name: &str) -> Epoch {
+    name.split_once('-').and_then(|(epoch, _)| epoch.parse().ok()).unwrap_or(0)
 }
 
 /// `batch` without the columns whose values the folder path already holds, and with any other
@@ -147,12 +154,21 @@ mod tests {
     fn writing_the_same_bytes_twice_leaves_one_file_and_no_temporary() {
         let root = std::env::temp_dir().join(format!("augur-file-test-{}", std::process::id()));
         let folder = root.join("raw/cpu/region=eu");
-        let first = write_atomic(&root, &folder, &content_name(b"same bytes"), b"same bytes").unwrap();
-        let second = write_atomic(&root, &folder, &content_name(b"same bytes"), b"same bytes").unwrap();
-        assert_eq!(first, second, "named by content");
+        let first = write_atomic(&root, &folder, &name(3, b"same bytes"), b"same bytes").unwrap();
+        let second = write_atomic(&root, &folder, &name(3, b"same bytes"), b"same bytes").unwrap();
+        assert_eq!(first, second, "named by epoch and content");
         let names: Vec<_> = fs::read_dir(&folder).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
-        assert_ne!(write_atomic(&root, &folder, &content_name(b"other bytes"), b"other bytes").unwrap(), first);
+        assert_ne!(write_atomic(&root, &folder, &name(3, b"other bytes"), b"other bytes").unwrap(), first);
         fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_name_carries_its_epoch_and_older_names_read_as_epoch_zero() {
+        let named = name(12, b"x");
+        assert!(named.starts_with("00000012-") && named.ends_with(".parquet"), "{named}");
+        assert_eq!(epoch_of(&named), 12);
+        assert_eq!(epoch_of("0123456789abcdef0123456789abcdef.parquet"), 0);
+        assert_eq!(epoch_of(&name(123_456_789_012, b"x")), 123_456_789_012);
     }
 }

@@ -1,6 +1,11 @@
-//! `ParquetSink`: buffers batches per folder and writes them as files when a buffer is big enough
-//! (`file-rows`), old enough (`max-age`), when all buffers together pass `max-buffer-bytes` (the
-//! largest go first), and at shutdown.
+//! `ParquetSink`: buffers batches per folder and epoch, and writes them as files when a buffer is
+//! big enough (`file-rows`), old enough (`max-age`), when all buffers together pass
+//! `max-buffer-bytes` (the largest go first), at a checkpoint (its epoch and older), and at
+//! shutdown.
+//!
+//! A file holds rows of one epoch, and its name starts with it. At start, files of epochs after
+//! the last recorded checkpoint are deleted: the write-ahead log replay writes their rows again,
+//! so a crash leaves every row in exactly one file. Compaction leaves such folders alone.
 //!
 //! Files are encoded and written by whichever pipeline task triggered the flush, outside the lock
 //! on the buffers, so partitions do not wait on each other's disk writes.
@@ -25,7 +30,7 @@ use crate::error::{Result, StorageError};
 use crate::exposition;
 use crate::schema::typed_column;
 use crate::schema::RawKey;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Epoch, Sink, SinkError};
 
 /// Counters of the Parquet sink.
 #[derive(Debug, Default)]
@@ -40,6 +45,8 @@ pub struct ParquetStats {
     pub errors: AtomicU64,
     /// Temporary files of a crashed run removed at startup.
     pub temp_files_removed: AtomicU64,
+    /// Files of epochs after the last checkpoint removed at startup (their rows are replayed).
+    pub uncommitted_files_removed: AtomicU64,
     /// Partition folders deleted by retention.
     pub partitions_expired: AtomicU64,
     /// Partition folders compacted in the background.
@@ -61,17 +68,26 @@ struct Buffer {
     since: Instant,
 }
 
+/// A buffer's key: the folder its rows go to and their epoch.
+type BufferKey = (PathBuf, Epoch);
+
 #[derive(Debug, Default)]
 struct Buffers {
-    by_folder: HashMap<PathBuf, Buffer>,
+    by_folder: HashMap<BufferKey, Buffer>,
     bytes: usize,
 }
 
 impl Buffers {
-    fn take(&mut self, folder: &Path) -> Option<(PathBuf, Buffer)> {
-        let (folder, buffer) = self.by_folder.remove_entry(folder)?;
+    fn take(&mut self, key: &BufferKey) -> Option<(BufferKey, Buffer)> {
+        let (key, buffer) = self.by_folder.remove_entry(key)?;
         self.bytes -= buffer.bytes;
-        Some((folder, buffer))
+        Some((key, buffer))
+    }
+
+    /// Takes every buffer whose key `due` accepts.
+    fn take_all(&mut self, due: impl Fn(&BufferKey, &Buffer) -> bool) -> Vec<(BufferKey, Buffer)> {
+        let keys: Vec<BufferKey> = self.by_folder.iter().filter(|(k, b)| due(k, b)).map(|(k, _)| k.clone()).collect();
+        keys.iter().filter_map(|k| self.take(k)).collect()
     }
 }
 
@@ -92,6 +108,8 @@ pub struct ParquetSink {
     gate_changed: Condvar,
     /// The background compactor: its stop flag and thread.
     compactor: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
+    /// The last epoch whose checkpoint is recorded: compaction only merges files up to it.
+    committed: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -110,16 +128,18 @@ impl Drop for FolderClosed<'_> {
     fn drop(&mut self) {
         let mut gate = self.sink.gate.lock().unwrap_or_else(PoisonError::into_inner);
         gate.compacting.remove(&self.folder);
+        self.sink.gate_changed.notify_all();
     }
 }
 
 impl ParquetSink {
-    /// A sink writing under `root` (usually `<data-dir>/parquet`). Removes the temporary files a
-    /// crash may have left; finished files are never touched.
+    /// A sink writing under `root` (usually `<data-dir>/parquet`), after the checkpoint of epoch
+    /// `committed`. Removes the temporary files a crash may have left and the files of later
+    /// epochs (the replay writes their rows again).
     ///
     /// # Errors
     /// When `root` cannot be created or scanned, or the config is invalid.
-    pub fn open(root: PathBuf, config: ParquetConfig) -> Result<Self> {
+    pub fn open(root: PathBuf, config: ParquetConfig, committed: Epoch) -> Result<Self> {
         let problems = config.validate();
         if !problems.is_empty() {
             return Err(StorageError::Config(problems.join("; ")));
@@ -129,13 +149,17 @@ impl ParquetSink {
             path: root.clone(),
             source,
         })?;
-        let removed = remove_temp_files(&root)?;
+        let (removed, uncommitted) = remove_unfinished(&root, committed)?;
         if removed > 0 {
             info!(removed, root = %root.display(), "Removed temporary Parquet files left by a crash.");
+        }
+        if uncommitted > 0 {
+            info!(uncommitted, committed, "Removed Parquet files written after the last checkpoint; the replay writes their rows again.");
         }
         let encoder = Encoder::new(config.zstd_level, config.row_group_rows, config.row_group_bytes)?;
         let stats = ParquetStats::default();
         stats.temp_files_removed.store(removed, Ordering::Relaxed);
+        stats.uncommitted_files_removed.store(uncommitted, Ordering::Relaxed);
         let staging = root.with_file_name("parquet-staging");
         Ok(Self {
             root,
@@ -148,6 +172,7 @@ impl ParquetSink {
             gate: Mutex::default(),
             gate_changed: Condvar::new(),
             compactor: Mutex::default(),
+            committed: Arc::new(AtomicU64::new(committed)),
         })
     }
 
@@ -166,12 +191,12 @@ impl ParquetSink {
     }
 
     /// Buffers `batch` for `folder`, then writes whatever the flush policy says is due.
-    fn add(&self, folder: PathBuf, order: SortOrder, batch: RecordBatch) -> Result<()> {
+    fn add(&self, key: BufferKey, order: SortOrder, batch: RecordBatch) -> Result<()> {
         let due = {
             let mut buffers = self.lock();
             let bytes = batch.get_array_memory_size();
             buffers.bytes += bytes;
-            let buffer = buffers.by_folder.entry(folder.clone()).or_insert_with(|| Buffer {
+            let buffer = buffers.by_folder.entry(key.clone()).or_insert_with(|| Buffer {
                 order,
                 batches: Vec::new(),
                 rows: 0,
@@ -183,7 +208,7 @@ impl ParquetSink {
             buffer.batches.push(batch);
             let mut due = Vec::new();
             if buffer.rows >= self.config.file_rows {
-                due.extend(buffers.take(&folder));
+                due.extend(buffers.take(&key));
             }
             while buffers.bytes > self.config.max_buffer_bytes {
                 let Some(largest) = buffers.by_folder.iter().max_by_key(|(_, b)| b.bytes).map(|(f, _)| f.clone())
@@ -196,21 +221,23 @@ impl ParquetSink {
         };
         // The batch is buffered, so it is taken: a failed write of some buffer is counted, logged
         // and retried later, not reported against this batch (its caller would count it lost).
-        let _ = self.write_all(due);
+        let _ = self.write_all(due, false);
         Ok(())
     }
 
-    /// Writes each buffer as one file per schema; failed buffers go back to be retried.
-    fn write_all(&self, due: Vec<(PathBuf, Buffer)>) -> Result<()> {
+    /// Writes each buffer as one file per schema; failed buffers go back to be retried. A folder
+    /// being compacted is waited for when `wait` (a checkpoint must write its epoch), else skipped
+    /// (its rows stay buffered for the next tick).
+    fn write_all(&self, due: Vec<(BufferKey, Buffer)>, wait: bool) -> Result<()> {
         let mut first_error = None;
-        for (folder, mut buffer) in due {
-            if !self.begin_write(&folder) {
-                // Being compacted: keep the rows buffered; the next tick or flush writes them.
-                self.requeue(folder, buffer);
+        for (key, mut buffer) in due {
+            let (folder, epoch) = (&key.0, key.1);
+            if !self.begin_write(folder, wait) {
+                self.requeue(key, buffer);
                 continue;
             }
-            let written = self.write(&folder, &buffer);
-            self.end_write(&folder);
+            let written = self.write(folder, epoch, &buffer);
+            self.end_write(folder);
             if let Err((done, error)) = written {
                 // Keep only what was not written (a retry must not add the written rows again),
                 // and retry after `max-age` (or at flush), not at every tick.
@@ -221,7 +248,7 @@ impl ParquetSink {
                 buffer.since = Instant::now();
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 warn!(folder = %folder.display(), %error, "Writing a Parquet file failed; its rows stay buffered.");
-                self.requeue(folder, buffer);
+                self.requeue(key, buffer);
                 first_error.get_or_insert(error);
             }
         }
@@ -229,10 +256,10 @@ impl ParquetSink {
     }
 
     /// Puts a buffer that was not written back, in front of anything buffered since.
-    fn requeue(&self, folder: PathBuf, buffer: Buffer) {
+    fn requeue(&self, key: BufferKey, buffer: Buffer) {
         let mut buffers = self.lock();
         buffers.bytes += buffer.bytes;
-        match buffers.by_folder.get_mut(&folder) {
+        match buffers.by_folder.get_mut(&key) {
             Some(newer) => {
                 let mut batches = buffer.batches;
                 batches.append(&mut newer.batches);
@@ -241,13 +268,13 @@ impl ParquetSink {
                 newer.bytes += buffer.bytes;
             }
             None => {
-                buffers.by_folder.insert(folder, buffer);
+                buffers.by_folder.insert(key, buffer);
             }
         }
     }
 
     /// Writes the buffer as files; on failure, `Err((batches written, error))`.
-    fn write(&self, folder: &Path, buffer: &Buffer) -> Result<(), (usize, StorageError)> {
+    fn write(&self, folder: &Path, epoch: Epoch, buffer: &Buffer) -> Result<(), (usize, StorageError)> {
         // Batches of one folder may differ in schema (a new tag, a field's type): one file each.
         let mut start = 0;
         while start < buffer.batches.len() {
@@ -257,7 +284,7 @@ impl ParquetSink {
                 .unwrap_or(buffer.batches.len());
             let batch = concat_batches(&schema, &buffer.batches[start..end]).map_err(|e| (start, e.into()))?;
             let bytes = self.encoder.encode(&batch, buffer.order).map_err(|e| (start, e))?;
-            write_atomic(&self.root, folder, &file::content_name(&bytes), &bytes).map_err(|e| (start, e))?;
+            write_atomic(&self.root, folder, &file::name(epoch, &bytes), &bytes).map_err(|e| (start, e))?;
             self.stats.files.fetch_add(1, Ordering::Relaxed);
             self.stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             self.stats.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
@@ -320,7 +347,8 @@ impl ParquetSink {
                 continue;
             }
             let _closed = self.close_folder(&partition.folder);
-            match compact::compact_partition(&partition, &self.staging, &self.encoder, 2) {
+            let committed = self.committed.load(Ordering::Acquire);
+            match compact::compact_partition(&partition, &self.staging, &self.encoder, 2, committed) {
                 Ok(folder) => done.add(folder),
                 // One bad folder (a corrupt file) must not stop the others; it is retried next round.
                 Err(error) => warn!(folder = %partition.folder.display(), %error, "Compacting a folder failed."),
@@ -349,11 +377,15 @@ impl ParquetSink {
         FolderClosed { sink: self, folder: folder.to_owned() }
     }
 
-    /// Registers a write into `folder`; `false` while the folder is being compacted.
-    fn begin_write(&self, folder: &Path) -> bool {
+    /// Registers a write into `folder`; `false` while the folder is being compacted, unless
+    /// `wait`, which waits for the compaction to finish.
+    fn begin_write(&self, folder: &Path, wait: bool) -> bool {
         let mut gate = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
-        if gate.compacting.contains(folder) {
-            return false;
+        while gate.compacting.contains(folder) {
+            if !wait {
+                return false;
+            }
+            gate = self.gate_changed.wait(gate).unwrap_or_else(PoisonError::into_inner);
         }
         *gate.writing.entry(folder.to_owned()).or_default() += 1;
         true
@@ -416,12 +448,8 @@ impl ParquetSink {
 
     /// Writes every buffer.
     fn flush_all(&self) -> Result<()> {
-        let due: Vec<_> = {
-            let mut buffers = self.lock();
-            let folders: Vec<PathBuf> = buffers.by_folder.keys().cloned().collect();
-            folders.iter().filter_map(|f| buffers.take(f)).collect()
-        };
-        self.write_all(due)
+        let due = self.lock().take_all(|_, _| true);
+        self.write_all(due, true)
     }
 }
 
@@ -434,24 +462,33 @@ fn sink_error(error: StorageError) -> SinkError {
 }
 
 impl Sink for ParquetSink {
-    fn raw(&self, key: &RawKey, batch: RecordBatch) -> Result<(), SinkError> {
+    fn raw(&self, epoch: Epoch, key: &RawKey, batch: RecordBatch) -> Result<(), SinkError> {
         let folder = layout::raw_folder(&self.root, &key.measurement, &key.region, key.hour_start);
         let (date, hour) = (layout::date(key.hour_start), layout::hour(key.hour_start).to_string());
         let partitions = [("region", key.region.as_str()), ("date", date.as_str()), ("hour", hour.as_str())];
         let batch = file::without_partition_columns(&batch, &partitions).map_err(sink_error)?;
-        self.add(folder, SortOrder::Raw, batch).map_err(sink_error)
+        self.add((folder, epoch), SortOrder::Raw, batch).map_err(sink_error)
     }
 
-    fn rollups(&self, batch: RecordBatch) -> Result<(), SinkError> {
+    fn rollups(&self, epoch: Epoch, batch: RecordBatch) -> Result<(), SinkError> {
         for (folder, (resolution, region, date), rows) in split_rollups(&self.root, &batch).map_err(sink_error)? {
             let part = arrow_select::take::take_record_batch(&batch, &UInt32Array::from(rows))
                 .map_err(|e| sink_error(e.into()))?;
             let partitions =
                 [("resolution", resolution.as_str()), ("region", region.as_str()), ("date", date.as_str())];
             let part = file::without_partition_columns(&part, &partitions).map_err(sink_error)?;
-            self.add(folder, SortOrder::Rollups, part).map_err(sink_error)?;
+            self.add((folder, epoch), SortOrder::Rollups, part).map_err(sink_error)?;
         }
         Ok(())
+    }
+
+    fn checkpoint(&self, epoch: Epoch) -> Result<(), SinkError> {
+        let due = self.lock().take_all(|key, _| key.1 <= epoch);
+        self.write_all(due, true).map_err(sink_error)
+    }
+
+    fn committed(&self, epoch: Epoch) {
+        self.committed.fetch_max(epoch, Ordering::AcqRel);
     }
 
     fn flush(&self) -> Result<(), SinkError> {
@@ -464,17 +501,8 @@ impl Sink for ParquetSink {
         if self.retention_due() {
             self.apply_retention(crate::now_nanos()).map_err(sink_error)?;
         }
-        let due: Vec<_> = {
-            let mut buffers = self.lock();
-            let old: Vec<PathBuf> = buffers
-                .by_folder
-                .iter()
-                .filter(|(_, b)| b.since.elapsed() >= self.config.max_age)
-                .map(|(f, _)| f.clone())
-                .collect();
-            old.iter().filter_map(|f| buffers.take(f)).collect()
-        };
-        self.write_all(due).map_err(sink_error)
+        let due = self.lock().take_all(|_, buffer| buffer.since.elapsed() >= self.config.max_age);
+        self.write_all(due, false).map_err(sink_error)
     }
 
     fn render_metrics(&self, out: &mut String) {
@@ -559,9 +587,10 @@ fn remove_folder(dir: &Path) -> Result<()> {
     std::fs::remove_dir_all(dir).map_err(|source| StorageError::Io { what: "removing", path: dir.to_owned(), source })
 }
 
-/// Removes every `.tmp-*` file under `root`; returns how many.
-fn remove_temp_files(root: &Path) -> Result<u64> {
-    let mut removed = 0;
+/// Removes every `.tmp-*` file under `root`, and every Parquet file of an epoch after `committed`;
+/// returns how many of each.
+fn remove_unfinished(root: &Path, committed: Epoch) -> Result<(u64, u64)> {
+    let (mut removed, mut uncommitted) = (0, 0);
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
         let entries = std::fs::read_dir(&dir).map_err(|source| StorageError::Io {
@@ -576,13 +605,21 @@ fn remove_temp_files(root: &Path) -> Result<u64> {
                 entry.file_type().map_err(|source| StorageError::Io { what: "reading", path: path.clone(), source })?;
             if kind.is_dir() {
                 stack.push(path);
-            } else if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            } else {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let counter = if name.starts_with(TEMP_PREFIX) {
+                    &mut removed
+                } else if name.ends_with(".parquet") && file::epoch_of(&name) > committed {
+                    &mut uncommitted
+                } else {
+                    continue;
+                };
                 std::fs::remove_file(&path).map_err(|source| StorageError::Io { what: "removing", path, source })?;
-                removed += 1;
+                *counter += 1;
             }
         }
     }
-    Ok(removed)
+    Ok((removed, uncommitted))
 }
 
 #[cfg(test)]
@@ -637,7 +674,7 @@ mod tests {
     #[test]
     fn compaction_while_writing_loses_and_duplicates_nothing() {
         let dir = std::env::temp_dir().join(format!("augur-compact-live-{}", std::process::id()));
-        let sink = Arc::new(ParquetSink::open(dir.join("parquet"), ParquetConfig::default()).unwrap());
+        let sink = Arc::new(ParquetSink::open(dir.join("parquet"), ParquetConfig::default(), 0).unwrap());
         let key = RawKey { measurement: "cpu".into(), region: "eu".into(), hour_start: 0 };
         let folder = layout::raw_folder(sink.root(), "cpu", "eu", 0);
         let writer = {
@@ -645,7 +682,7 @@ mod tests {
             let key = key.clone();
             std::thread::spawn(move || {
                 for t in 0..60 {
-                    sink.raw(&key, raw(t)).unwrap();
+                    sink.raw(1, &key, raw(t)).unwrap();
                     sink.flush_all().unwrap();
                 }
             })
@@ -668,13 +705,13 @@ mod tests {
         let root = std::env::temp_dir().join(format!("augur-retention-{}", std::process::id()));
         let config =
             ParquetConfig { raw_retention: Some(std::time::Duration::from_secs(2 * 3600)), ..ParquetConfig::default() };
-        let sink = ParquetSink::open(root.clone(), config).unwrap();
+        let sink = ParquetSink::open(root.clone(), config, 0).unwrap();
         let now = 1_700_000_000 / 3600 * 3600 * 1_000_000_000 + HOUR / 2;
         for hours_ago in [0, 1, 2, 3, 30] {
             let time = now - hours_ago * HOUR;
             let key =
                 RawKey { measurement: "cpu".into(), region: "eu".into(), hour_start: time.div_euclid(HOUR) * HOUR };
-            sink.raw(&key, raw(time)).unwrap();
+            sink.raw(1, &key, raw(time)).unwrap();
         }
         sink.flush().unwrap();
         let hours = |root: &Path| folders_at_depth(&root.join("raw"), 4).unwrap().len();

@@ -28,8 +28,11 @@ use crate::schema::typed_column;
 pub(crate) enum Message {
     /// Rollup rows that belong to this shard.
     Batch(RecordBatch),
-    /// Answered once every earlier batch is in PostgreSQL or the spool.
+    /// Answered once every earlier batch is in PostgreSQL or the spool, after trying to replay the
+    /// spool into a reachable shard (at shutdown).
     Flush(SyncSender<()>),
+    /// Answered once every earlier batch is in PostgreSQL or the spool (at a checkpoint).
+    Sync(SyncSender<()>),
 }
 
 /// A shard's counters, read by `/metrics`.
@@ -196,6 +199,7 @@ impl ShardWriter {
                         }
                         self.intake.flushes.push(done);
                     }
+                    Some(Message::Sync(done)) => self.intake.flushes.push(done),
                     Some(Message::Batch(batch)) => self.take(batch).await,
                 },
                 () = sleep_until(retry) => {}
@@ -344,7 +348,7 @@ impl Intake {
     async fn take(&mut self, message: Option<Message>) {
         match message {
             None => self.closed = true,
-            Some(Message::Flush(done)) => self.flushes.push(done),
+            Some(Message::Flush(done) | Message::Sync(done)) => self.flushes.push(done),
             Some(Message::Batch(batch)) => {
                 // A failing disk: retry until it takes the batch; the attempt's timeout still runs.
                 while let Err(error) = self.spool.push(&batch) {

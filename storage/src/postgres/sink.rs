@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use arrow_array::{RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array};
@@ -16,7 +17,7 @@ use super::spool::Spool;
 use crate::error::{Result, StorageError};
 use crate::exposition;
 use crate::schema::{typed_column, RawKey};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Epoch, Sink, SinkError};
 
 /// Writes rollups to the shards of `[postgres]`.
 #[derive(Debug)]
@@ -95,13 +96,31 @@ impl PostgresSink {
     }
 }
 
+impl PostgresSink {
+    /// Sends `message` to every shard's writer, then waits for each to answer.
+    fn wait_for_every_shard(&self, message: fn(SyncSender<()>) -> Message) -> Result<(), SinkError> {
+        let mut answers = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            let (done, wait) = std::sync::mpsc::sync_channel(1);
+            self.send(shard, message(done))?;
+            answers.push((shard, wait));
+        }
+        for (shard, wait) in answers {
+            wait.recv()
+                .map_err(|_| SinkError::Fatal(format!("the writer of postgres shard {:?} has stopped", shard.name)))?;
+        }
+        Ok(())
+    }
+}
+
 impl Sink for PostgresSink {
     /// Raw points live in Parquet only.
-    fn raw(&self, _key: &RawKey, _batch: RecordBatch) -> Result<(), SinkError> {
+    fn raw(&self, _epoch: Epoch, _key: &RawKey, _batch: RecordBatch) -> Result<(), SinkError> {
         Ok(())
     }
 
-    fn rollups(&self, batch: RecordBatch) -> Result<(), SinkError> {
+    /// Rows of any epoch go out at once: upserts make the rows a replay computes again harmless.
+    fn rollups(&self, _epoch: Epoch, batch: RecordBatch) -> Result<(), SinkError> {
         let schema_error = |e: StorageError| SinkError::Fatal(e.to_string());
         let ids = typed_column::<UInt64Array>(&batch, "series_id").map_err(schema_error)?;
         let starts = typed_column::<TimestampNanosecondArray>(&batch, "window_start").map_err(schema_error)?;
@@ -128,20 +147,19 @@ impl Sink for PostgresSink {
         Ok(())
     }
 
-    /// Waits until every batch taken so far is committed or spooled (durable either way). Called
-    /// at shutdown: from here on a shard that is down has its spool grow past the bound rather
-    /// than hold shutdown up.
+    /// Waits until every batch taken so far is committed or spooled (durable either way).
+    fn checkpoint(&self, _epoch: Epoch) -> Result<(), SinkError> {
+        self.wait_for_every_shard(Message::Sync)
+    }
+
+    /// As [`Sink::checkpoint`], after trying to empty the spools of reachable shards. Called at
+    /// shutdown: from here on a shard that is down has its spool grow past the bound rather than
+    /// hold shutdown up.
     fn flush(&self) -> Result<(), SinkError> {
         for shard in &self.shards {
             shard.draining.store(true, Ordering::Relaxed);
         }
-        for shard in &self.shards {
-            let (done, wait) = std::sync::mpsc::sync_channel(1);
-            self.send(shard, Message::Flush(done))?;
-            wait.recv()
-                .map_err(|_| SinkError::Fatal(format!("the writer of postgres shard {:?} has stopped", shard.name)))?;
-        }
-        Ok(())
+        self.wait_for_every_shard(Message::Flush)
     }
 
     fn render_metrics(&self, out: &mut String) {
