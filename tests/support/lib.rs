@@ -113,6 +113,21 @@ impl AugurServer {
         self.terminate(within)
     }
 
+    /// Kills the server with SIGKILL (a crash: no drain, no checkpoint) and waits for it; the data
+    /// dir stays.
+    pub fn kill(mut self) {
+        if let Some(dir) = self.owned_dir.take() {
+            dir.into_path();
+        }
+        self.child.kill().expect("SIGKILL augur");
+        self.child.wait().expect("wait for augur");
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(mut self, within: Duration) -> ExitStatus {
         let pid = self.child.id().to_string();

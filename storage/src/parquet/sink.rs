@@ -675,6 +675,7 @@ mod tests {
     fn compaction_while_writing_loses_and_duplicates_nothing() {
         let dir = std::env::temp_dir().join(format!("augur-compact-live-{}", std::process::id()));
         let sink = Arc::new(ParquetSink::open(dir.join("parquet"), ParquetConfig::default(), 0).unwrap());
+        sink.committed(1);
         let key = RawKey { measurement: "cpu".into(), region: "eu".into(), hour_start: 0 };
         let folder = layout::raw_folder(sink.root(), "cpu", "eu", 0);
         let writer = {
@@ -698,6 +699,29 @@ mod tests {
         assert_eq!(rows_in(&folder), (0..60).collect::<Vec<i64>>(), "every row exactly once");
         assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 1, "one file after the last round");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn files_of_epochs_after_the_checkpoint_are_left_by_compaction_and_removed_at_open() {
+        let root = std::env::temp_dir().join(format!("augur-epochs-{}", std::process::id()));
+        let sink = ParquetSink::open(root.clone(), ParquetConfig::default(), 1).unwrap();
+        let key = RawKey { measurement: "cpu".into(), region: "eu".into(), hour_start: 0 };
+        let folder = layout::raw_folder(sink.root(), "cpu", "eu", 0);
+        sink.raw(2, &key, raw(1)).unwrap();
+        sink.raw(3, &key, raw(2)).unwrap();
+        sink.raw(3, &key, raw(3)).unwrap();
+        sink.checkpoint(2).unwrap();
+        assert_eq!(rows_in(&folder), vec![1], "a checkpoint writes its epoch and no later one");
+        sink.flush().unwrap();
+        assert_eq!(rows_in(&folder), vec![1, 2, 3]);
+        assert_eq!(sink.compact_closed(HOUR * 2, Duration::ZERO).unwrap().folders, 0, "epoch 3 is not committed");
+        drop(sink);
+
+        // A crash after the checkpoint of epoch 2 was recorded: epoch 3's file goes.
+        let sink = ParquetSink::open(root.clone(), ParquetConfig::default(), 2).unwrap();
+        assert_eq!(rows_in(&folder), vec![1]);
+        assert_eq!(sink.stats().uncommitted_files_removed.load(Ordering::Relaxed), 1);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
