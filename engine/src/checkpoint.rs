@@ -247,7 +247,10 @@ fn run(parts: &Parts, stopped: &Receiver<()>, stats: &CheckpointStats) -> anyhow
                     if stopping {
                         return Err(error.context("the last checkpoint failed; the next start replays the log"));
                     }
-                    error!(error = format!("{error:#}"), "A checkpoint failed; retrying in 1 s. The log keeps its records meanwhile.");
+                    error!(
+                        error = format!("{error:#}"),
+                        "A checkpoint failed; retrying in 1 s. The log keeps its records meanwhile."
+                    );
                     pending = checkpoint;
                 }
             }
@@ -296,7 +299,12 @@ fn take(parts: &Parts, epoch: Epoch) -> Result<Checkpoint, Failed> {
             }
             Ok(stale) => warn!(epoch = stale.barrier.epoch, "A partition state of another checkpoint; ignored."),
             Err(RecvTimeoutError::Timeout) => {
-                warn!(epoch, waiting, seconds = started.elapsed().as_secs(), "Still waiting for partitions to reach the checkpoint barrier.");
+                warn!(
+                    epoch,
+                    waiting,
+                    seconds = started.elapsed().as_secs(),
+                    "Still waiting for partitions to reach the checkpoint barrier."
+                );
             }
             Err(RecvTimeoutError::Disconnected) => return Err(fail(anyhow::anyhow!("the pipelines stopped"))),
         }
@@ -308,7 +316,10 @@ fn take(parts: &Parts, epoch: Epoch) -> Result<Checkpoint, Failed> {
 /// covers; returns the checkpoint file's size.
 fn record(parts: &Parts, checkpoint: Checkpoint) -> Result<u64, Failed> {
     if let Err(error) = parts.sink.checkpoint(checkpoint.epoch) {
-        return Err(Failed { checkpoint: Some(checkpoint), error: anyhow::Error::new(error).context("flushing the sinks") });
+        return Err(Failed {
+            checkpoint: Some(checkpoint),
+            error: anyhow::Error::new(error).context("flushing the sinks"),
+        });
     }
     let bytes = match checkpoint.write(&parts.dir) {
         Ok(bytes) => bytes,
@@ -329,7 +340,8 @@ mod tests {
 
     #[test]
     fn a_checkpoint_round_trips_and_damage_is_refused() {
-        let checkpoint = Checkpoint { epoch: 7, sequence: 1234, partitions: vec![b"one".to_vec(), Vec::new(), vec![9; 300]] };
+        let checkpoint =
+            Checkpoint { epoch: 7, sequence: 1234, partitions: vec![b"one".to_vec(), Vec::new(), vec![9; 300]] };
         let bytes = checkpoint.encode();
         assert_eq!(Checkpoint::decode(&bytes).unwrap(), checkpoint);
         for cut in [0, 7, 20, bytes.len() - 1] {

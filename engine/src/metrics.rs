@@ -33,19 +33,49 @@ impl Durability {
     fn render(&self, out: &mut String) {
         let (log, checkpoints, recovery) = (&self.log, &self.checkpoints, &self.recovery);
         let series = [
-            ("augur_wal_commits_total", "counter", "Log commits (one write and, with fsync, one fsync each).", &log.commits),
+            (
+                "augur_wal_commits_total",
+                "counter",
+                "Log commits (one write and, with fsync, one fsync each).",
+                &log.commits,
+            ),
             ("augur_wal_records_total", "counter", "Requests committed to the log.", &log.records),
             ("augur_wal_bytes", "gauge", "Bytes of the log on disk.", &log.bytes),
             ("augur_checkpoints_total", "counter", "Checkpoints recorded since start.", &checkpoints.completed),
-            ("augur_checkpoint_failures_total", "counter", "Checkpoint attempts that failed (retried).", &checkpoints.failed),
+            (
+                "augur_checkpoint_failures_total",
+                "counter",
+                "Checkpoint attempts that failed (retried).",
+                &checkpoints.failed,
+            ),
             ("augur_checkpoint_epoch", "gauge", "Epoch of the last recorded checkpoint.", &checkpoints.epoch),
-            ("augur_checkpoint_duration_milliseconds", "gauge", "How long the last checkpoint took.", &checkpoints.last_millis),
+            (
+                "augur_checkpoint_duration_milliseconds",
+                "gauge",
+                "How long the last checkpoint took.",
+                &checkpoints.last_millis,
+            ),
             ("augur_checkpoint_bytes", "gauge", "Size of the last checkpoint file.", &checkpoints.last_bytes),
             ("augur_recovery_torn_bytes", "gauge", "Bytes of a torn log tail cut off at start.", &recovery.torn_bytes),
-            ("augur_recovery_dropped_segments", "gauge", "Log segments dropped after a torn tail at start.", &recovery.dropped_segments),
+            (
+                "augur_recovery_dropped_segments",
+                "gauge",
+                "Log segments dropped after a torn tail at start.",
+                &recovery.dropped_segments,
+            ),
             ("augur_recovery_replayed_records", "gauge", "Log records replayed at start.", &recovery.replayed_records),
-            ("augur_recovery_replayed_points", "gauge", "Points in the records replayed at start.", &recovery.replayed_points),
-            ("augur_recovery_skipped_records", "gauge", "Log records that could not be read at start (logged).", &recovery.skipped_records),
+            (
+                "augur_recovery_replayed_points",
+                "gauge",
+                "Points in the records replayed at start.",
+                &recovery.replayed_points,
+            ),
+            (
+                "augur_recovery_skipped_records",
+                "gauge",
+                "Log records that could not be read at start (logged).",
+                &recovery.skipped_records,
+            ),
         ];
         for (name, kind, help, value) in series {
             header(out, name, kind, help);
@@ -78,7 +108,11 @@ pub fn render(writer: &Writer, pipelines: &PipelineStats, durability: &Durabilit
             &ingest.points_shed,
         ),
         ("augur_ingest_bytes_total", "Bytes of line protocol received (decompressed).", &ingest.bytes_in),
-        ("augur_ingest_log_errors_total", "Requests the write-ahead log refused (full, disk error).", &ingest.log_errors),
+        (
+            "augur_ingest_log_errors_total",
+            "Requests the write-ahead log refused (full, disk error).",
+            &ingest.log_errors,
+        ),
     ];
     for (name, help, value) in counters {
         header(&mut out, name, "counter", help);

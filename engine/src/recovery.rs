@@ -73,7 +73,12 @@ impl Recovered {
             );
         }
         if let Some(c) = &checkpoint {
-            info!(epoch = c.epoch, sequence = c.sequence, to_replay = records.len(), "Resuming from the last checkpoint.");
+            info!(
+                epoch = c.epoch,
+                sequence = c.sequence,
+                to_replay = records.len(),
+                "Resuming from the last checkpoint."
+            );
         }
         Ok(Self { checkpoint, wal, records, stats })
     }

@@ -124,8 +124,11 @@ impl Server {
             replayed,
         })
         .context("starting the checkpointer")?;
-        let durability =
-            Durability { log: log.stats().clone(), checkpoints: checkpointer.stats().clone(), recovery: recovery_stats };
+        let durability = Durability {
+            log: log.stats().clone(),
+            checkpoints: checkpointer.stats().clone(),
+            recovery: recovery_stats,
+        };
 
         let http = TcpListener::bind(config.http.addr)
             .await

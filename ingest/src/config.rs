@@ -88,11 +88,10 @@ impl WalConfig {
                 self.max_bytes, self.segment_bytes
             ));
         }
-        if self.checkpoint_interval < Duration::from_millis(10) || self.checkpoint_interval > Duration::from_secs(3600) {
-            problems.push(format!(
-                "wal.checkpoint-interval = {:?} must be between 10ms and 1h",
-                self.checkpoint_interval
-            ));
+        if self.checkpoint_interval < Duration::from_millis(10) || self.checkpoint_interval > Duration::from_secs(3600)
+        {
+            problems
+                .push(format!("wal.checkpoint-interval = {:?} must be between 10ms and 1h", self.checkpoint_interval));
         }
         problems
     }

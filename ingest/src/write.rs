@@ -15,10 +15,10 @@ use crate::line_protocol::{Escaped, LineError, ParsedLine, Parser, Reason};
 use crate::point::{now_nanos, Precision};
 use crate::router::{Rejected, Router};
 use crate::series::SeriesHasher;
-use tracing::error;
 use crate::wal::group::GroupCommit;
 use crate::wal::write_record::{self, WriteRecord};
 use crate::wal::WalError;
+use tracing::error;
 
 /// Longest measurement and region value, in bytes: each names a directory of the Parquet tree,
 /// where it may grow threefold by escaping and must stay under the 255-byte limit of a file name.
@@ -234,7 +234,9 @@ impl Writer {
         };
         let record = match record {
             Ok(record) => record,
-            Err(error) => return Err(StoreError::Log(WalError::Io { what: "encoding", path: "record".into(), source: error })),
+            Err(error) => {
+                return Err(StoreError::Log(WalError::Io { what: "encoding", path: "record".into(), source: error }))
+            }
         };
         let batches = std::mem::take(&mut parsed.batches);
         let reservation = match self.router.reserve(batches) {

@@ -137,7 +137,8 @@ pub fn compact_partition(
     committed: Epoch,
 ) -> Result<Option<(usize, usize)>> {
     let files = parquet_files(&partition.folder)?;
-    let epochs: Vec<Epoch> = files.iter().map(|f| file::epoch_of(&f.file_name().unwrap_or_default().to_string_lossy())).collect();
+    let epochs: Vec<Epoch> =
+        files.iter().map(|f| file::epoch_of(&f.file_name().unwrap_or_default().to_string_lossy())).collect();
     if files.len() < min_files.max(2) || epochs.iter().any(|&e| e > committed) {
         return Ok(None);
     }

@@ -16,8 +16,8 @@ use parquet::schema::types::ColumnPath;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::StorageError;
-use crate::sink::Epoch;
 use crate::schema::typed_column;
+use crate::sink::Epoch;
 
 /// How rows are ordered inside a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -154,7 +154,11 @@ impl ParquetSink {
             info!(removed, root = %root.display(), "Removed temporary Parquet files left by a crash.");
         }
         if uncommitted > 0 {
-            info!(uncommitted, committed, "Removed Parquet files written after the last checkpoint; the replay writes their rows again.");
+            info!(
+                uncommitted,
+                committed,
+                "Removed Parquet files written after the last checkpoint; the replay writes their rows again."
+            );
         }
         let encoder = Encoder::new(config.zstd_level, config.row_group_rows, config.row_group_bytes)?;
         let stats = ParquetStats::default();
