@@ -7,18 +7,17 @@
 //! run every 500 ms and files are written between them, so kills land before, during and after
 //! both.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow_array::{
-    Array, BooleanArray, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
+use arrow_array::{BooleanArray, Decimal128Array, StringArray, TimestampNanosecondArray, UInt64Array};
+use augur_suite::{
+    column, http, metric, parquet_files, raw_points_by_id, read_parquet, try_write, AugurServer, TempDir,
 };
-use augur_suite::{http, metric, AugurServer, TempDir};
 
 const CLIENTS: usize = 4;
 const SERIES_PER_CLIENT: usize = 5;
@@ -53,19 +52,6 @@ impl Rng {
     }
 }
 
-/// One POST on a fresh connection; `None` when the connection failed (the server died).
-fn post(addr: SocketAddr, body: &[u8]) -> Option<u16> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    let head =
-        format!("POST /write HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-    stream.write_all(head.as_bytes()).ok()?;
-    stream.write_all(body).ok()?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).ok()?;
-    raw.split(' ').nth(1)?.parse().ok()
-}
-
 /// A client: requests of fresh points (ids unique over the whole test, times rising per series)
 /// until `stop`; returns the ids of the points in requests answered 204.
 fn client(addr: SocketAddr, index: usize, next_id: &mut i64, last_time: &mut i64, stop: &AtomicBool) -> Vec<i64> {
@@ -82,48 +68,13 @@ fn client(addr: SocketAddr, index: usize, next_id: &mut i64, last_time: &mut i64
             body.push_str(&format!("crash,host={host},region=eu id={id}i {}\n", *last_time));
             ids.push(id);
         }
-        match post(addr, body.as_bytes()) {
-            Some(204) => acked.extend(ids),
-            Some(503) | None => std::thread::sleep(Duration::from_millis(5)),
-            Some(status) => panic!("unexpected status {status}"),
+        match try_write(addr, body.as_bytes()) {
+            Some((204, _)) => acked.extend(ids),
+            Some((503, _)) | None => std::thread::sleep(Duration::from_millis(5)),
+            Some((status, reply)) => panic!("unexpected status {status}: {reply}"),
         }
     }
     acked
-}
-
-/// Every `*.parquet` under `dir`, and every leftover temporary file.
-fn files(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let (mut parquet, mut temp) = (Vec::new(), Vec::new());
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if path.is_dir() {
-                stack.push(path);
-            } else if name.starts_with(".tmp-") {
-                temp.push(path);
-            } else if name.ends_with(".parquet") {
-                parquet.push(path);
-            }
-        }
-    }
-    (parquet, temp)
-}
-
-fn read(path: &Path) -> Vec<RecordBatch> {
-    let file = std::fs::File::open(path).unwrap();
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
-fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
-    batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name}")).as_any().downcast_ref::<T>().unwrap()
 }
 
 /// The value of `key=` in a partition folder name above `path`.
@@ -187,24 +138,11 @@ fn acknowledged_points_survive_kill_9_exactly_once_in_raw_parquet_and_rollups() 
     assert!(acked.len() > 1000, "the load reached the server: {} points", acked.len());
     assert!(replayed > 0, "some kill left records to replay");
 
-    let (parquet, temp) = files(&data);
+    let (parquet, temp) = parquet_files(&data);
     assert!(temp.is_empty(), "temporary files left: {temp:?}");
 
     // Raw: every acknowledged point once; no point (acknowledged or not) twice.
-    let mut raw: HashMap<i64, (String, i64)> = HashMap::new();
-    for path in parquet.iter().filter(|p| p.to_string_lossy().contains("/raw/")) {
-        for batch in read(path) {
-            let (ids, hosts, times) = (
-                column::<Int64Array>(&batch, "id"),
-                column::<StringArray>(&batch, "host"),
-                column::<TimestampNanosecondArray>(&batch, "time"),
-            );
-            for row in 0..batch.num_rows() {
-                let previous = raw.insert(ids.value(row), (hosts.value(row).to_owned(), times.value(row)));
-                assert!(previous.is_none(), "point {} is in raw Parquet twice ({})", ids.value(row), path.display());
-            }
-        }
-    }
+    let raw = raw_points_by_id(&data, "crash");
     let missing: Vec<&i64> = acked.iter().filter(|id| !raw.contains_key(id)).take(10).collect();
     assert!(missing.is_empty(), "acknowledged points missing from raw Parquet, e.g. {missing:?}");
 
@@ -222,7 +160,7 @@ fn acknowledged_points_survive_kill_9_exactly_once_in_raw_parquet_and_rollups() 
     let mut rollups: BTreeMap<(String, String, i64), (u64, i128, bool)> = BTreeMap::new();
     for path in parquet.iter().filter(|p| p.to_string_lossy().contains("/rollups/")) {
         let resolution = partition(path, "resolution");
-        for batch in read(path) {
+        for batch in read_parquet(path) {
             let (keys, fields, starts, counts, sums, partial) = (
                 column::<StringArray>(&batch, "series_key"),
                 column::<StringArray>(&batch, "field"),

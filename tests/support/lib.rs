@@ -241,3 +241,86 @@ pub fn postgres_config(
     std::fs::write(&path, text).expect("write augur.toml");
     path
 }
+
+/// Every `*.parquet` file under `dir`, and every temporary file a write left (`.tmp-*`).
+pub fn parquet_files(dir: &std::path::Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut done, mut temp) = (Vec::new(), Vec::new());
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.starts_with(".tmp-") {
+                temp.push(path);
+            } else if name.ends_with(".parquet") {
+                done.push(path);
+            }
+        }
+    }
+    (done, temp)
+}
+
+/// The batches of a Parquet file.
+pub fn read_parquet(path: &std::path::Path) -> Vec<arrow_array::RecordBatch> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::build)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("decode {}: {e}", path.display()))
+}
+
+/// A column of `batch` as its Arrow array type.
+pub fn column<'a, T: 'static>(batch: &'a arrow_array::RecordBatch, name: &str) -> &'a T {
+    batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_any()
+        .downcast_ref::<T>()
+        .unwrap_or_else(|| panic!("column {name} has another type"))
+}
+
+/// One `POST /write` on a fresh connection; `None` when the connection failed (the server died
+/// or was killed meanwhile).
+pub fn try_write(addr: SocketAddr, body: &[u8]) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let head =
+        format!("POST /write HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    Some((head.split(' ').nth(1)?.parse().ok()?, body.to_owned()))
+}
+
+/// The raw points of measurement `measurement` under `data_dir` as `id -> (host, time)`, from
+/// their integer field `id` and tag `host`.
+///
+/// # Panics
+/// When an id is there twice: the write path must store every point once.
+pub fn raw_points_by_id(
+    data_dir: &std::path::Path,
+    measurement: &str,
+) -> std::collections::HashMap<i64, (String, i64)> {
+    use arrow_array::{Int64Array, StringArray, TimestampNanosecondArray};
+    let mut points = std::collections::HashMap::new();
+    let folder = format!("/raw/{measurement}/");
+    for path in parquet_files(data_dir).0.iter().filter(|p| p.to_string_lossy().contains(&folder)) {
+        for batch in read_parquet(path) {
+            let (ids, hosts, times) = (
+                column::<Int64Array>(&batch, "id"),
+                column::<StringArray>(&batch, "host"),
+                column::<TimestampNanosecondArray>(&batch, "time"),
+            );
+            for row in 0..batch.num_rows() {
+                let previous = points.insert(ids.value(row), (hosts.value(row).to_owned(), times.value(row)));
+                assert!(previous.is_none(), "point {} is in raw Parquet twice ({})", ids.value(row), path.display());
+            }
+        }
+    }
+    points
+}
