@@ -18,33 +18,8 @@ loadgen_args=("$@")
 augur=target/release/augur
 [ -x "$augur" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 work=$(mktemp -d /tmp/augur-compare.XXXXXX)
-pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-
-cpu_seconds() { awk '{print ($14 + $15) / 100}' "/proc/$1/stat"; }   # utime + stime, in ticks of 1/100 s
-peak_rss_mib() { awk '/VmHWM/ {print $2 / 1024}' "/proc/$1/status"; }
-
-wait_http() {
-  for _ in $(seq 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "server at $1 did not come up" >&2; return 1
-}
-
-measure() {  # name url
-  local name=$1 url=$2 before after report
-  before=$(cpu_seconds "$pid")
-  report=$("$augur" loadgen --url "$url" --duration "${seconds}s" --json "${loadgen_args[@]}" | tail -n 1)
-  after=$(cpu_seconds "$pid")
-  python3 - "$name" "$report" "$before" "$after" "$seconds" "$(peak_rss_mib "$pid")" <<'PY'
-import json, sys
-name, report, before, after, seconds, rss = sys.argv[1:]
-r = json.loads(report)
-r = {"engine": name, **{k: r[k] for k in ("values_per_s", "points_per_s", "p50_ms", "p99_ms", "max_ms", "errors", "values_total")},
-     "server_cores": round((float(after) - float(before)) / float(seconds), 2), "peak_rss_mib": round(float(rss))}
-print(json.dumps(r))
-PY
-  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
-}
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 # Augur
 "$augur" serve --data-dir "$work/augur" --http-addr 127.0.0.1:18186 --tcp-addr 127.0.0.1:18194 > "$work/augur.log" 2>&1 &

@@ -1,0 +1,31 @@
+# Helpers of the side-by-side load scripts (sourced): the caller sets `augur`, `seconds`,
+# `loadgen_args` and `work`, and starts one server at a time with its pid in `pid`.
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+cpu_seconds() { awk '{print ($14 + $15) / 100}' "/proc/$1/stat"; }   # utime + stime, in ticks of 1/100 s
+peak_rss_mib() { awk '/VmHWM/ {print $2 / 1024}' "/proc/$1/status"; }
+
+wait_http() {
+  for _ in $(seq 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "server at $1 did not come up" >&2; return 1
+}
+
+# Loads the server at `url` for `seconds`, prints loadgen's report plus the server's cores and
+# peak RSS as one JSON line named `name`, then stops the server (SIGTERM) and waits for it.
+measure() {  # name url
+  local name=$1 url=$2 before after report
+  before=$(cpu_seconds "$pid")
+  report=$("$augur" loadgen --url "$url" --duration "${seconds}s" --json "${loadgen_args[@]}" | tail -n 1)
+  after=$(cpu_seconds "$pid")
+  python3 - "$name" "$report" "$before" "$after" "$seconds" "$(peak_rss_mib "$pid")" <<'PY'
+import json, sys
+name, report, before, after, seconds, rss = sys.argv[1:]
+r = json.loads(report)
+r = {"engine": name, **{k: r[k] for k in ("values_per_s", "points_per_s", "p50_ms", "p99_ms", "max_ms", "errors", "values_total")},
+     "server_cores": round((float(after) - float(before)) / float(seconds), 2), "peak_rss_mib": round(float(rss))}
+print(json.dumps(r))
+PY
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+}
