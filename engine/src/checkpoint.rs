@@ -227,11 +227,12 @@ fn run(parts: &Parts, stopped: &Receiver<()>, stats: &CheckpointStats) -> anyhow
         if due {
             let started = Instant::now();
             let result = match pending.take() {
+                // At the stop, the retried checkpoint is not the last: one more covers the rest.
+                Some(checkpoint) if stopping => {
+                    record(parts, checkpoint).and_then(|_| take_and_record(parts, &mut epoch))
+                }
                 Some(checkpoint) => record(parts, checkpoint),
-                None => take(parts, epoch).and_then(|checkpoint| {
-                    epoch += 1;
-                    record(parts, checkpoint)
-                }),
+                None => take_and_record(parts, &mut epoch),
             };
             last = Instant::now();
             match result {
@@ -259,6 +260,13 @@ fn run(parts: &Parts, stopped: &Receiver<()>, stats: &CheckpointStats) -> anyhow
             return Ok(());
         }
     }
+}
+
+/// Takes the checkpoint of `epoch` and records it; `epoch` moves on once the barrier has passed.
+fn take_and_record(parts: &Parts, epoch: &mut Epoch) -> Result<u64, Failed> {
+    let checkpoint = take(parts, *epoch)?;
+    *epoch += 1;
+    record(parts, checkpoint)
 }
 
 /// The log's record count and size.

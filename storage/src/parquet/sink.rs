@@ -527,8 +527,22 @@ impl Sink for ParquetSink {
                 &s.partitions_expired,
             ),
         ];
-        for (name, help, value) in counters {
-            exposition::header(out, name, "counter", help);
+        let at_start = [
+            (
+                "augur_parquet_temp_files_removed",
+                "Temporary files of a crashed run removed at start.",
+                &s.temp_files_removed,
+            ),
+            (
+                "augur_parquet_uncommitted_files_removed",
+                "Files of epochs after the last checkpoint removed at start (the replay writes their rows again).",
+                &s.uncommitted_files_removed,
+            ),
+        ];
+        for ((name, help, value), kind) in
+            counters.iter().map(|c| (c, "counter")).chain(at_start.iter().map(|g| (g, "gauge")))
+        {
+            exposition::header(out, name, kind, help);
             exposition::sample(out, name, &[], value.load(Ordering::Relaxed));
         }
         let name = "augur_parquet_buffered_bytes";
