@@ -284,6 +284,8 @@ struct Failed {
 /// Sends the barrier of `epoch` and gathers every partition's state at it.
 fn take(parts: &Parts, epoch: Epoch) -> Result<Checkpoint, Failed> {
     let fail = |error: anyhow::Error| Failed { checkpoint: None, error };
+    // States left by an attempt whose barrier passed but which failed before all came back.
+    while parts.snapshots.try_recv().is_ok() {}
     let router = parts.router.clone();
     parts
         .log

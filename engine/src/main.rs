@@ -176,21 +176,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _lock = DataDirLock::acquire(&config.server.data_dir)?;
     let recovered = Recovered::open(&config)?;
     let stores = Stores::open(&config, &tokio::runtime::Handle::current(), Vec::new(), recovered.committed())?;
+    // Before anyone learns the address: a SIGTERM sent right after it must find the handler.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let server = Server::start(&config, stores.sink, stores.hot, recovered).await?;
     // Tests and scripts read the bound addresses (port 0 picks free ones) from this line.
     println!("augur listening http={} tcp={}", server.http_addr(), server.tcp_addr());
-    wait_for_stop_signal().await?;
-    info!("Stop signal received; draining.");
-    server.shutdown().await?;
-    Ok(())
-}
-
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = terminate.recv() => {}
-        result = tokio::signal::ctrl_c() => result?,
+        _ = interrupt.recv() => {}
     }
+    info!("Stop signal received; draining.");
+    server.shutdown().await?;
     Ok(())
 }
 

@@ -307,16 +307,6 @@ impl Partitions {
         Ok(())
     }
 
-    /// Number of partitions.
-    pub fn len(&self) -> usize {
-        self.tasks.len()
-    }
-
-    /// Whether there are none (never: a router has at least one partition).
-    pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
-    }
-
     /// The published totals.
     pub fn stats(&self) -> &Arc<PipelineStats> {
         &self.stats

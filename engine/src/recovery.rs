@@ -10,6 +10,7 @@ use augur_ingest::router::Rejected;
 use augur_ingest::wal::write_record::{self, WriteRecord};
 use augur_ingest::wal::{Record, Wal, WalOptions};
 use augur_ingest::Writer;
+use augur_storage::durable::TEMP_PREFIX;
 use augur_storage::sink::Epoch;
 use tracing::{error, info, warn};
 
@@ -51,6 +52,7 @@ impl Recovered {
     /// When either cannot be read or repaired (a damaged checkpoint file, an unreadable log).
     pub fn open(config: &Config) -> anyhow::Result<Self> {
         let checkpoint = Checkpoint::read(&config.server.state_dir())?;
+        remove_temp_files(&config.server.state_dir())?;
         let options = WalOptions {
             dir: config.server.wal_dir(),
             segment_bytes: config.wal.segment_bytes,
@@ -89,6 +91,17 @@ impl Recovered {
     }
 }
 
+/// Removes what a crash during a checkpoint file's write left in `dir`.
+fn remove_temp_files(dir: &std::path::Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let path = entry.path();
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Feeds `records` through `writer` (which must have no log: they are in it already), waiting
 /// while partitions are full. Blocks; run it off the async runtime.
 ///
@@ -118,8 +131,10 @@ pub fn replay(writer: &Writer, records: Vec<Record>, stats: &RecoveryStats) -> a
                 continue;
             }
         };
-        // The receive time stamps lines without a timestamp and bounds max-future as it did live.
-        let mut parsed = writer.parse(&write.body, write.precision, write.received_at, 1, usize::MAX);
+        // As it was parsed live: the receive time stamps lines without a timestamp and bounds
+        // max-future, and the line limit rejects the same lines.
+        let max_line_bytes = usize::try_from(write.max_line_bytes).unwrap_or(usize::MAX);
+        let mut parsed = writer.parse(&write.body, write.precision, write.received_at, 1, max_line_bytes);
         loop {
             match writer.admit(&mut parsed) {
                 Ok(()) => break,

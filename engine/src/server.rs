@@ -26,7 +26,6 @@ use crate::pipeline::{Partitions, PipelineStats, Pipelines};
 use crate::recovery::{self, Recovered};
 
 /// A running Augur: listeners open, pipelines draining.
-#[derive(Debug)]
 pub struct Server {
     http_addr: SocketAddr,
     tcp_addr: SocketAddr,
@@ -35,6 +34,13 @@ pub struct Server {
     pipelines: Pipelines,
     writer: Writer,
     checkpointer: Checkpointer,
+    sink: Arc<dyn Sink>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("http_addr", &self.http_addr).field("tcp_addr", &self.tcp_addr).finish()
+    }
 }
 
 /// What a server did over its life, read after it stopped.
@@ -138,6 +144,7 @@ impl Server {
             .with_context(|| format!("binding the TCP listener to {}", config.tcp.addr))?;
         let (http_addr, tcp_addr) = (http.local_addr()?, tcp.local_addr()?);
 
+        let stopping_sink = sink.clone();
         let (trigger, shutdown) = shutdown_channel();
         let resolutions = config.engine.pipeline().resolutions;
         let app = augur_ingest::http::routes(HttpState::new(writer.clone(), config.http.clone()))
@@ -158,7 +165,7 @@ impl Server {
             tokio::spawn(augur_ingest::tcp::serve(tcp, writer.clone(), config.tcp.clone(), shutdown)),
         ];
         info!(%http_addr, %tcp_addr, partitions, threads, "Augur is listening.");
-        Ok(Self { http_addr, tcp_addr, trigger, listeners, pipelines, writer, checkpointer })
+        Ok(Self { http_addr, tcp_addr, trigger, listeners, pipelines, writer, checkpointer, sink: stopping_sink })
     }
 
     /// The bound HTTP address (useful with port 0).
@@ -209,6 +216,7 @@ impl Server {
             })
             .collect();
         // Nothing more is appended: the last checkpoint covers the whole log.
+        self.sink.stopping();
         let checkpointed = tokio::task::spawn_blocking(move || self.checkpointer.finish()).await?;
         if let Err(error) = &checkpointed {
             error!(error = format!("{error:#}"), "The last checkpoint failed.");

@@ -81,7 +81,7 @@ impl Connection {
                 // The sender closed: a last line without its newline is still a whole line.
                 if !buf.is_empty() && !skipping {
                     let rest = buf.split().freeze();
-                    if !self.ingest(rest).await {
+                    if !self.ingest(rest, &shutdown).await {
                         break;
                     }
                 }
@@ -106,7 +106,7 @@ impl Connection {
                 Some(last) => {
                     let complete = buf.split_to(scanned + last + 1).freeze();
                     scanned = 0;
-                    if !self.ingest(complete).await {
+                    if !self.ingest(complete, &shutdown).await {
                         break;
                     }
                 }
@@ -132,8 +132,9 @@ impl Connection {
     }
 
     /// Parses and stores complete lines, waiting while partitions or the log are full. `false`
-    /// when the engine is shutting down (or the log stopped) and nothing more can be taken.
-    async fn ingest(&mut self, lines: bytes::Bytes) -> bool {
+    /// when the engine is shutting down (or the log stopped) and nothing more can be taken: lines
+    /// that wait at shutdown are dropped (TCP has no acknowledgement to take back).
+    async fn ingest(&mut self, lines: bytes::Bytes, shutdown: &Shutdown) -> bool {
         let now = now_nanos();
         let first_line = self.next_line;
         let mut parsed = self.parse(lines.clone(), now, first_line).await;
@@ -145,7 +146,7 @@ impl Connection {
         loop {
             match self.writer.store(&mut parsed).await {
                 Ok(()) => return true,
-                Err(error) if error.is_retryable() => {
+                Err(error) if error.is_retryable() && !shutdown.is_triggered() => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     if parsed.batches.is_empty() {

@@ -95,9 +95,18 @@ pub enum WalError {
     /// A payload over the record size limit.
     #[error("WAL record of {0} bytes is over the limit of 4 GiB")]
     TooLarge(usize),
-    /// An fsync failed earlier: what the disk holds is unknown, so the log takes nothing more
-    /// until a restart re-reads it.
-    #[error("WAL stopped after a failed fsync; restart Augur to recover the log")]
+    /// An fsync failed: the records of that commit may or may not be on disk (a restart replays
+    /// them if they are), and the log takes nothing more until a restart re-reads it.
+    #[error("WAL: syncing {} failed: {source}; this write may or may not be stored; restart Augur to recover the log", path.display())]
+    SyncFailed {
+        /// The segment.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The log stopped after a failed fsync or a write it could not undo (or its thread is gone): what
+    /// the disk holds is unknown, so it takes nothing more until a restart re-reads it.
+    #[error("WAL stopped after a failed fsync or write; restart Augur to recover the log")]
     Stopped,
 }
 
@@ -116,6 +125,9 @@ impl WalError {
         match self {
             Self::Io { what, path, source } => {
                 Self::Io { what, path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+            }
+            Self::SyncFailed { path, source } => {
+                Self::SyncFailed { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
             }
             Self::Full { bytes, limit } => Self::Full { bytes: *bytes, limit: *limit },
             Self::TooLarge(n) => Self::TooLarge(*n),
@@ -283,14 +295,17 @@ impl Wal {
         };
         let path = segment::path(&self.options.dir, last.first);
         if let Err(e) = self.current.write_all(&self.pending) {
-            // Undo a partial write so the segment ends at its last whole record.
-            let _ = self.current.set_len(last.bytes);
+            // Undo a partial write so the segment ends at its last whole record; if even that
+            // fails, a record appended next would follow a torn one and be lost at recovery.
+            if self.current.set_len(last.bytes).is_err() {
+                self.stopped = true;
+            }
             return Err(WalError::io("writing", &path, e));
         }
         if self.options.durability == Durability::Fsync {
-            if let Err(e) = self.current.sync_data() {
+            if let Err(source) = self.current.sync_data() {
                 self.stopped = true;
-                return Err(WalError::io("syncing", &path, e));
+                return Err(WalError::SyncFailed { path, source });
             }
         }
         last.bytes += self.pending.len() as u64;

@@ -65,6 +65,10 @@ pub enum StoreError {
     /// The write-ahead log did not take the request (full, disk error, stopped).
     #[error(transparent)]
     Log(#[from] WalError),
+    /// Logged, but the partitions closed before it was queued (only if the pipelines died): it
+    /// is applied at the next start, from the log.
+    #[error("the write is in the log but the engine stopped taking writes ({0}); it is applied at the next start")]
+    Unqueued(Rejected),
 }
 
 impl StoreError {
@@ -74,6 +78,7 @@ impl StoreError {
             Self::Rejected(Rejected::Full { .. }) => true,
             Self::Rejected(Rejected::Closed { .. }) => false,
             Self::Log(error) => error.is_retryable(),
+            Self::Unqueued(_) => false,
         }
     }
 }
@@ -124,11 +129,6 @@ impl Writer {
         self
     }
 
-    /// The write-ahead log, if any.
-    pub fn log(&self) -> Option<&Arc<GroupCommit>> {
-        self.log.as_ref()
-    }
-
     /// The router.
     pub fn router(&self) -> &Arc<Router> {
         &self.router
@@ -175,7 +175,7 @@ impl Writer {
         out.values = out.batches.iter().map(|(_, b)| b.value_count()).sum();
         if self.log.is_some() && out.points > 0 {
             // The whole body is logged, bad lines too: parsing it again gives the same good lines.
-            out.record = Some(WriteRecord::encode_body(precision, now, body));
+            out.record = Some(WriteRecord::encode(precision, now, max_line_bytes as u64, body));
         }
         self.stats.bytes_in.fetch_add(body.len() as u64, Ordering::Relaxed);
         self.stats.points_parsed.fetch_add(out.points as u64, Ordering::Relaxed);
@@ -249,8 +249,8 @@ impl Writer {
         };
         let logged =
             log.append_then(write_record::KIND, record, move |_| reservation.send().map_err(|(rejected, _)| rejected));
-        if let Err(error) = logged.await.inspect_err(|e| self.log_failed(e))? {
-            return Err(error.into());
+        if let Err(closed) = logged.await.inspect_err(|e| self.log_failed(e))? {
+            return Err(StoreError::Unqueued(closed));
         }
         self.stats.points_accepted.fetch_add(parsed.points as u64, Ordering::Relaxed);
         self.stats.values_accepted.fetch_add(parsed.values as u64, Ordering::Relaxed);

@@ -58,6 +58,10 @@ pub trait Sink: Send + Sync {
         let _ = epoch;
     }
 
+    /// The engine is stopping: no wait for a store that is down may hold the stop up from here on
+    /// (PostgreSQL spools past its bound instead). Called before the last checkpoint.
+    fn stopping(&self) {}
+
     /// Makes everything taken so far durable (called at shutdown).
     ///
     /// # Errors
@@ -101,6 +105,10 @@ impl Sink for FanOut {
 
     fn committed(&self, epoch: Epoch) {
         self.0.iter().for_each(|s| s.committed(epoch));
+    }
+
+    fn stopping(&self) {
+        self.0.iter().for_each(|s| s.stopping());
     }
 
     fn flush(&self) -> Result<(), SinkError> {

@@ -105,14 +105,24 @@ pub(super) fn truncate(path: &Path, len: u64) -> Result<(), WalError> {
 }
 
 /// Creates the segment starting at `first` with its header, synced, and syncs `dir` so the new
-/// name survives a crash.
+/// name survives a crash. A file of that name can only be left by an earlier failed creation (a
+/// full disk), so it is replaced; a failed creation removes what it made, so the next try starts
+/// clean.
 pub(super) fn create(dir: &Path, first: u64) -> Result<File, WalError> {
     let path = path(dir, first);
-    let mut file =
-        OpenOptions::new().create_new(true).append(true).open(&path).map_err(|e| WalError::io("creating", &path, e))?;
-    file.write_all(HEADER).and_then(|()| file.sync_all()).map_err(|e| WalError::io("writing", &path, e))?;
-    sync_dir(dir)?;
-    Ok(file)
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| WalError::io("creating", &path, e))?;
+    let written = file.write_all(HEADER).and_then(|()| file.sync_all()).map_err(|e| WalError::io("writing", &path, e));
+    if let Err(error) = written.and_then(|()| sync_dir(dir)) {
+        let _ = fs::remove_file(&path);
+        return Err(error);
+    }
+    // Appends from here on (truncate cannot be combined with append mode).
+    reopen(&path)
 }
 
 /// Opens the segment at `path` for appending (recovery has cut it to its valid records). Append

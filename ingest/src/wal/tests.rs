@@ -192,6 +192,37 @@ fn checkpoints_delete_whole_segments_only_and_the_bound_refuses_appends() {
 }
 
 #[test]
+fn a_segment_file_left_by_a_failed_roll_is_replaced_not_a_dead_end() {
+    let dir = TempDir::new();
+    let (mut wal, _) = Wal::open(options(&dir, 256)).unwrap();
+    wal.append(1, &[7; 300]).unwrap();
+    wal.commit().unwrap();
+    // What a roll that failed on a full disk leaves: the next segment's file, not in the log.
+    std::fs::write(dir.0.join(format!("{:020}.wal", 2)), b"AUGW").unwrap();
+    wal.append(1, &[8; 10]).unwrap();
+    wal.commit().expect("the roll replaces the leftover file");
+    drop(wal);
+    let (_, recovery) = Wal::open(options(&dir, 256)).unwrap();
+    assert_eq!(recovery.records.iter().map(|r| r.sequence).collect::<Vec<_>>(), vec![1, 2]);
+}
+
+#[test]
+fn continuing_after_a_checkpoint_past_the_log_keeps_sequences_unique() {
+    let dir = TempDir::new();
+    let (mut wal, _) = Wal::open(options(&dir, 256)).unwrap();
+    wal.append(1, &[1; 10]).unwrap();
+    wal.commit().unwrap();
+    // The checkpoint covers sequence 5, but the log holds only 1 (unsynced records lost).
+    wal.continue_after(5).unwrap();
+    assert_eq!(wal.append(1, &[2; 10]).unwrap(), 6);
+    wal.commit().unwrap();
+    drop(wal);
+    let (_, recovery) = Wal::open(options(&dir, 256)).unwrap();
+    assert_eq!(recovery.checkpoint, 5);
+    assert_eq!(recovery.records.iter().map(|r| r.sequence).collect::<Vec<_>>(), vec![6]);
+}
+
+#[test]
 fn a_damaged_segment_drops_what_follows_it_and_says_so() {
     let dir = TempDir::new();
     let (mut wal, _) = Wal::open(options(&dir, 128)).unwrap();

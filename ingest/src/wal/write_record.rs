@@ -1,17 +1,20 @@
 //! The payload of a write record: what a replay needs to parse a request again exactly as it was
 //! parsed live. The body is kept as line protocol (not as parsed batches) so a replay routes it
 //! over the partitions configured then; the receive time is kept because it stamps lines without
-//! a timestamp and bounds `max-future`.
+//! a timestamp and bounds `max-future`, and the line length limit because a line over it was
+//! rejected live.
 //!
-//! Layout: version `1` (u8), precision (u8), receive time (ns, i64 LE), then the body compressed
-//! with zstd (level 1: line protocol compresses about tenfold at several hundred MB/s).
+//! Layout: version `2` (u8), precision (u8), receive time (ns, i64 LE), longest accepted line
+//! (bytes, u64 LE), then the body compressed with zstd (level 1: line protocol compresses about
+//! tenfold at several hundred MB/s).
 
 use crate::point::Precision;
 
 /// Record kind of a write in the log.
 pub const KIND: u8 = 1;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const HEADER: usize = 18;
 const LEVEL: i32 = 1;
 const PRECISIONS: [Precision; 6] = [
     Precision::Nanoseconds,
@@ -29,6 +32,8 @@ pub struct WriteRecord {
     pub precision: Precision,
     /// When it was received (ns since the epoch).
     pub received_at: i64,
+    /// The longest line accepted (TCP's `max-line-bytes`; unlimited over HTTP).
+    pub max_line_bytes: u64,
     /// The line protocol, uncompressed.
     pub body: Vec<u8>,
 }
@@ -45,22 +50,20 @@ pub enum WriteRecordError {
 }
 
 impl WriteRecord {
-    /// The payload bytes.
+    /// The payload of a record of these parts (`body` is not copied first).
     ///
     /// # Errors
     /// When zstd fails (it does not on memory buffers).
-    pub fn encode(&self) -> std::io::Result<Vec<u8>> {
-        Self::encode_body(self.precision, self.received_at, &self.body)
-    }
-
-    /// The payload of a record of these parts, without copying `body` first.
-    ///
-    /// # Errors
-    /// When zstd fails (it does not on memory buffers).
-    pub fn encode_body(precision: Precision, received_at: i64, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    pub fn encode(
+        precision: Precision,
+        received_at: i64,
+        max_line_bytes: u64,
+        body: &[u8],
+    ) -> std::io::Result<Vec<u8>> {
         let precision = PRECISIONS.iter().position(|&p| p == precision).unwrap_or(0) as u8;
         let mut out = vec![VERSION, precision];
         out.extend_from_slice(&received_at.to_le_bytes());
+        out.extend_from_slice(&max_line_bytes.to_le_bytes());
         out.extend_from_slice(&zstd::bulk::compress(body, LEVEL)?);
         Ok(out)
     }
@@ -71,16 +74,16 @@ impl WriteRecord {
     /// [`WriteRecordError`] for anything else.
     pub fn decode(payload: &[u8]) -> Result<Self, WriteRecordError> {
         let version = payload.first().copied().unwrap_or(0);
-        let malformed = WriteRecordError::Malformed(version);
-        if version != VERSION || payload.len() < 10 {
-            return Err(malformed);
+        let malformed = || WriteRecordError::Malformed(version);
+        if version != VERSION || payload.len() < HEADER {
+            return Err(malformed());
         }
-        let Some(&precision) = PRECISIONS.get(usize::from(payload[1])) else { return Err(malformed) };
-        let received_at =
-            i64::from_le_bytes(payload[2..10].try_into().map_err(|_| WriteRecordError::Malformed(version))?);
+        let Some(&precision) = PRECISIONS.get(usize::from(payload[1])) else { return Err(malformed()) };
+        let received_at = i64::from_le_bytes(payload[2..10].try_into().map_err(|_| malformed())?);
+        let max_line_bytes = u64::from_le_bytes(payload[10..HEADER].try_into().map_err(|_| malformed())?);
         let mut body = Vec::new();
-        zstd::stream::copy_decode(&payload[10..], &mut body)?;
-        Ok(Self { precision, received_at, body })
+        zstd::stream::copy_decode(&payload[HEADER..], &mut body)?;
+        Ok(Self { precision, received_at, max_line_bytes, body })
     }
 }
 
@@ -100,12 +103,13 @@ mod tests {
                 .into_bytes()
             })
             .collect();
-        let record = WriteRecord { precision: Precision::Seconds, received_at: -42, body };
-        let payload = record.encode().unwrap();
+        let record = WriteRecord { precision: Precision::Seconds, received_at: -42, max_line_bytes: 1 << 20, body };
+        let payload =
+            WriteRecord::encode(record.precision, record.received_at, record.max_line_bytes, &record.body).unwrap();
         assert!(payload.len() * 5 < record.body.len(), "{} of {}", payload.len(), record.body.len());
         assert_eq!(WriteRecord::decode(&payload).unwrap(), record);
         assert!(WriteRecord::decode(&payload[..9]).is_err());
-        assert!(WriteRecord::decode(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(WriteRecord::decode(&[1; 18]).is_err(), "another version");
         let mut damaged = payload.clone();
         damaged.truncate(payload.len() - 3);
         assert!(WriteRecord::decode(&damaged).is_err());

@@ -1,11 +1,12 @@
 //! One Parquet file: rows sorted, encoded in memory, named by its epoch and a hash of its bytes,
 //! and put in place atomically (temporary name, fsync, rename, fsync of the directory).
 //!
-//! The name is `<epoch>-<XXH3-128 of the bytes>.parquet`: the epoch (the checkpoint its rows
-//! belong to, see `augur_storage::sink::Epoch`) tells a restart which files a crash left
-//! unconfirmed, and the hash keeps names unique without coordination.
+//! The name is `<epoch>-<128-bit hash>.parquet`: the epoch (the checkpoint its rows belong to,
+//! see `augur_storage::sink::Epoch`) tells a restart which files a crash left unconfirmed, and the
+//! hash of the bytes seeded per file keeps names unique without coordination.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array};
 use arrow_schema::{Field, Schema, SchemaRef};
@@ -13,7 +14,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use super::StorageError;
 use crate::schema::typed_column;
@@ -98,9 +99,15 @@ fn sort(batch: &RecordBatch, order: SortOrder) -> Result<RecordBatch, StorageErr
     Ok(arrow_select::take::take_record_batch(batch, &UInt32Array::from(indices))?)
 }
 
-/// The file name for `bytes` holding rows of `epoch`.
+/// A new file name for `bytes` holding rows of `epoch`. Two files with the same bytes get two
+/// names: a client that sends a point twice stores it twice, and a rewrite after a crash is
+/// handled by epochs, not by names.
 pub fn name(epoch: Epoch, bytes: &[u8]) -> String {
-    format!("{epoch:08}-{:032x}.parquet", xxh3_128(bytes))
+    static SERIAL: AtomicU64 = AtomicU64::new(0);
+    static RUN: OnceLock<u64> = OnceLock::new();
+    let run = *RUN.get_or_init(|| u64::from(std::process::id()) << 32 ^ crate::now_nanos() as u64);
+    let seed = run.wrapping_add(SERIAL.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    format!("{epoch:08}-{:032x}.parquet", xxh3_128_with_seed(bytes, seed))
 }
 
 /// The epoch a file name starts with; 0 for names without one (files written before epochs).
@@ -151,15 +158,14 @@ mod tests {
     use crate::durable::write_atomic;
 
     #[test]
-    fn writing_the_same_bytes_twice_leaves_one_file_and_no_temporary() {
+    fn the_same_bytes_written_twice_are_two_files_and_no_temporary_is_left() {
         let root = std::env::temp_dir().join(format!("augur-file-test-{}", std::process::id()));
         let folder = root.join("raw/cpu/region=eu");
         let first = write_atomic(&root, &folder, &name(3, b"same bytes"), b"same bytes").unwrap();
         let second = write_atomic(&root, &folder, &name(3, b"same bytes"), b"same bytes").unwrap();
-        assert_eq!(first, second, "named by epoch and content");
+        assert_ne!(first, second, "a point sent twice is stored twice");
         let names: Vec<_> = fs::read_dir(&folder).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names.len(), 1, "{names:?}");
-        assert_ne!(write_atomic(&root, &folder, &name(3, b"other bytes"), b"other bytes").unwrap(), first);
+        assert_eq!(names.len(), 2, "{names:?}");
         fs::remove_dir_all(&root).unwrap();
     }
 

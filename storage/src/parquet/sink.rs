@@ -75,13 +75,27 @@ type BufferKey = (PathBuf, Epoch);
 struct Buffers {
     by_folder: HashMap<BufferKey, Buffer>,
     bytes: usize,
+    /// Buffers taken to be written and not yet written or put back, per epoch: a checkpoint
+    /// waits for those of its epoch, whichever thread writes them.
+    in_flight: HashMap<Epoch, usize>,
 }
 
 impl Buffers {
     fn take(&mut self, key: &BufferKey) -> Option<(BufferKey, Buffer)> {
         let (key, buffer) = self.by_folder.remove_entry(key)?;
         self.bytes -= buffer.bytes;
+        *self.in_flight.entry(key.1).or_default() += 1;
         Some((key, buffer))
+    }
+
+    /// A taken buffer of `epoch` was written or put back.
+    fn landed(&mut self, epoch: Epoch) {
+        if let Some(n) = self.in_flight.get_mut(&epoch) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&epoch);
+            }
+        }
     }
 
     /// Takes every buffer whose key `due` accepts.
@@ -98,6 +112,8 @@ pub struct ParquetSink {
     config: ParquetConfig,
     encoder: Encoder,
     buffers: Mutex<Buffers>,
+    /// Signalled whenever a taken buffer is written or put back.
+    landed: Condvar,
     stats: ParquetStats,
     last_retention: Mutex<Option<Instant>>,
     /// Where compaction stages merged files and old ones wait out their grace period.
@@ -170,6 +186,7 @@ impl ParquetSink {
             config,
             encoder,
             buffers: Mutex::default(),
+            landed: Condvar::new(),
             stats,
             last_retention: Mutex::default(),
             staging,
@@ -242,6 +259,10 @@ impl ParquetSink {
             }
             let written = self.write(folder, epoch, &buffer);
             self.end_write(folder);
+            if written.is_ok() {
+                self.lock().landed(epoch);
+                self.landed.notify_all();
+            }
             if let Err((done, error)) = written {
                 // Keep only what was not written (a retry must not add the written rows again),
                 // and retry after `max-age` (or at flush), not at every tick.
@@ -262,6 +283,8 @@ impl ParquetSink {
     /// Puts a buffer that was not written back, in front of anything buffered since.
     fn requeue(&self, key: BufferKey, buffer: Buffer) {
         let mut buffers = self.lock();
+        buffers.landed(key.1);
+        self.landed.notify_all();
         buffers.bytes += buffer.bytes;
         match buffers.by_folder.get_mut(&key) {
             Some(newer) => {
@@ -487,8 +510,20 @@ impl Sink for ParquetSink {
     }
 
     fn checkpoint(&self, epoch: Epoch) -> Result<(), SinkError> {
-        let due = self.lock().take_all(|key, _| key.1 <= epoch);
-        self.write_all(due, true).map_err(sink_error)
+        // Twice: a buffer another thread took may come back after its write failed.
+        for _ in 0..2 {
+            let due = self.lock().take_all(|key, _| key.1 <= epoch);
+            self.write_all(due, true).map_err(sink_error)?;
+            // Buffers of these epochs that other threads took (size or age) must land too.
+            let mut buffers = self.lock();
+            while buffers.in_flight.keys().any(|&e| e <= epoch) {
+                buffers = self.landed.wait(buffers).unwrap_or_else(PoisonError::into_inner);
+            }
+            if !buffers.by_folder.keys().any(|key| key.1 <= epoch) {
+                return Ok(());
+            }
+        }
+        Err(SinkError::Retryable(format!("rows of epoch {epoch} could not be written to Parquet; see the log")))
     }
 
     fn committed(&self, epoch: Epoch) {

@@ -152,13 +152,17 @@ impl Sink for PostgresSink {
         self.wait_for_every_shard(Message::Sync)
     }
 
-    /// As [`Sink::checkpoint`], after trying to empty the spools of reachable shards. Called at
-    /// shutdown: from here on a shard that is down has its spool grow past the bound rather than
-    /// hold shutdown up.
-    fn flush(&self) -> Result<(), SinkError> {
+    /// From here on a shard that is down has its spool grow past the bound rather than hold the
+    /// stop up.
+    fn stopping(&self) {
         for shard in &self.shards {
             shard.draining.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// As [`Sink::checkpoint`], after trying to empty the spools of reachable shards (at shutdown).
+    fn flush(&self) -> Result<(), SinkError> {
+        self.stopping();
         self.wait_for_every_shard(Message::Flush)
     }
 
