@@ -33,6 +33,7 @@ pub mod local_postgres;
 pub mod lock;
 pub mod metrics;
 pub mod pipeline;
+pub mod predict;
 pub mod raw;
 pub mod recovery;
 pub mod rollup;

@@ -51,6 +51,27 @@ enum Command {
         /// The file.
         file: PathBuf,
     },
+    /// Evaluate the anomaly detector on a benchmark.
+    #[command(subcommand)]
+    Eval(Eval),
+}
+
+#[derive(Debug, Subcommand)]
+enum Eval {
+    /// The Numenta Anomaly Benchmark: score every `<category>/<file>.csv` under `--data` with the
+    /// detector the pipelines run, write NAB-layout results under `--out`, and with `--labels`
+    /// print the standard, reward_low_FP_rate and reward_low_FN_rate scores.
+    Nab {
+        /// NAB's data folder (`<category>/<file>.csv`, `timestamp,value` rows).
+        #[arg(long)]
+        data: PathBuf,
+        /// Where results go (`<out>/augur/<category>/augur_<file>.csv`).
+        #[arg(long)]
+        out: PathBuf,
+        /// NAB's combined labels (`labels/combined_windows.json`), to score the results.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,6 +139,10 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Compact(args) => {
             init_logging("info");
             compact(&args)
+        }
+        Command::Eval(Eval::Nab { data, out, labels }) => {
+            augur_engine::predict::eval::run(&data, &out, labels.as_deref())?;
+            Ok(())
         }
         Command::CheckConfig { file } => {
             let config = Config::load(Some(&file), std::env::vars())?;

@@ -1,6 +1,7 @@
 //! Integration tests of the engine's window aggregation, driven tick by tick with a manual clock.
 
 mod harness;
+mod nab;
 mod parquet;
 mod snapshot;
 mod windows;

@@ -1,0 +1,174 @@
+//! `augur eval nab --data DIR --out DIR [--labels FILE]`: every CSV under `DIR/<category>/` fed
+//! through the same detector code the pipelines run, with one configuration for every file;
+//! results in NAB's layout (`OUT/augur/<category>/augur_<file>.csv`: `timestamp,value,anomaly_score`,
+//! one row per input row, in order); given labels, the three NAB scores.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::detector::Detector;
+use super::nab::{self, ProfileScore, ScoredFile};
+
+/// One NAB data file: its `<category>/<file>.csv` key, timestamps, values as written and parsed.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// `<category>/<file>.csv`, the key of NAB's labels.
+    pub key: String,
+    /// Each row's timestamp text and seconds since the epoch.
+    pub times: Vec<(String, i64)>,
+    /// Each row's value text and number.
+    pub values: Vec<(String, f64)>,
+}
+
+/// Every `<category>/<file>.csv` under `dir`, sorted by key.
+///
+/// # Errors
+/// When the tree cannot be read or a file is not `timestamp,value` rows.
+pub fn read_tree(dir: &Path) -> anyhow::Result<Vec<Series>> {
+    let mut out = Vec::new();
+    let categories = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for category in categories {
+        let category = category?.path();
+        if !category.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&category)? {
+            let path = file?.path();
+            if path.extension().is_some_and(|e| e == "csv") {
+                out.push(read_csv(dir, &path)?);
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!("no <category>/<file>.csv under {}", dir.display());
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
+fn read_csv(root: &Path, path: &Path) -> anyhow::Result<Series> {
+    let key = path.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut series = Series { key, times: Vec::new(), values: Vec::new() };
+    for (number, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut columns = line.split(',');
+        let (Some(time), Some(value)) = (columns.next(), columns.next()) else {
+            bail!("{}: line {}: expected `timestamp,value`", path.display(), number + 1);
+        };
+        let seconds = nab::parse_time(time).with_context(|| format!("{}: line {}", path.display(), number + 1))?;
+        let parsed: f64 = value
+            .trim()
+            .parse()
+            .with_context(|| format!("{}: line {}: value {value:?} is not a number", path.display(), number + 1))?;
+        series.times.push((time.to_owned(), seconds));
+        series.values.push((value.to_owned(), parsed));
+    }
+    Ok(series)
+}
+
+/// Scores every row of `series` with a fresh detector.
+pub fn detect(series: &Series) -> Vec<f64> {
+    let mut detector = Detector::default();
+    series.values.iter().map(|&(_, value)| detector.score(value)).collect()
+}
+
+/// Writes `OUT/<detector>/<category>/<detector>_<file>.csv`.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_results(out: &Path, detector: &str, series: &Series, scores: &[f64]) -> anyhow::Result<PathBuf> {
+    let (category, file) = series.key.split_once('/').unwrap_or(("", &series.key));
+    let dir = out.join(detector).join(category);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{detector}_{file}"));
+    let mut text = String::from("timestamp,value,anomaly_score\n");
+    for (((time, _), (value, _)), score) in series.times.iter().zip(&series.values).zip(scores) {
+        text.push_str(&format!("{time},{value},{score}\n"));
+    }
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Reads a NAB results tree (`DIR/<category>/<detector>_<file>.csv`) back as scored files with the
+/// windows of `labels`.
+///
+/// # Errors
+/// When a labelled file has no results or a results file cannot be read.
+pub fn read_results(
+    dir: &Path,
+    detector: &str,
+    labels: &std::collections::BTreeMap<String, Vec<(i64, i64)>>,
+) -> anyhow::Result<Vec<ScoredFile>> {
+    labels
+        .iter()
+        .map(|(key, windows)| {
+            let (category, file) = key.split_once('/').unwrap_or(("", key));
+            let path = dir.join(category).join(format!("{detector}_{file}"));
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let mut scored = ScoredFile { windows: windows.clone(), ..ScoredFile::default() };
+            for (number, line) in text.lines().enumerate().skip(1) {
+                let columns: Vec<&str> = line.split(',').collect();
+                let (Some(time), Some(score)) = (columns.first(), columns.get(2)) else {
+                    bail!("{}: line {}: expected `timestamp,value,anomaly_score`", path.display(), number + 1);
+                };
+                scored.times.push(nab::parse_time(time)?);
+                scored
+                    .scores
+                    .push(score.trim().parse().with_context(|| format!("{}: line {}", path.display(), number + 1))?);
+            }
+            Ok(scored)
+        })
+        .collect()
+}
+
+/// The scores of `files`, one line per profile.
+pub fn report(scores: &[ProfileScore]) -> String {
+    let mut out = String::new();
+    for s in scores {
+        out.push_str(&format!(
+            "{:<20} {:>7.2}   (threshold {:.6}, raw {:.3})\n",
+            s.profile.name, s.normalized, s.threshold, s.raw
+        ));
+    }
+    out
+}
+
+/// The command: detect every file, write the results, and score them when `labels` is given.
+///
+/// # Errors
+/// When the data cannot be read or the results written.
+pub fn run(data: &Path, out: &Path, labels: Option<&Path>) -> anyhow::Result<Option<Vec<ProfileScore>>> {
+    let tree = read_tree(data)?;
+    let started = std::time::Instant::now();
+    let mut points = 0;
+    let mut results = Vec::with_capacity(tree.len());
+    for series in &tree {
+        let scores = detect(series);
+        points += scores.len();
+        write_results(out, "augur", series, &scores)?;
+        results.push(scores);
+    }
+    println!(
+        "scored {} files, {points} rows in {:.2?}; results under {}",
+        tree.len(),
+        started.elapsed(),
+        out.join("augur").display()
+    );
+    let Some(labels) = labels else { return Ok(None) };
+    let labels = nab::read_labels(labels)?;
+    let files: Vec<ScoredFile> = tree
+        .iter()
+        .zip(results)
+        .map(|(series, scores)| {
+            let windows = labels.get(&series.key).cloned().unwrap_or_default();
+            ScoredFile { times: series.times.iter().map(|t| t.1).collect(), scores, windows }
+        })
+        .collect();
+    let scores = nab::score(&files);
+    print!("{}", report(&scores));
+    Ok(Some(scores))
+}

@@ -1,0 +1,228 @@
+//! The Numenta Anomaly Benchmark's scorer, as NAB v1.1 defines it (`nab/sweeper.py`): per-row
+//! weights from where a detection falls relative to the labelled anomaly windows, one threshold
+//! per profile chosen to maximise the score summed over every file, and the score normalised
+//! between a detector that never fires (0) and a perfect one (100).
+//!
+//! Rules (see `../shared/nab/README.md`): the first `min(⌊0.15 n⌋, 750)` rows of a file are a
+//! probation period and not scored. A row inside a window of width `w` (rows) at relative position
+//! `p = −(right − i + 1) / w` weighs `A_tp × s(p) / s(−1)`, with `s(p) = 2σ(−5p) − 1` (and `−1`
+//! from `p ≥ 3`); a window counts once, by its best (earliest) detection, or `−A_fn` without one.
+//! A row outside every window weighs `A_fp × s(d)`, `d` its distance after the previous window's
+//! right edge over that window's width − 1 (`s(3) = −1` when no window precedes it).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+/// Weights of one NAB profile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Profile {
+    /// Its name in NAB's results.
+    pub name: &'static str,
+    /// Weight of a detected window.
+    pub tp: f64,
+    /// Weight of a detection outside every window.
+    pub fp: f64,
+    /// Cost of a window without a detection.
+    pub fn_: f64,
+}
+
+/// NAB's three profiles.
+pub const PROFILES: [Profile; 3] = [
+    Profile { name: "standard", tp: 1.0, fp: 0.11, fn_: 1.0 },
+    Profile { name: "reward_low_FP_rate", tp: 1.0, fp: 0.22, fn_: 1.0 },
+    Profile { name: "reward_low_FN_rate", tp: 1.0, fp: 0.11, fn_: 2.0 },
+];
+
+/// One data file's rows with their anomaly scores, and its labelled windows.
+#[derive(Debug, Clone, Default)]
+pub struct ScoredFile {
+    /// Row timestamps (seconds since the epoch), in file order.
+    pub times: Vec<i64>,
+    /// The detector's score per row, in [0, 1].
+    pub scores: Vec<f64>,
+    /// Anomaly windows as (start, end) timestamps (seconds), in order.
+    pub windows: Vec<(i64, i64)>,
+}
+
+/// A scorable row: its score, its window (an index over all files) if inside one, and its
+/// weight before the profile's factors.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    score: f64,
+    window: Option<usize>,
+    unweighted: f64,
+}
+
+/// The result for one profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileScore {
+    /// The profile.
+    pub profile: Profile,
+    /// The chosen threshold.
+    pub threshold: f64,
+    /// The raw score summed over the files at that threshold.
+    pub raw: f64,
+    /// 100 × (raw − null) / (perfect − null).
+    pub normalized: f64,
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn scaled_sigmoid(position: f64) -> f64 {
+    if position >= 3.0 {
+        -1.0
+    } else {
+        2.0 * sigmoid(-5.0 * position) - 1.0
+    }
+}
+
+/// The scorable rows of `file`; window indices start at `first_window`. Returns the rows and the
+/// number of windows with at least one scorable row.
+fn sweep(file: &ScoredFile, first_window: usize) -> (Vec<Row>, usize) {
+    let n = file.times.len();
+    let probation = ((0.15 * n as f64).floor() as usize).min(750);
+    let index_of = |t: i64| file.times.iter().position(|&x| x == t);
+    let mut windows = file.windows.iter().enumerate().peekable();
+    let mut current: Option<(usize, usize, f64)> = None; // (window, right index, width)
+    let mut previous: Option<(usize, f64)> = None; // (right index, width)
+    let mut rows = Vec::with_capacity(n.saturating_sub(probation));
+    let mut scored_windows = std::collections::BTreeSet::new();
+    for (i, (&time, &score)) in file.times.iter().zip(&file.scores).enumerate() {
+        if let Some(&(w, &(start, end))) = windows.peek() {
+            if time == start {
+                windows.next();
+                if let (Some(left), Some(right)) = (index_of(start), index_of(end)) {
+                    current = Some((first_window + w, right, (right - left + 1) as f64));
+                }
+            }
+        }
+        let (window, unweighted) = match current {
+            Some((w, right, width)) => {
+                let position = -((right as f64) - (i as f64) + 1.0) / width;
+                (Some(w), scaled_sigmoid(position) / scaled_sigmoid(-1.0))
+            }
+            None => {
+                let past = previous.map_or(3.0, |(right, width)| (i as f64 - right as f64).abs() / (width - 1.0));
+                (None, scaled_sigmoid(past))
+            }
+        };
+        if i >= probation {
+            rows.push(Row { score, window, unweighted });
+            if let Some(w) = window {
+                scored_windows.insert(w);
+            }
+        }
+        if let Some((_, right, width)) = current {
+            if i == right {
+                previous = Some((right, width));
+                current = None;
+            }
+        }
+    }
+    (rows, scored_windows.len())
+}
+
+/// Scores `files` under every profile, each with the threshold that maximises its summed score.
+pub fn score(files: &[ScoredFile]) -> Vec<ProfileScore> {
+    let mut rows = Vec::new();
+    let mut windows = 0;
+    let mut counted = 0;
+    for file in files {
+        let (file_rows, scored) = sweep(file, windows);
+        windows += file.windows.len();
+        counted += scored;
+        rows.extend(file_rows);
+    }
+    rows.sort_by(|a, b| b.score.total_cmp(&a.score));
+    PROFILES.iter().map(|&profile| best_threshold(&rows, windows, counted, profile)).collect()
+}
+
+/// Sweeps the thresholds from above every score down to the lowest, keeping the best total.
+fn best_threshold(sorted: &[Row], windows: usize, counted: usize, profile: Profile) -> ProfileScore {
+    // Windows without a scorable row (inside the probation period) count for nothing.
+    let mut best_in: Vec<Option<f64>> = vec![None; windows];
+    for row in sorted {
+        if let Some(w) = row.window {
+            best_in[w] = Some(-profile.fn_);
+        }
+    }
+    let mut total: f64 = best_in.iter().flatten().sum();
+    let (mut best, mut threshold) = (total, 1.1);
+    let mut i = 0;
+    while i < sorted.len() {
+        let level = sorted[i].score;
+        while i < sorted.len() && sorted[i].score == level {
+            let row = sorted[i];
+            match row.window {
+                None => total += row.unweighted * profile.fp,
+                Some(w) => {
+                    let weighted = row.unweighted * profile.tp;
+                    if let Some(current) = best_in[w].filter(|&c| weighted > c) {
+                        total += weighted - current;
+                        best_in[w] = Some(weighted);
+                    }
+                }
+            }
+            i += 1;
+        }
+        if total > best {
+            (best, threshold) = (total, level);
+        }
+    }
+    let null = -profile.fn_ * counted as f64;
+    let perfect = profile.tp * counted as f64;
+    let normalized = if perfect > null { 100.0 * (best - null) / (perfect - null) } else { 0.0 };
+    ProfileScore { profile, threshold, raw: best, normalized }
+}
+
+/// Seconds since the epoch of `YYYY-MM-DD HH:MM:SS` (a fractional part is ignored).
+///
+/// # Errors
+/// When `text` is not such a timestamp.
+pub fn parse_time(text: &str) -> anyhow::Result<i64> {
+    let bad = || anyhow::anyhow!("not a timestamp `YYYY-MM-DD HH:MM:SS`: {text:?}");
+    let (date, time) = text.trim().split_once(' ').ok_or_else(bad)?;
+    let numbers = |s: &str, sep: char| -> anyhow::Result<Vec<i64>> {
+        s.split(sep).map(|p| p.parse::<f64>().map(|v| v as i64).map_err(|_| bad())).collect()
+    };
+    let (Ok([y, m, day]), Ok([hh, mm, ss])) =
+        (<[i64; 3]>::try_from(numbers(date, '-')?), <[i64; 3]>::try_from(numbers(time, ':')?))
+    else {
+        bail!(bad());
+    };
+    Ok(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// NAB's labels file: `{"<category>/<file>.csv": [[start, end], ...], ...}`.
+///
+/// # Errors
+/// When the file cannot be read or is not in that shape.
+pub fn read_labels(path: &Path) -> anyhow::Result<BTreeMap<String, Vec<(i64, i64)>>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let raw: BTreeMap<String, Vec<(String, String)>> =
+        serde_json::from_str(&text).with_context(|| format!("{}: not NAB labels", path.display()))?;
+    raw.into_iter()
+        .map(|(file, windows)| {
+            let windows = windows
+                .iter()
+                .map(|(start, end)| Ok((parse_time(start)?, parse_time(end)?)))
+                .collect::<anyhow::Result<Vec<_>>>()
+                .with_context(|| format!("{}: windows of {file}", path.display()))?;
+            Ok((file, windows))
+        })
+        .collect()
+}
