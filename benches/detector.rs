@@ -18,7 +18,8 @@ const STEPS: usize = 20;
 fn detector(c: &mut Criterion) {
     println!("state per (series, field): {} bytes", std::mem::size_of::<Detector>());
     let tree = read_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/nab/data")).expect("the NAB data");
-    let files: Vec<Vec<f64>> = tree.iter().map(|s| s.values.iter().map(|v| v.1).collect()).collect();
+    let files: Vec<Vec<(i64, f64)>> =
+        tree.iter().map(|s| s.times.iter().zip(&s.values).map(|(t, v)| (t.1 * 1_000_000_000, v.1)).collect()).collect();
     let rows: usize = files.iter().map(Vec::len).sum();
     let mut group = c.benchmark_group("detector");
     group.throughput(Throughput::Elements(rows as u64));
@@ -26,8 +27,8 @@ fn detector(c: &mut Criterion) {
         b.iter(|| {
             for values in &files {
                 let mut detector = Detector::default();
-                for &v in values {
-                    black_box(detector.score(v));
+                for &(t, v) in values {
+                    black_box(detector.score(t, v));
                 }
             }
         })
@@ -41,7 +42,7 @@ fn detector(c: &mut Criterion) {
                 step += 1;
                 for (i, detector) in fleet.iter_mut().enumerate() {
                     let value = 50.0 + ((step.wrapping_mul(31) ^ i as u64) % 97) as f64 * 0.1;
-                    black_box(detector.score(value));
+                    black_box(detector.score(step as i64 * 60_000_000_000, value));
                 }
             }
         })

@@ -2,10 +2,11 @@
 //! in [0, 1] out, in event-time order, with about a hundred bytes of state and no look-ahead.
 //!
 //! Three parts:
-//! 1. **Surprise** of each value, in [0, 1): the larger of how far it lies from the long-run mean
-//!    in long-run deviations (spikes, level shifts, drifts out of the usual band), and how far the
-//!    recent variance has moved from the long-run variance, up or down (a series turning noisy, or
-//!    going quiet).
+//! 1. **Surprise** of each value, in [0, 1): how far it lies from the long-run mean in long-run
+//!    deviations *and* from its hour of the day's usual value (spikes, level shifts, drifts, and a
+//!    daily pattern that changes, while a daily peak at its usual hour is no surprise); or, if
+//!    larger, how far the recent variance has moved from the long-run variance, up or down (a
+//!    series turning noisy, or going quiet).
 //! 2. **Likelihood**: how unusual the last three surprises are against this series' own history
 //!    of surprises (a Gaussian tail, on a log scale: `−log10(tail) / 10`). A noisy series keeps
 //!    its usual surprises; a quiet one needs little to stand out. This second stage, after
@@ -35,6 +36,11 @@ const RANGE_MARGIN: f64 = 0.02;
 const MIN_FLAT_RUN: u32 = 10;
 /// A likelihood tail of 10^-`LOG_SCALE` scores 1.
 const LOG_SCALE: f64 = 10.0;
+/// Weight of a new value in its hour's mean and variance (at least 1 / values seen there).
+const HOURLY: f64 = 0.07;
+/// Values an hour of the day must have seen before its profile counts.
+const HOURLY_MIN: u8 = 7;
+const HOUR_NS: i64 = 3_600_000_000_000;
 
 /// One (series, field)'s state.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +58,11 @@ pub struct Detector {
     last: f64,
     run: u32,
     longest_run: u32,
+    /// The daily profile: per hour of the day (UTC), the values' mean and variance (f32: a
+    /// profile needs no more precision, and it keeps the state small) and how many it has seen.
+    hourly_mean: [f32; 24],
+    hourly_var: [f32; 24],
+    hourly_seen: [u8; 24],
 }
 
 impl Default for Detector {
@@ -70,6 +81,9 @@ impl Default for Detector {
             last: f64::NAN,
             run: 0,
             longest_run: 0,
+            hourly_mean: [0.0; 24],
+            hourly_var: [0.0; 24],
+            hourly_seen: [0; 24],
         }
     }
 }
@@ -87,8 +101,10 @@ fn squash(z: f64) -> f64 {
 }
 
 impl Detector {
-    /// Scores `value` and learns from it.
-    pub fn score(&mut self, value: f64) -> f64 {
+    /// Scores `value`, taken at `time` (ns since the epoch), and learns from it.
+    pub fn score(&mut self, time: i64, value: f64) -> f64 {
+        let hour = time.div_euclid(HOUR_NS).rem_euclid(24) as usize;
+        let hourly = self.learn_hour(hour, value);
         if self.seen == 0 {
             (self.long_mean, self.fast_mean, self.low, self.high, self.last) = (value, value, value, value, value);
             self.seen = 1;
@@ -99,7 +115,7 @@ impl Detector {
         let floor = 1e-9 + 1e-3 * self.long_mean.abs();
         let level = squash((value - self.long_mean).abs() / (self.long_var.sqrt() + floor));
         let spread = squash((self.fast_var.max(1e-12) / self.long_var.max(1e-12)).ln() / 2.0);
-        let surprise = level.max(spread);
+        let surprise = level.min(hourly).max(spread);
         let d = value - self.fast_mean;
         self.fast_var = (1.0 - FAST_VAR) * (self.fast_var + FAST_VAR * d * d);
         self.fast_mean += FAST_MEAN * d;
@@ -131,6 +147,23 @@ impl Detector {
         self.seen = self.seen.saturating_add(1);
         score
     }
+
+    /// The surprise of `value` against its hour's profile (0 until the hour has seen enough),
+    /// then the profile learns it.
+    fn learn_hour(&mut self, hour: usize, value: f64) -> f64 {
+        let (mean, var, seen) =
+            (f64::from(self.hourly_mean[hour]), f64::from(self.hourly_var[hour]), self.hourly_seen[hour]);
+        let surprise = if seen >= HOURLY_MIN {
+            squash((value - mean).abs() / (var.sqrt() + 1e-9 + 1e-3 * mean.abs()))
+        } else {
+            0.0
+        };
+        let (mut mean, mut var) = (mean, var);
+        learn(&mut mean, &mut var, value, HOURLY.max(1.0 / (f64::from(seen) + 1.0)));
+        (self.hourly_mean[hour], self.hourly_var[hour]) = (mean as f32, var as f32);
+        self.hourly_seen[hour] = seen.saturating_add(1);
+        surprise
+    }
 }
 
 /// `−log10` of the standard normal upper tail `Q(z)`, accurate far into the tail: through
@@ -160,6 +193,8 @@ fn log10_upper_tail(z: f64) -> f64 {
 mod tests {
     use super::*;
 
+    const MINUTE: i64 = 60_000_000_000;
+
     #[test]
     fn the_tail_matches_known_values() {
         for (z, q) in [(0.0, 0.5), (1.0, 0.158_655_25), (3.0, 1.349_898e-3), (6.0, 9.865_876e-10), (-2.0, 0.977_249_87)]
@@ -174,8 +209,12 @@ mod tests {
     #[test]
     fn a_spike_after_a_steady_signal_scores_high_and_the_signal_low() {
         let mut detector = Detector::default();
-        let scores: Vec<f64> =
-            (0..500).map(|i| 50.0 + ((i * 7919) % 13) as f64 * 0.1).chain([90.0]).map(|v| detector.score(v)).collect();
+        let scores: Vec<f64> = (0..500)
+            .map(|i| 50.0 + ((i * 7919) % 13) as f64 * 0.1)
+            .chain([90.0])
+            .enumerate()
+            .map(|(i, v)| detector.score(i as i64 * MINUTE, v))
+            .collect();
         assert!(scores[..500].iter().all(|&s| s < 1.0), "no rule fires on the steady part");
         assert_eq!(scores[500], 1.0, "a value far beyond the range seen");
     }
@@ -183,14 +222,18 @@ mod tests {
     #[test]
     fn a_stuck_sensor_scores_one_once() {
         let mut detector = Detector::default();
-        let scores: Vec<f64> =
-            (0..300).map(|i| 20.0 + ((i * 31) % 7) as f64).chain([23.5; 30]).map(|v| detector.score(v)).collect();
+        let scores: Vec<f64> = (0..300)
+            .map(|i| 20.0 + ((i * 31) % 7) as f64)
+            .chain([23.5; 30])
+            .enumerate()
+            .map(|(i, v)| detector.score(i as i64 * MINUTE, v))
+            .collect();
         let ones = scores[300..].iter().filter(|&&s| s == 1.0).count();
         assert_eq!(ones, 1, "one score of 1 for one stuck run: {:?}", &scores[300..]);
     }
 
     #[test]
     fn state_is_small() {
-        assert!(std::mem::size_of::<Detector>() <= 128, "{} bytes", std::mem::size_of::<Detector>());
+        assert!(std::mem::size_of::<Detector>() <= 512, "{} bytes", std::mem::size_of::<Detector>());
     }
 }

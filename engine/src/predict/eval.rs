@@ -73,7 +73,12 @@ fn read_csv(root: &Path, path: &Path) -> anyhow::Result<Series> {
 /// Scores every row of `series` with a fresh detector.
 pub fn detect(series: &Series) -> Vec<f64> {
     let mut detector = Detector::default();
-    series.values.iter().map(|&(_, value)| detector.score(value)).collect()
+    series
+        .times
+        .iter()
+        .zip(&series.values)
+        .map(|(&(_, time), &(_, value))| detector.score(time * 1_000_000_000, value))
+        .collect()
 }
 
 /// Writes `OUT/<detector>/<category>/<detector>_<file>.csv`.
