@@ -18,7 +18,8 @@
 //! harmless. So every acknowledged point is counted once.
 //!
 //! File format (little-endian): the magic `AUGCKPT1`, epoch u64, sequence u64, partition count
-//! u32, per partition its state's length u64 and bytes ([`crate::snapshot`]), then the XXH3-64 of
+//! u32, per partition its windows' state and its predictor's state, each as a length u64 and the
+//! bytes ([`crate::snapshot`], `Predictor::encode`), then the XXH3-64 of
 //! everything before.
 
 use std::path::{Path, PathBuf};
@@ -36,9 +37,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tracing::{debug, error, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::pipeline::PartitionSnapshot;
+use crate::pipeline::{PartitionSnapshot, PartitionState};
 
-const MAGIC: &[u8; 8] = b"AUGCKPT1";
+const MAGIC: &[u8; 8] = b"AUGCKPT2";
 const FILE: &str = "checkpoint";
 /// A failed checkpoint is tried again after this long.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -51,7 +52,7 @@ pub struct Checkpoint {
     /// The last log record whose effects it holds.
     pub sequence: u64,
     /// Each partition's state at the barrier, in partition order.
-    pub partitions: Vec<Vec<u8>>,
+    pub partitions: Vec<PartitionState>,
 }
 
 impl Checkpoint {
@@ -79,14 +80,17 @@ impl Checkpoint {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + self.partitions.iter().map(|p| p.len() + 8).sum::<usize>());
+        let size = self.partitions.iter().map(|p| p.windows.len() + p.predictions.len() + 16).sum::<usize>();
+        let mut out = Vec::with_capacity(32 + size);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.epoch.to_le_bytes());
         out.extend_from_slice(&self.sequence.to_le_bytes());
         out.extend_from_slice(&(self.partitions.len() as u32).to_le_bytes());
         for state in &self.partitions {
-            out.extend_from_slice(&(state.len() as u64).to_le_bytes());
-            out.extend_from_slice(state);
+            for part in [&state.windows, &state.predictions] {
+                out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+                out.extend_from_slice(part);
+            }
         }
         let sum = xxh3_64(&out);
         out.extend_from_slice(&sum.to_le_bytes());
@@ -109,8 +113,11 @@ impl Checkpoint {
         let count = u32::from_le_bytes(take(4)?.try_into()?);
         let mut partitions = Vec::with_capacity(count.min(4096) as usize);
         for _ in 0..count {
-            let len = usize::try_from(u64::from_le_bytes(take(8)?.try_into()?))?;
-            partitions.push(take(len)?.to_vec());
+            let mut part = || -> anyhow::Result<Vec<u8>> {
+                let len = usize::try_from(u64::from_le_bytes(take(8)?.try_into()?))?;
+                Ok(take(len)?.to_vec())
+            };
+            partitions.push(PartitionState { windows: part()?, predictions: part()? });
         }
         if !rest.is_empty() {
             bail!("{} bytes after the last partition", rest.len());
@@ -295,7 +302,7 @@ fn take(parts: &Parts, epoch: Epoch) -> Result<Checkpoint, Failed> {
         })
         .map_err(|e| fail(e.into()))?;
     let count = parts.router.partitions();
-    let mut states: Vec<Option<Vec<u8>>> = vec![None; count];
+    let mut states: Vec<Option<PartitionState>> = vec![None; count];
     let mut sequence = 0;
     let mut waiting = count;
     let started = Instant::now();
@@ -303,7 +310,7 @@ fn take(parts: &Parts, epoch: Epoch) -> Result<Checkpoint, Failed> {
         match parts.snapshots.recv_timeout(Duration::from_secs(10)) {
             Ok(snapshot) if snapshot.barrier.epoch == epoch && snapshot.partition < count => {
                 sequence = snapshot.barrier.sequence;
-                if states[snapshot.partition].replace(snapshot.bytes).is_none() {
+                if states[snapshot.partition].replace(snapshot.state).is_none() {
                     waiting -= 1;
                 }
             }
@@ -350,8 +357,9 @@ mod tests {
 
     #[test]
     fn a_checkpoint_round_trips_and_damage_is_refused() {
-        let checkpoint =
-            Checkpoint { epoch: 7, sequence: 1234, partitions: vec![b"one".to_vec(), Vec::new(), vec![9; 300]] };
+        let state = |w: &[u8], p: &[u8]| PartitionState { windows: w.to_vec(), predictions: p.to_vec() };
+        let partitions = vec![state(b"one", b"two"), state(b"", b""), state(&[9; 300], b"x")];
+        let checkpoint = Checkpoint { epoch: 7, sequence: 1234, partitions };
         let bytes = checkpoint.encode();
         assert_eq!(Checkpoint::decode(&bytes).unwrap(), checkpoint);
         for cut in [0, 7, 20, bytes.len() - 1] {

@@ -10,6 +10,7 @@ use augur_storage::postgres::PostgresConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::PipelineConfig;
+use crate::predict::events::PredictConfig;
 use crate::window::Resolution;
 
 /// Prefix of environment overrides: `AUGUR_HTTP__ADDR=0.0.0.0:8086` sets `[http] addr`.
@@ -37,6 +38,8 @@ pub struct Config {
     pub parquet: ParquetConfig,
     /// `[postgres]`: the hot tier's shards (none: no hot tier).
     pub postgres: PostgresConfig,
+    /// `[predict]`: anomaly scores and events.
+    pub predict: PredictConfig,
 }
 
 /// `[server]`.
@@ -107,17 +110,6 @@ impl EngineConfig {
         augur_ingest::config::cores_if_zero(self.threads)
     }
 
-    /// The pipelines' settings.
-    pub fn pipeline(&self) -> PipelineConfig {
-        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-        PipelineConfig {
-            threads: self.resolved_threads(),
-            tick: self.tick,
-            resolutions: self.resolutions.iter().map(|r| Resolution::new(**r)).collect(),
-            allowed_lateness: nanos(self.allowed_lateness),
-            idle_timeout: nanos(self.idle_timeout),
-        }
-    }
 
     fn validate(&self, problems: &mut Vec<String>) {
         if self.threads > 1024 {
@@ -217,6 +209,20 @@ impl Config {
             .map_err(|e: toml::de::Error| ConfigError::Parse { origin, message: e.to_string() })
     }
 
+    /// The pipelines' settings.
+    pub fn pipeline(&self) -> PipelineConfig {
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        let engine = &self.engine;
+        PipelineConfig {
+            threads: engine.resolved_threads(),
+            tick: engine.tick,
+            resolutions: engine.resolutions.iter().map(|r| Resolution::new(**r)).collect(),
+            allowed_lateness: nanos(engine.allowed_lateness),
+            idle_timeout: nanos(engine.idle_timeout),
+            predict: std::sync::Arc::new(self.predict.clone()),
+        }
+    }
+
     /// Every problem of this configuration at once.
     ///
     /// # Errors
@@ -225,6 +231,7 @@ impl Config {
         let mut problems = augur_ingest::config::validate(&self.model, &self.router, &self.http, &self.tcp);
         self.engine.validate(&mut problems);
         problems.extend(self.wal.validate());
+        problems.extend(self.predict.validate());
         problems.extend(self.parquet.validate());
         problems.extend(self.postgres.validate());
         if self.server.data_dir.as_os_str().is_empty() {

@@ -315,7 +315,7 @@ fn start_shards(folder: &std::path::Path) -> Result<Vec<LocalPostgres>, String> 
 async fn print_api_call(hot: augur_storage::postgres::HotQuery, config: &Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
-    let routes = crate::api::routes(Some(hot), config.engine.pipeline().resolutions);
+    let routes = crate::api::routes(Some(hot), config.pipeline().resolutions);
     let api = tokio::spawn(async move { axum::serve(listener, routes).await });
     let path =
         "/api/v1/rollups?measurement=cpu&tag.hostname=host_0&field=usage_user&resolution=10s&start=now-5m&format=csv";

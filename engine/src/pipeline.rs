@@ -26,6 +26,7 @@ use tracing::{error, warn};
 use crate::clock::Clock;
 use crate::raw::raw_batches;
 use crate::rollup::RollupBuilder;
+use crate::predict::events::{PredictConfig, PredictTotals, Predictor};
 use crate::snapshot::{self, SnapshotError};
 use crate::watermark::Watermark;
 use crate::window::{Resolution, Windows};
@@ -49,6 +50,8 @@ pub struct PipelineConfig {
     pub allowed_lateness: i64,
     /// After this long (ns, wall clock) without data, a partition's watermark follows the clock.
     pub idle_timeout: i64,
+    /// Anomaly scores and events.
+    pub predict: Arc<PredictConfig>,
 }
 
 /// What one partition has processed.
@@ -78,6 +81,8 @@ pub struct PartitionTotals {
     pub active_series: u64,
     /// The watermark (ns), `i64::MIN` before any point.
     pub watermark: i64,
+    /// Anomaly scores and events.
+    pub predict: PredictTotals,
 }
 
 /// Totals of every partition, published by the pipelines once per tick.
@@ -100,8 +105,17 @@ pub struct PartitionSnapshot {
     pub partition: usize,
     /// The barrier it was taken at.
     pub barrier: Barrier,
+    /// Its state.
+    pub state: PartitionState,
+}
+
+/// A partition's state as bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PartitionState {
     /// Its open windows and watermark ([`snapshot::encode`]).
-    pub bytes: Vec<u8>,
+    pub windows: Vec<u8>,
+    /// Its detectors and open events ([`Predictor::encode`]).
+    pub predictions: Vec<u8>,
 }
 
 /// One partition's owner.
@@ -111,6 +125,7 @@ struct PartitionTask {
     watermark: Watermark,
     totals: PartitionTotals,
     rollups: RollupBuilder,
+    predictor: Predictor,
     sink: Arc<dyn Sink>,
     disconnected: bool,
     last_sink_error_log: Option<Instant>,
@@ -153,9 +168,12 @@ impl PartitionTask {
     /// Hands the partition's state at `barrier` to the checkpointer; what follows is the next epoch.
     fn checkpoint(&mut self, barrier: Barrier) {
         if let Some(checkpoints) = &self.checkpoints {
-            let bytes = snapshot::encode(&self.windows, &self.watermark);
+            let state = PartitionState {
+                windows: snapshot::encode(&self.windows, &self.watermark),
+                predictions: self.predictor.encode(),
+            };
             // The checkpointer only goes away at shutdown, after its last checkpoint.
-            let _ = checkpoints.send(PartitionSnapshot { partition: self.receiver.partition, barrier, bytes });
+            let _ = checkpoints.send(PartitionSnapshot { partition: self.receiver.partition, barrier, state });
         }
         self.epoch = barrier.epoch + 1;
     }
@@ -171,6 +189,7 @@ impl PartitionTask {
                 count(&mut self.totals.late_by_region, point.region());
             } else {
                 self.windows.add(&point);
+                self.predictor.observe(&point);
                 self.watermark.observe(point.time());
                 self.totals.aggregated += 1;
             }
@@ -204,6 +223,16 @@ impl PartitionTask {
                 Err(e) => self.sink_failed(&e),
             }
         }
+        match self.predictor.finish() {
+            Ok(Some(batch)) => {
+                if let Err(e) = self.sink.predictions(self.epoch, batch) {
+                    self.sink_failed(&e);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self.sink_failed(&e),
+        }
+        self.totals.predict = self.predictor.totals();
         self.totals.active_series = self.windows.active_series() as u64;
         self.totals.watermark = self.watermark.value();
     }
@@ -266,6 +295,7 @@ impl Partitions {
                 watermark: Watermark::new(config.allowed_lateness, config.idle_timeout),
                 totals: PartitionTotals { watermark: i64::MIN, ..PartitionTotals::default() },
                 rollups: RollupBuilder::default(),
+                predictor: Predictor::new(config.predict.clone()),
                 sink: sink.clone(),
                 disconnected: false,
                 last_sink_error_log: None,
@@ -286,17 +316,19 @@ impl Partitions {
         self
     }
 
-    /// Continues from the checkpoint of `epoch`: each partition's state from `snapshots` (one per
+    /// Continues from the checkpoint of `epoch`: each partition's state from `states` (one per
     /// partition, in order), and output from here on in epoch `epoch + 1`.
     ///
     /// # Errors
-    /// When a snapshot cannot be read or was taken under other resolutions.
-    pub fn restore(&mut self, epoch: Epoch, snapshots: &[Vec<u8>]) -> Result<(), SnapshotError> {
+    /// When a state cannot be read or was taken under other resolutions.
+    pub fn restore(&mut self, epoch: Epoch, states: &[PartitionState]) -> Result<(), SnapshotError> {
         let settings = (self.config.allowed_lateness, self.config.idle_timeout);
-        for (task, bytes) in self.tasks.iter_mut().zip(snapshots) {
-            let (windows, watermark) = snapshot::decode(bytes, self.config.resolutions.clone(), settings)?;
+        for (task, state) in self.tasks.iter_mut().zip(states) {
+            let (windows, watermark) = snapshot::decode(&state.windows, self.config.resolutions.clone(), settings)?;
             task.windows = windows;
             task.watermark = watermark;
+            task.predictor = Predictor::decode(&state.predictions, self.config.predict.clone())?;
+            task.totals.predict = task.predictor.totals();
             task.totals.active_series = task.windows.active_series() as u64;
             task.totals.watermark = task.watermark.value();
         }

@@ -83,7 +83,7 @@ impl Server {
         let (router, receivers) = Router::new(partitions, config.router.queue_capacity_bytes);
         let router = Arc::new(router);
         let (snapshots_tx, snapshots) = crossbeam_channel::unbounded();
-        let mut tasks = Partitions::new(receivers, &config.engine.pipeline(), sink.clone())
+        let mut tasks = Partitions::new(receivers, &config.pipeline(), sink.clone())
             .context("starting the pipeline pool")?
             .with_checkpoints(&snapshots_tx);
         drop(snapshots_tx);
@@ -146,7 +146,7 @@ impl Server {
 
         let stopping_sink = sink.clone();
         let (trigger, shutdown) = shutdown_channel();
-        let resolutions = config.engine.pipeline().resolutions;
+        let resolutions = config.pipeline().resolutions;
         let app = augur_ingest::http::routes(HttpState::new(writer.clone(), config.http.clone()))
             .route(
                 "/metrics",

@@ -74,10 +74,15 @@ pub fn decode(
 }
 
 /// Appends encoded values.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Writer(Vec<u8>);
 
 impl Writer {
+    /// The bytes written.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
     /// A LEB128 varint.
     pub fn varint(&mut self, mut n: u64) {
         while n >= 0x80 {
@@ -138,6 +143,23 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader of `bytes` from the start.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, pos: 0 }
+    }
+
+    /// Succeeds only when every byte was read.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Corrupt`] at the first byte left over.
+    pub fn finish(&self) -> Result<(), SnapshotError> {
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(self.corrupt())
+        }
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], SnapshotError> {
         let end = self.pos.checked_add(n).filter(|&end| end <= self.bytes.len()).ok_or(self.corrupt())?;
         let out = &self.bytes[self.pos..end];

@@ -30,6 +30,20 @@
 //! (a tag and a field of one name, a field that arrives with a second type, a key named `series_id`)
 //! the later column is named `<key>::tag` or `<key>::<type>`. Schemas of different batches of one
 //! measurement may differ: readers union them by name.
+//!
+//! ## Predictions ([`prediction_schema`])
+//! One row per change of an event: when it opens (`state = open`, no `end`) and when it closes
+//! (`state = closed`), both with the same `event_id`; readers keep the latest row per event.
+//!
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `event_id` | u64 | XXH3-64 of (series id, field, start) |
+//! | `kind` | utf8 | `anomaly` |
+//! | `series_id`, `series_key`, `measurement`, `region`, `field` | | as in rollups |
+//! | `entity` | utf8, nullable | the value of the entity tag (`host` by default) |
+//! | `start`, `end` | timestamp ns (UTC); `end` null while open | event time of the first score over the threshold; of the point that closed it |
+//! | `peak_time`, `peak_score`, `peak_value` | timestamp ns, f64, f64 | the highest score so far, when, and the value then |
+//! | `state` | utf8 | `open` or `closed` |
 
 use std::sync::Arc;
 
@@ -85,6 +99,27 @@ pub struct RawKey {
     pub region: String,
     /// Start of the UTC hour all the points' times fall in, in ns since the epoch.
     pub hour_start: i64,
+}
+
+/// The schema of prediction batches.
+pub fn prediction_schema() -> SchemaRef {
+    let text = |name: &str| Field::new(name, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        Field::new("event_id", DataType::UInt64, false),
+        text("kind"),
+        Field::new("series_id", DataType::UInt64, false),
+        text("series_key"),
+        text("measurement"),
+        text("region"),
+        Field::new("entity", DataType::Utf8, true),
+        text("field"),
+        Field::new("start", timestamp_type(), false),
+        Field::new("end", timestamp_type(), true),
+        Field::new("peak_time", timestamp_type(), false),
+        Field::new("peak_score", DataType::Float64, false),
+        Field::new("peak_value", DataType::Float64, false),
+        text("state"),
+    ]))
 }
 
 /// The fixed leading columns of a raw batch; tag and field columns follow.

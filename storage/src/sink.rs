@@ -44,6 +44,16 @@ pub trait Sink: Send + Sync {
     /// [`SinkError`] when the batch was not taken.
     fn rollups(&self, epoch: Epoch, batch: RecordBatch) -> Result<(), SinkError>;
 
+    /// Takes a batch of prediction rows, in [`crate::schema::prediction_schema`] (nothing by
+    /// default: a store that keeps no predictions).
+    ///
+    /// # Errors
+    /// [`SinkError`] when the batch was not taken.
+    fn predictions(&self, epoch: Epoch, batch: RecordBatch) -> Result<(), SinkError> {
+        let _ = (epoch, batch);
+        Ok(())
+    }
+
     /// Makes everything taken of epochs up to `epoch` durable (blocks until it is).
     ///
     /// # Errors
@@ -99,6 +109,10 @@ impl Sink for FanOut {
         self.0.iter().try_for_each(|s| s.rollups(epoch, batch.clone()))
     }
 
+    fn predictions(&self, epoch: Epoch, batch: RecordBatch) -> Result<(), SinkError> {
+        self.0.iter().try_for_each(|s| s.predictions(epoch, batch.clone()))
+    }
+
     fn checkpoint(&self, epoch: Epoch) -> Result<(), SinkError> {
         self.0.iter().try_for_each(|s| s.checkpoint(epoch))
     }
@@ -129,6 +143,7 @@ impl Sink for FanOut {
 pub struct MemorySink {
     raw: Mutex<Vec<(RawKey, RecordBatch)>>,
     rollups: Mutex<Vec<RecordBatch>>,
+    predictions: Mutex<Vec<RecordBatch>>,
     flushes: AtomicU64,
 }
 
@@ -141,6 +156,11 @@ impl MemorySink {
     /// The rollup batches taken so far.
     pub fn rollup_batches(&self) -> Vec<RecordBatch> {
         self.rollups.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The prediction batches taken so far.
+    pub fn prediction_batches(&self) -> Vec<RecordBatch> {
+        self.predictions.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// How often `flush` was called.
@@ -157,6 +177,11 @@ impl Sink for MemorySink {
 
     fn rollups(&self, _epoch: Epoch, batch: RecordBatch) -> Result<(), SinkError> {
         self.rollups.lock().unwrap_or_else(PoisonError::into_inner).push(batch);
+        Ok(())
+    }
+
+    fn predictions(&self, _epoch: Epoch, batch: RecordBatch) -> Result<(), SinkError> {
+        self.predictions.lock().unwrap_or_else(PoisonError::into_inner).push(batch);
         Ok(())
     }
 

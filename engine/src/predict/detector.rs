@@ -18,6 +18,8 @@
 //! The constants were chosen on the NAB development set in `tests/data/nab` (one configuration for
 //! every file; see `docs/predictions.md` for what was tried and the scores).
 
+use crate::snapshot::{Reader, SnapshotError, Writer};
+
 /// Weight of a new value in the long-run mean and variance.
 const LONG: f64 = 0.005;
 /// Weight of a new value in the recent mean.
@@ -146,6 +148,50 @@ impl Detector {
         }
         self.seen = self.seen.saturating_add(1);
         score
+    }
+
+    /// Appends its state to `w` (for checkpoints).
+    pub fn encode(&self, w: &mut Writer) {
+        w.varint(u64::from(self.seen));
+        for v in [self.long_mean, self.long_var, self.fast_mean, self.fast_var, self.low, self.high] {
+            w.f64(v);
+        }
+        self.recent.iter().for_each(|&v| w.f64(v));
+        for v in [self.surprise_mean, self.surprise_var, self.last] {
+            w.f64(v);
+        }
+        w.varint(u64::from(self.run));
+        w.varint(u64::from(self.longest_run));
+        for hour in 0..24 {
+            w.f64(f64::from(self.hourly_mean[hour]));
+            w.f64(f64::from(self.hourly_var[hour]));
+            w.u8(self.hourly_seen[hour]);
+        }
+    }
+
+    /// Reads what [`Detector::encode`] wrote.
+    ///
+    /// # Errors
+    /// When the bytes are cut short.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, SnapshotError> {
+        let count = |r: &mut Reader<'_>| -> Result<u32, SnapshotError> { u32::try_from(r.varint()?).map_err(|_| r.corrupt()) };
+        let mut d = Self { seen: count(r)?, ..Self::default() };
+        for v in [&mut d.long_mean, &mut d.long_var, &mut d.fast_mean, &mut d.fast_var, &mut d.low, &mut d.high] {
+            *v = r.f64()?;
+        }
+        for v in &mut d.recent {
+            *v = r.f64()?;
+        }
+        for v in [&mut d.surprise_mean, &mut d.surprise_var, &mut d.last] {
+            *v = r.f64()?;
+        }
+        (d.run, d.longest_run) = (count(r)?, count(r)?);
+        for hour in 0..24 {
+            d.hourly_mean[hour] = r.f64()? as f32;
+            d.hourly_var[hour] = r.f64()? as f32;
+            d.hourly_seen[hour] = r.u8()?;
+        }
+        Ok(d)
     }
 
     /// The surprise of `value` against its hour's profile (0 until the hour has seen enough),

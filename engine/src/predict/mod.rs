@@ -1,10 +1,12 @@
 //! Failure prediction: streaming anomaly detection, scored on the Numenta Anomaly Benchmark.
 //!
 //! - [`detector`]: the per-(series, field) streaming detector.
+//! - [`events`]: a partition's detectors and the events they raise.
 //! - [`nab`]: NAB's scorer (windows, profiles, threshold sweep, normalisation).
 //! - [`eval`]: `augur eval nab`: runs the detector over a NAB data tree, writes NAB-layout
 //!   results, and scores them.
 
 pub mod detector;
 pub mod eval;
+pub mod events;
 pub mod nab;

@@ -8,6 +8,7 @@ use arrow_array::{
     Array, BinaryArray, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
 };
 use augur_engine::pipeline::{PartitionTotals, Partitions, PipelineConfig};
+use augur_engine::predict::events::PredictConfig;
 use augur_engine::window::Resolution;
 use augur_ingest::config::ModelConfig;
 use augur_ingest::{Precision, Router, Writer};
@@ -28,6 +29,7 @@ pub(crate) fn config(resolutions: &[i64], lateness: i64, idle_timeout: i64) -> P
         resolutions: resolutions.iter().map(|&n| Resolution::new(Duration::from_nanos(n as u64))).collect(),
         allowed_lateness: lateness,
         idle_timeout,
+        predict: Arc::new(PredictConfig::default()),
     }
 }
 

@@ -27,6 +27,8 @@ pub enum SortOrder {
     Raw,
     /// Rollups: by `series_key`, `field`, `window_start`, then `kind`.
     Rollups,
+    /// Predictions: by `start`, `event_id`, then `state` (`closed` after `open`).
+    Predictions,
 }
 
 /// How files are encoded.
@@ -81,6 +83,15 @@ fn sort(batch: &RecordBatch, order: SortOrder) -> Result<RecordBatch, StorageErr
             let series = typed_column::<UInt64Array>(batch, "series_id")?;
             let time = typed_column::<TimestampNanosecondArray>(batch, "time")?;
             indices.sort_by_key(|&i| (series.value(i as usize), time.value(i as usize)));
+        }
+        SortOrder::Predictions => {
+            let start = typed_column::<TimestampNanosecondArray>(batch, "start")?;
+            let id = typed_column::<UInt64Array>(batch, "event_id")?;
+            let state = typed_column::<StringArray>(batch, "state")?;
+            indices.sort_by_key(|&i| {
+                let i = i as usize;
+                (start.value(i), id.value(i), state.value(i) == "closed")
+            });
         }
         SortOrder::Rollups => {
             let key = typed_column::<StringArray>(batch, "series_key")?;

@@ -4,6 +4,7 @@
 //! ```text
 //! parquet/raw/<measurement>/region=<r>/date=<YYYY-MM-DD>/hour=<H>/<file>.parquet
 //! parquet/rollups/resolution=<res>/region=<r>/date=<YYYY-MM-DD>/<file>.parquet
+//! parquet/predictions/region=<r>/date=<YYYY-MM-DD>/<file>.parquet
 //! ```
 //!
 //! Values from data (measurement, region) are percent-encoded the Hive way, which DuckDB, Polars,
@@ -121,6 +122,11 @@ pub fn rollup_folder(root: &Path, resolution: &str, region: &str, window_start: 
         .join(format!("resolution={}", escape(resolution)))
         .join(format!("region={}", escape(region)))
         .join(format!("date={}", date(window_start)))
+}
+
+/// The folder of predictions in `region` for the UTC day of their `start`.
+pub fn prediction_folder(root: &Path, region: &str, start: i64) -> PathBuf {
+    root.join("predictions").join(format!("region={}", escape(region))).join(format!("date={}", date(start)))
 }
 
 #[cfg(test)]

@@ -345,6 +345,7 @@ impl ParquetSink {
             let keep = match partition.order {
                 SortOrder::Raw => self.config.raw_retention,
                 SortOrder::Rollups => self.config.rollup_retention,
+                SortOrder::Predictions => None,
             };
             let (Some(keep), Some(end)) = (keep, partition.end) else { continue };
             if end <= now.saturating_sub(nanos(keep)) {
@@ -505,6 +506,29 @@ impl Sink for ParquetSink {
                 [("resolution", resolution.as_str()), ("region", region.as_str()), ("date", date.as_str())];
             let part = file::without_partition_columns(&part, &partitions).map_err(sink_error)?;
             self.add((folder, epoch), SortOrder::Rollups, part).map_err(sink_error)?;
+        }
+        Ok(())
+    }
+
+    fn predictions(&self, epoch: Epoch, batch: RecordBatch) -> Result<(), SinkError> {
+        let region = typed_column::<StringArray>(&batch, "region").map_err(sink_error)?;
+        let start = typed_column::<TimestampNanosecondArray>(&batch, "start").map_err(sink_error)?;
+        // Rows grouped by folder: (region, date of the start).
+        let mut groups: Vec<((String, String), Vec<u32>)> = Vec::new();
+        for row in 0..batch.num_rows() {
+            let key = (region.value(row).to_owned(), layout::date(start.value(row)));
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, rows)) => rows.push(row as u32),
+                None => groups.push((key, vec![row as u32])),
+            }
+        }
+        for ((region, date), rows) in groups {
+            let folder = layout::prediction_folder(&self.root, &region, start.value(rows[0] as usize));
+            let part = arrow_select::take::take_record_batch(&batch, &UInt32Array::from(rows))
+                .map_err(|e| sink_error(e.into()))?;
+            let part = file::without_partition_columns(&part, &[("region", region.as_str()), ("date", date.as_str())])
+                .map_err(sink_error)?;
+            self.add((folder, epoch), SortOrder::Predictions, part).map_err(sink_error)?;
         }
         Ok(())
     }

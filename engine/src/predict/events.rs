@@ -1,0 +1,425 @@
+//! One partition's predictions: a detector per scored (series, field), and the events they raise.
+//!
+//! A series becomes anomalous when a score reaches `threshold`; the event stays open, tracking its
+//! peak, until the scores have stayed under `clear` (hysteresis) for `cool-down` of event time.
+//! So one incident is one event, with a start, a peak and an end. Each event leaves as two rows,
+//! one when it opens and one when it closes (see `augur_storage::schema::prediction_schema`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::builder::{Float64Builder, StringBuilder, TimestampNanosecondBuilder, UInt64Builder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::ArrowError;
+use augur_ingest::series::canonical_key_into;
+use augur_ingest::{FieldValue, PointView, SeriesId};
+use augur_storage::schema::prediction_schema;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::detector::Detector;
+use crate::snapshot::{Reader, SnapshotError, Writer};
+
+/// `[predict]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PredictConfig {
+    /// Score series at all.
+    pub enabled: bool,
+    /// The fields scored, by name; empty: every numeric field.
+    pub fields: Vec<String>,
+    /// A score from here opens an event.
+    pub threshold: f64,
+    /// An open event closes once scores stayed under this for `cool-down`.
+    pub clear: f64,
+    /// How long (event time) scores must stay under `clear` to close an event.
+    #[serde(with = "humantime_serde")]
+    pub cool_down: Duration,
+    /// The tag naming the entity an event is about (its value is the event's `entity`).
+    pub entity_tag: String,
+}
+
+impl Default for PredictConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            fields: Vec::new(),
+            threshold: 0.5,
+            clear: 0.25,
+            cool_down: Duration::from_secs(300),
+            entity_tag: "host".into(),
+        }
+    }
+}
+
+impl PredictConfig {
+    /// Every problem of this section.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(0.0..=1.0).contains(&self.threshold) || !(0.0..=1.0).contains(&self.clear) {
+            problems.push("predict.threshold and predict.clear must lie in [0, 1]".into());
+        }
+        if self.clear > self.threshold {
+            problems.push(format!(
+                "predict.clear = {} must not be above predict.threshold = {}",
+                self.clear, self.threshold
+            ));
+        }
+        if self.entity_tag.is_empty() {
+            problems.push("predict.entity-tag must not be empty".into());
+        }
+        problems
+    }
+
+    fn cool_down_nanos(&self) -> i64 {
+        i64::try_from(self.cool_down.as_nanos()).unwrap_or(i64::MAX)
+    }
+}
+
+/// An open event.
+#[derive(Debug, Clone, PartialEq)]
+struct OpenEvent {
+    id: u64,
+    start: i64,
+    peak_time: i64,
+    peak_score: f64,
+    peak_value: f64,
+    /// Since when scores are under `clear`.
+    quiet_since: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct FieldState {
+    name: Box<str>,
+    detector: Detector,
+    /// Event time of the last value scored: values are scored in event-time order only.
+    last_time: i64,
+    event: Option<OpenEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct SeriesState {
+    key: Box<str>,
+    measurement: Box<str>,
+    region: Box<str>,
+    entity: Option<Box<str>>,
+    fields: Vec<FieldState>,
+}
+
+/// Counters of one partition's predictions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PredictTotals {
+    /// Values scored.
+    pub scored: u64,
+    /// Events opened.
+    pub opened: u64,
+    /// Events closed.
+    pub closed: u64,
+    /// Events open now.
+    pub open: u64,
+}
+
+/// One partition's detectors and events.
+#[derive(Debug)]
+pub struct Predictor {
+    config: Arc<PredictConfig>,
+    series: HashMap<SeriesId, SeriesState>,
+    rows: EventRows,
+    totals: PredictTotals,
+    key_buffer: Vec<u8>,
+}
+
+impl Predictor {
+    /// A predictor with no state yet.
+    pub fn new(config: Arc<PredictConfig>) -> Self {
+        Self {
+            config,
+            series: HashMap::new(),
+            rows: EventRows::default(),
+            totals: PredictTotals::default(),
+            key_buffer: Vec::new(),
+        }
+    }
+
+    /// The counters.
+    pub fn totals(&self) -> PredictTotals {
+        self.totals
+    }
+
+    /// Scores the numeric fields of an on-time point (those configured), in event-time order per
+    /// field: a value older than the last one scored for its field is not scored.
+    pub fn observe(&mut self, point: &PointView<'_>) {
+        if !self.config.enabled {
+            return;
+        }
+        let Self { config, series, rows, totals, key_buffer } = self;
+        let state = series.entry(point.series_id()).or_insert_with(|| {
+            key_buffer.clear();
+            canonical_key_into(point.measurement(), point.tags(), key_buffer);
+            let entity = point.tags().find(|(k, _)| *k == config.entity_tag).map(|(_, v)| v.into());
+            SeriesState {
+                key: String::from_utf8_lossy(key_buffer).into(),
+                measurement: point.measurement().into(),
+                region: point.region().into(),
+                entity,
+                fields: Vec::new(),
+            }
+        });
+        let time = point.time();
+        for (name, value) in point.fields() {
+            let value = match value {
+                FieldValue::Float(v) => v,
+                FieldValue::Integer(v) => v as f64,
+                FieldValue::Unsigned(v) => v as f64,
+                FieldValue::Boolean(_) | FieldValue::String(_) => continue,
+            };
+            if !config.fields.is_empty() && !config.fields.iter().any(|f| f == name) {
+                continue;
+            }
+            let slot = match state.fields.iter().position(|f| *f.name == *name) {
+                Some(slot) => slot,
+                None => {
+                    state.fields.push(FieldState {
+                        name: name.into(),
+                        detector: Detector::default(),
+                        last_time: i64::MIN,
+                        event: None,
+                    });
+                    state.fields.len() - 1
+                }
+            };
+            let field = &mut state.fields[slot];
+            if time <= field.last_time {
+                continue;
+            }
+            field.last_time = time;
+            let score = field.detector.score(time, value);
+            totals.scored += 1;
+            let Some(change) = field.step(config, point.series_id(), time, score, value) else { continue };
+            match &change {
+                Change::Opened(_) => {
+                    totals.opened += 1;
+                    totals.open += 1;
+                }
+                Change::Closed(..) => {
+                    totals.closed += 1;
+                    totals.open -= 1;
+                }
+            }
+            rows.append(point.series_id(), state_info(state), &state.fields[slot].name, &change);
+        }
+    }
+
+    /// The rows of the events opened and closed since the last call, if any.
+    ///
+    /// # Errors
+    /// Only if the columns disagree with the schema (a bug).
+    pub fn finish(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        if self.rows.len == 0 {
+            return Ok(None);
+        }
+        self.rows.finish().map(Some)
+    }
+}
+
+/// The columns of a series that every row of its events repeats.
+type SeriesInfo<'a> = (&'a str, &'a str, &'a str, Option<&'a str>);
+
+fn state_info(state: &SeriesState) -> SeriesInfo<'_> {
+    (&state.key, &state.measurement, &state.region, state.entity.as_deref())
+}
+
+/// What a score did to a field's event.
+#[derive(Debug, Clone, PartialEq)]
+enum Change {
+    Opened(OpenEvent),
+    /// The event, and the event time of the point that closed it.
+    Closed(OpenEvent, i64),
+}
+
+impl FieldState {
+    /// Applies `score` (of `value` at `time`) to this field's event.
+    fn step(&mut self, config: &PredictConfig, series: SeriesId, time: i64, score: f64, value: f64) -> Option<Change> {
+        let Some(event) = &mut self.event else {
+            if score < config.threshold {
+                return None;
+            }
+            let mut id = Vec::with_capacity(16 + self.name.len());
+            id.extend_from_slice(&series.to_le_bytes());
+            id.extend_from_slice(&time.to_le_bytes());
+            id.extend_from_slice(self.name.as_bytes());
+            let event = OpenEvent {
+                id: xxh3_64(&id),
+                start: time,
+                peak_time: time,
+                peak_score: score,
+                peak_value: value,
+                quiet_since: None,
+            };
+            self.event = Some(event.clone());
+            return Some(Change::Opened(event));
+        };
+        if score > event.peak_score {
+            (event.peak_time, event.peak_score, event.peak_value) = (time, score, value);
+        }
+        if score >= config.clear {
+            event.quiet_since = None;
+            return None;
+        }
+        let since = *event.quiet_since.get_or_insert(time);
+        if time.saturating_sub(since) < config.cool_down_nanos() {
+            return None;
+        }
+        self.event.take().map(|event| Change::Closed(event, time))
+    }
+}
+
+/// Event rows, column by column.
+#[derive(Debug, Default)]
+struct EventRows {
+    event_id: UInt64Builder,
+    kind: StringBuilder,
+    series_id: UInt64Builder,
+    series_key: StringBuilder,
+    measurement: StringBuilder,
+    region: StringBuilder,
+    entity: StringBuilder,
+    field: StringBuilder,
+    start: TimestampNanosecondBuilder,
+    end: TimestampNanosecondBuilder,
+    peak_time: TimestampNanosecondBuilder,
+    peak_score: Float64Builder,
+    peak_value: Float64Builder,
+    state: StringBuilder,
+    len: usize,
+}
+
+impl EventRows {
+    fn append(&mut self, series_id: SeriesId, (key, measurement, region, entity): SeriesInfo<'_>, field: &str, change: &Change) {
+        let (event, end, state) = match change {
+            Change::Opened(event) => (event, None, "open"),
+            Change::Closed(event, end) => (event, Some(*end), "closed"),
+        };
+        self.event_id.append_value(event.id);
+        self.kind.append_value("anomaly");
+        self.series_id.append_value(series_id);
+        self.series_key.append_value(key);
+        self.measurement.append_value(measurement);
+        self.region.append_value(region);
+        self.entity.append_option(entity);
+        self.field.append_value(field);
+        self.start.append_value(event.start);
+        self.end.append_option(end);
+        self.peak_time.append_value(event.peak_time);
+        self.peak_score.append_value(event.peak_score);
+        self.peak_value.append_value(event.peak_value);
+        self.state.append_value(state);
+        self.len += 1;
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        self.len = 0;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.series_id.finish()),
+            Arc::new(self.series_key.finish()),
+            Arc::new(self.measurement.finish()),
+            Arc::new(self.region.finish()),
+            Arc::new(self.entity.finish()),
+            Arc::new(self.field.finish()),
+            Arc::new(self.start.finish()),
+            Arc::new(self.end.finish()),
+            Arc::new(self.peak_time.finish()),
+            Arc::new(self.peak_score.finish()),
+            Arc::new(self.peak_value.finish()),
+            Arc::new(self.state.finish()),
+        ];
+        RecordBatch::try_new(prediction_schema(), columns)
+    }
+}
+
+impl Predictor {
+    /// Its state as bytes, for a checkpoint: every series' detectors and open events.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.varint(self.series.len() as u64);
+        let mut ids: Vec<&SeriesId> = self.series.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let state = &self.series[id];
+            w.i64(*id as i64);
+            w.str(&state.key);
+            w.str(&state.measurement);
+            w.str(&state.region);
+            match &state.entity {
+                None => w.u8(0),
+                Some(entity) => {
+                    w.u8(1);
+                    w.str(entity);
+                }
+            }
+            w.varint(state.fields.len() as u64);
+            for field in &state.fields {
+                w.str(&field.name);
+                w.i64(field.last_time);
+                field.detector.encode(&mut w);
+                match &field.event {
+                    None => w.u8(0),
+                    Some(e) => {
+                        w.u8(1);
+                        w.i64(e.id as i64);
+                        w.i64(e.start);
+                        w.i64(e.peak_time);
+                        w.f64(e.peak_score);
+                        w.f64(e.peak_value);
+                        w.option_i64(e.quiet_since);
+                    }
+                }
+            }
+        }
+        w.into_bytes()
+    }
+
+    /// Restores what [`Predictor::encode`] wrote.
+    ///
+    /// # Errors
+    /// When the bytes are cut short or damaged.
+    pub fn decode(bytes: &[u8], config: Arc<PredictConfig>) -> Result<Self, SnapshotError> {
+        let mut r = Reader::new(bytes);
+        let mut predictor = Self::new(config);
+        for _ in 0..r.count()? {
+            let id = r.i64()? as u64;
+            let (key, measurement, region) = (r.str()?.into(), r.str()?.into(), r.str()?.into());
+            let entity = match r.u8()? {
+                0 => None,
+                1 => Some(r.str()?.into()),
+                _ => return Err(r.corrupt()),
+            };
+            let mut fields = Vec::new();
+            for _ in 0..r.count()? {
+                let name = r.str()?.into();
+                let last_time = r.i64()?;
+                let detector = Detector::decode(&mut r)?;
+                let event = match r.u8()? {
+                    0 => None,
+                    1 => Some(OpenEvent {
+                        id: r.i64()? as u64,
+                        start: r.i64()?,
+                        peak_time: r.i64()?,
+                        peak_score: r.f64()?,
+                        peak_value: r.f64()?,
+                        quiet_since: r.option_i64()?,
+                    }),
+                    _ => return Err(r.corrupt()),
+                };
+                predictor.totals.open += u64::from(event.is_some());
+                fields.push(FieldState { name, detector, last_time, event });
+            }
+            predictor.series.insert(id, SeriesState { key, measurement, region, entity, fields });
+        }
+        r.finish()?;
+        Ok(predictor)
+    }
+}
