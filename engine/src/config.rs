@@ -110,7 +110,6 @@ impl EngineConfig {
         augur_ingest::config::cores_if_zero(self.threads)
     }
 
-
     fn validate(&self, problems: &mut Vec<String>) {
         if self.threads > 1024 {
             problems.push(format!("engine.threads = {} is over the limit of 1024", self.threads));

@@ -160,9 +160,12 @@ pub fn render(writer: &Writer, pipelines: &PipelineStats, durability: &Durabilit
         ("augur_pipeline_watermark_seconds", "Event-time watermark per partition (Unix seconds).", "gauge", |t| {
             u64::try_from(t.watermark.max(0) / 1_000_000_000).unwrap_or(0)
         }),
-        ("augur_predict_scored_values_total", "Values scored by the anomaly detectors per partition.", "counter", |t| {
-            t.predict.scored
-        }),
+        (
+            "augur_predict_scored_values_total",
+            "Values scored by the anomaly detectors per partition.",
+            "counter",
+            |t| t.predict.scored,
+        ),
         ("augur_predict_events_opened_total", "Anomaly events opened per partition.", "counter", |t| t.predict.opened),
         ("augur_predict_events_closed_total", "Anomaly events closed per partition.", "counter", |t| t.predict.closed),
         ("augur_predict_open_events", "Anomaly events open now per partition.", "gauge", |t| t.predict.open),

@@ -24,9 +24,9 @@ use rayon::prelude::*;
 use tracing::{error, warn};
 
 use crate::clock::Clock;
+use crate::predict::events::{PredictConfig, PredictTotals, Predictor};
 use crate::raw::raw_batches;
 use crate::rollup::RollupBuilder;
-use crate::predict::events::{PredictConfig, PredictTotals, Predictor};
 use crate::snapshot::{self, SnapshotError};
 use crate::watermark::Watermark;
 use crate::window::{Resolution, Windows};

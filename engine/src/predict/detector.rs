@@ -174,7 +174,8 @@ impl Detector {
     /// # Errors
     /// When the bytes are cut short.
     pub fn decode(r: &mut Reader<'_>) -> Result<Self, SnapshotError> {
-        let count = |r: &mut Reader<'_>| -> Result<u32, SnapshotError> { u32::try_from(r.varint()?).map_err(|_| r.corrupt()) };
+        let count =
+            |r: &mut Reader<'_>| -> Result<u32, SnapshotError> { u32::try_from(r.varint()?).map_err(|_| r.corrupt()) };
         let mut d = Self { seen: count(r)?, ..Self::default() };
         for v in [&mut d.long_mean, &mut d.long_var, &mut d.fast_mean, &mut d.fast_var, &mut d.low, &mut d.high] {
             *v = r.f64()?;

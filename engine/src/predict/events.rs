@@ -296,7 +296,13 @@ struct EventRows {
 }
 
 impl EventRows {
-    fn append(&mut self, series_id: SeriesId, (key, measurement, region, entity): SeriesInfo<'_>, field: &str, change: &Change) {
+    fn append(
+        &mut self,
+        series_id: SeriesId,
+        (key, measurement, region, entity): SeriesInfo<'_>,
+        field: &str,
+        change: &Change,
+    ) {
         let (event, end, state) = match change {
             Change::Opened(event) => (event, None, "open"),
             Change::Closed(event, end) => (event, Some(*end), "closed"),
@@ -421,5 +427,103 @@ impl Predictor {
         }
         r.finish()?;
         Ok(predictor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::{Array, Float64Array, StringArray, TimestampNanosecondArray};
+    use augur_ingest::line_protocol::Parser;
+    use augur_ingest::series::SeriesHasher;
+    use augur_ingest::{PointBatch, Precision, RegionRule};
+
+    use super::*;
+
+    const MINUTE: i64 = 60_000_000_000;
+
+    /// A steady CPU series of `minutes` points with `spike` added over `spike_at` (minute indices).
+    fn series(minutes: i64, spike_at: std::ops::Range<i64>) -> PointBatch {
+        let regions = RegionRule { tag: "region".into(), default: "default".into() };
+        let mut batch = PointBatch::new();
+        let mut text = String::new();
+        for m in 0..minutes {
+            let base = 40.0 + ((m * 7919) % 11) as f64 * 0.3;
+            let value = if spike_at.contains(&m) { base + 50.0 } else { base };
+            text.push_str(&format!("cpu,host=web1,region=eu usage={value},state=\"ok\" {}\n", m * MINUTE));
+        }
+        let mut parser = Parser::new(text.as_bytes(), Precision::Nanoseconds, 0, 1);
+        while let Some(line) = parser.next() {
+            let line = line.unwrap();
+            let id = SeriesHasher::default().id_of(&line);
+            batch.push_line(&line, id, &regions);
+        }
+        batch
+    }
+
+    fn run(predictor: &mut Predictor, batch: &PointBatch) -> Vec<RecordBatch> {
+        let mut out = Vec::new();
+        for point in batch.iter() {
+            predictor.observe(&point);
+            out.extend(predictor.finish().unwrap());
+        }
+        out
+    }
+
+    fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
+        batch.column_by_name(name).unwrap().as_any().downcast_ref::<T>().unwrap()
+    }
+
+    #[test]
+    fn one_incident_is_one_event_with_a_start_a_peak_and_an_end() {
+        let mut predictor = Predictor::new(Arc::new(PredictConfig::default()));
+        let rows = run(&mut predictor, &series(600, 400..405));
+        let states: Vec<(String, i64, Option<i64>, f64, f64)> = rows
+            .iter()
+            .flat_map(|b| {
+                let (state, start, end) = (
+                    column::<StringArray>(b, "state"),
+                    column::<TimestampNanosecondArray>(b, "start"),
+                    column::<TimestampNanosecondArray>(b, "end"),
+                );
+                let (score, value) = (column::<Float64Array>(b, "peak_score"), column::<Float64Array>(b, "peak_value"));
+                (0..b.num_rows())
+                    .map(|i| {
+                        let end = end.is_valid(i).then(|| end.value(i));
+                        (state.value(i).to_owned(), start.value(i), end, score.value(i), value.value(i))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(states.len(), 2, "an open row and a closed row: {states:?}");
+        let (open, closed) = (&states[0], &states[1]);
+        assert_eq!((open.0.as_str(), open.1, open.2), ("open", 400 * MINUTE, None));
+        assert_eq!((closed.0.as_str(), closed.1), ("closed", 400 * MINUTE));
+        let end = closed.2.expect("a closed event has an end");
+        // Scores fall under `clear` during the spike already (its first value is the surprise);
+        // the event closes once they stayed under it for the 5-minute cool-down.
+        assert!((405 * MINUTE..=415 * MINUTE).contains(&end), "closes after the cool-down: minute {}", end / MINUTE);
+        assert!(closed.3 >= 0.5 && closed.4 > 80.0, "the peak is the spike: {closed:?}");
+        assert_eq!(predictor.totals(), PredictTotals { scored: 600, opened: 1, closed: 1, open: 0 });
+        assert_eq!(column::<StringArray>(&rows[0], "entity").value(0), "web1");
+        assert_eq!(column::<StringArray>(&rows[0], "field").value(0), "usage", "strings are not scored");
+    }
+
+    #[test]
+    fn state_survives_encoding_and_scoring_goes_on_the_same() {
+        let config = Arc::new(PredictConfig::default());
+        let (first, second) = (series(420, 400..405), series(600, 400..405));
+        let mut whole = Predictor::new(config.clone());
+        let expected = run(&mut whole, &second);
+        let mut before = Predictor::new(config.clone());
+        let mut got = run(&mut before, &first);
+        let mut after = Predictor::decode(&before.encode(), config).unwrap();
+        assert_eq!(after.series, before.series);
+        // The rest, point by point, through the restored predictor.
+        for point in second.iter().skip(420) {
+            after.observe(&point);
+            got.extend(after.finish().unwrap());
+        }
+        assert_eq!(got, expected, "a restored predictor emits what the uninterrupted one did");
+        assert!(Predictor::decode(&before.encode()[..10], Arc::new(PredictConfig::default())).is_err());
     }
 }

@@ -1,0 +1,104 @@
+//! Predictions end to end: line protocol over HTTP into the real binary, anomaly events out in
+//! Parquet (`parquet/predictions/`), counted in `/metrics`, and restored across a restart.
+
+use std::time::Duration;
+
+use arrow_array::{Array, Float64Array, StringArray, TimestampNanosecondArray};
+use augur_suite::{column, http, metric, parquet_files, read_parquet, AugurServer, TempDir};
+
+const MINUTE: i64 = 60_000_000_000;
+
+/// Minutes `minutes` of a steady CPU series of host `web1` from `start`, with `spike` (minutes,
+/// height) added.
+fn body(start: i64, minutes: std::ops::Range<i64>, (spike, height): (std::ops::Range<i64>, f64)) -> String {
+    minutes
+        .map(|m| {
+            let base = 40.0 + ((m * 7919) % 11) as f64 * 0.3;
+            let value = if spike.contains(&m) { base + height } else { base };
+            format!("cpu,host=web1,region=eu usage={value} {}\n", start + m * MINUTE)
+        })
+        .collect()
+}
+
+#[test]
+fn a_spike_sent_over_http_becomes_one_event_in_parquet() {
+    let dir = TempDir::new("predictions");
+    let data = dir.0.join("data");
+    let server = AugurServer::start_in(&data, &[]);
+    let start = augur_storage::now_nanos() / MINUTE * MINUTE - 12 * 60 * MINUTE;
+    let (status, reply) = http(server.http, "POST", "/write", body(start, 0..600, (400..405, 50.0)).as_bytes());
+    assert_eq!(status, 204, "{reply}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = http(server.http, "GET", "/metrics", b"");
+        let scored: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("augur_predict_scored_values_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        if scored == 600 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "600 values scored within 30 s: {scored}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(server.terminate(Duration::from_secs(30)).success());
+
+    let files: Vec<_> = parquet_files(&data)
+        .0
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/predictions/region=eu/"))
+        .collect();
+    let mut rows = Vec::new();
+    for path in &files {
+        for batch in read_parquet(path) {
+            let (state, field, entity) = (
+                column::<StringArray>(&batch, "state"),
+                column::<StringArray>(&batch, "field"),
+                column::<StringArray>(&batch, "entity"),
+            );
+            let (end, peak) =
+                (column::<TimestampNanosecondArray>(&batch, "end"), column::<Float64Array>(&batch, "peak_value"));
+            for i in 0..batch.num_rows() {
+                rows.push((
+                    state.value(i).to_owned(),
+                    field.value(i).to_owned(),
+                    entity.value(i).to_owned(),
+                    end.is_valid(i),
+                    peak.value(i),
+                ));
+            }
+        }
+    }
+    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    assert_eq!(rows.len(), 2, "one event: its open and its closed row: {rows:?}");
+    assert_eq!((rows[0].0.as_str(), rows[0].3), ("open", false));
+    assert_eq!((rows[1].0.as_str(), rows[1].3), ("closed", true));
+    assert!(rows.iter().all(|r| r.1 == "usage" && r.2 == "web1" && r.4 > 80.0), "{rows:?}");
+
+    // The detectors come back from the last checkpoint: after a restart a new extreme is an event
+    // at once (a fresh detector would still be warming up for 100 values).
+    let server = AugurServer::start_in(&data, &[]);
+    let (status, reply) = http(server.http, "POST", "/write", body(start, 600..640, (620..622, 120.0)).as_bytes());
+    assert_eq!(status, 204, "{reply}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = http(server.http, "GET", "/metrics", b"");
+        if opened(&text) == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the second spike opened an event: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(metric(&http(server.http, "GET", "/metrics", b"").1, "augur_recovery_replayed_records"), Some(0));
+    assert!(server.terminate(Duration::from_secs(30)).success());
+}
+
+/// Events opened over all partitions.
+fn opened(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("augur_predict_events_opened_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
