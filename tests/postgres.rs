@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use augur_engine::local_postgres::LocalPostgres;
-use augur_suite::{http, postgres_config, postgres_shards, AugurServer, TempDir};
+use augur_suite::{cpu_with_spike, http, postgres_config, postgres_shards, AugurServer, TempDir, MINUTE};
 
 const NANOS: i64 = 1_000_000_000;
 /// A tag value full of SQL; in line protocol its spaces are escaped.
@@ -541,4 +541,45 @@ fn exact_integer_aggregates_reach_postgresql_as_exact_numerics() {
          e|-100000000|-100000000|-100000000|-100000000"
     );
     assert_nothing_rejected(&data);
+}
+
+#[test]
+fn anomaly_events_reach_postgresql_and_the_predictions_api_once() {
+    let shards = postgres_shards("predictions", 1);
+    let dir = TempDir::new("pg-predictions");
+    let config = postgres_config(&dir.0, &[&shards[0]], "");
+    let config = config.to_str().unwrap();
+    let data = dir.0.join("data");
+    let start = augur_storage::now_nanos() / MINUTE * MINUTE - 12 * 60 * MINUTE;
+    let server = AugurServer::start_in(&data, &["--config", config]);
+    let body = cpu_with_spike(start, 0..600, (400..405, 50.0));
+    assert_eq!(http(server.http, "POST", "/write", body.as_bytes()).0, 204);
+    assert!(server.terminate(Duration::from_secs(60)).success());
+    let rows = shards[0]
+        .psql(
+            "augur",
+            "SELECT state || '|' || field || '|' || entity || '|' || (end_time IS NOT NULL) FROM predictions",
+        )
+        .unwrap();
+    assert_eq!(rows.trim(), "closed|usage|web1|true", "one event, closed: {rows}");
+
+    let server = AugurServer::start_in(&data, &["--config", config]);
+    let (status, reply) = http(server.http, "GET", "/api/v1/predictions?host=web1&since=now-24h&min_score=0.5", b"");
+    assert_eq!(status, 200, "{reply}");
+    let events: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 1, "{reply}");
+    assert_eq!(
+        (events[0]["state"].as_str(), events[0]["field"].as_str(), events[0]["region"].as_str()),
+        (Some("closed"), Some("usage"), Some("eu"))
+    );
+    assert!(events[0]["peak_value"].as_f64().unwrap() > 80.0, "{reply}");
+    let (status, _) = http(server.http, "GET", "/api/v1/predictions?host=web2", b"");
+    assert_eq!(status, 200);
+    let (status, reply) = http(server.http, "GET", "/api/v1/predictions?min_score=2", b"");
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.contains("min_score"), "{reply}");
+    let (status, reply) = http(server.http, "GET", "/api/v1/predictions?hots=web1", b"");
+    assert_eq!((status, reply.contains("hots")), (400, true), "{reply}");
+    assert!(server.terminate(Duration::from_secs(60)).success());
 }

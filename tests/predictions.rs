@@ -4,21 +4,7 @@
 use std::time::Duration;
 
 use arrow_array::{Array, Float64Array, StringArray, TimestampNanosecondArray};
-use augur_suite::{column, http, metric, parquet_files, read_parquet, AugurServer, TempDir};
-
-const MINUTE: i64 = 60_000_000_000;
-
-/// Minutes `minutes` of a steady CPU series of host `web1` from `start`, with `spike` (minutes,
-/// height) added.
-fn body(start: i64, minutes: std::ops::Range<i64>, (spike, height): (std::ops::Range<i64>, f64)) -> String {
-    minutes
-        .map(|m| {
-            let base = 40.0 + ((m * 7919) % 11) as f64 * 0.3;
-            let value = if spike.contains(&m) { base + height } else { base };
-            format!("cpu,host=web1,region=eu usage={value} {}\n", start + m * MINUTE)
-        })
-        .collect()
-}
+use augur_suite::{column, cpu_with_spike, http, metric, parquet_files, read_parquet, AugurServer, TempDir, MINUTE};
 
 #[test]
 fn a_spike_sent_over_http_becomes_one_event_in_parquet() {
@@ -26,7 +12,8 @@ fn a_spike_sent_over_http_becomes_one_event_in_parquet() {
     let data = dir.0.join("data");
     let server = AugurServer::start_in(&data, &[]);
     let start = augur_storage::now_nanos() / MINUTE * MINUTE - 12 * 60 * MINUTE;
-    let (status, reply) = http(server.http, "POST", "/write", body(start, 0..600, (400..405, 50.0)).as_bytes());
+    let (status, reply) =
+        http(server.http, "POST", "/write", cpu_with_spike(start, 0..600, (400..405, 50.0)).as_bytes());
     assert_eq!(status, 204, "{reply}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -79,7 +66,8 @@ fn a_spike_sent_over_http_becomes_one_event_in_parquet() {
     // The detectors come back from the last checkpoint: after a restart a new extreme is an event
     // at once (a fresh detector would still be warming up for 100 values).
     let server = AugurServer::start_in(&data, &[]);
-    let (status, reply) = http(server.http, "POST", "/write", body(start, 600..640, (620..622, 120.0)).as_bytes());
+    let (status, reply) =
+        http(server.http, "POST", "/write", cpu_with_spike(start, 600..640, (620..622, 120.0)).as_bytes());
     assert_eq!(status, 204, "{reply}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {

@@ -1,12 +1,12 @@
-//! The query API over the hot tier: `GET /api/v1/series`, `/api/v1/rollups`, `/api/v1/latest`
-//! (docs/api.md). Parameters are checked here, every problem named; the reads fan out to every
+//! The query API over the hot tier: `GET /api/v1/series`, `/api/v1/rollups`, `/api/v1/latest`,
+//! `/api/v1/predictions` (docs/postgres.md). Parameters are checked here, every problem named; the reads fan out to every
 //! PostgreSQL shard ([`HotQuery`]).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use augur_storage::postgres::query::{QueryError, SeriesFilter};
+use augur_storage::postgres::query::{PredictionFilter, QueryError, SeriesFilter};
 use augur_storage::postgres::HotQuery;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -35,6 +35,7 @@ pub fn routes(hot: Option<HotQuery>, resolutions: Vec<Resolution>) -> axum::Rout
         .route("/api/v1/series", get(series))
         .route("/api/v1/rollups", get(rollups))
         .route("/api/v1/latest", get(latest))
+        .route("/api/v1/predictions", get(predictions))
         .with_state(ApiState { hot, resolutions })
 }
 
@@ -115,6 +116,36 @@ async fn latest(State(state): State<ApiState>, Query(params): Params) -> Respons
         let since = params.time("since", now)?.unwrap_or(now - 3_600_000_000_000);
         params.finish()?;
         Ok(Json(hot.latest(&filter, field, &resolution.name, since).await?).into_response())
+    };
+    answer.await.unwrap_or_else(ApiError::into_response)
+}
+
+/// Events newest first: `region`, `host` (the entity), `kind`, `since` (default `now-24h`),
+/// `min_score` (default 0), `limit` (default 1000, at most 10000).
+async fn predictions(State(state): State<ApiState>, Query(params): Params) -> Response {
+    let answer = async {
+        let hot = state.hot()?;
+        let mut params = Parameters::new(params);
+        let now = augur_storage::now_nanos();
+        let since = params.time("since", now)?.unwrap_or(now - 24 * 3_600_000_000_000);
+        let number = |params: &mut Parameters, name: &str, default: f64, range: std::ops::RangeInclusive<f64>| {
+            let Some(text) = params.take(name) else { return Ok(default) };
+            text.parse::<f64>().ok().filter(|v| range.contains(v)).ok_or_else(|| {
+                ApiError::bad(format!("{name}={text:?}: expected a number from {} to {}", range.start(), range.end()))
+            })
+        };
+        let min_score = number(&mut params, "min_score", 0.0, 0.0..=1.0)?;
+        let limit = number(&mut params, "limit", 1000.0, 1.0..=10_000.0)? as i64;
+        let filter = PredictionFilter {
+            region: params.take("region"),
+            entity: params.take("host"),
+            kind: params.take("kind"),
+            since,
+            min_score,
+            limit,
+        };
+        params.finish()?;
+        Ok(Json(hot.predictions(filter).await?).into_response())
     };
     answer.await.unwrap_or_else(ApiError::into_response)
 }

@@ -324,3 +324,22 @@ pub fn raw_points_by_id(
     }
     points
 }
+
+/// A minute in nanoseconds.
+pub const MINUTE: i64 = 60_000_000_000;
+
+/// Line protocol: minutes `minutes` of a steady CPU series of host `web1` in region `eu`, one point
+/// a minute from `start` (ns), with `height` added over the minutes of `spike`.
+pub fn cpu_with_spike(
+    start: i64,
+    minutes: std::ops::Range<i64>,
+    (spike, height): (std::ops::Range<i64>, f64),
+) -> String {
+    minutes
+        .map(|m| {
+            let base = 40.0 + ((m * 7919) % 11) as f64 * 0.3;
+            let value = if spike.contains(&m) { base + height } else { base };
+            format!("cpu,host=web1,region=eu usage={value} {}\n", start + m * MINUTE)
+        })
+        .collect()
+}

@@ -162,6 +162,66 @@ pub async fn write(client: &mut Client, batch: &RecordBatch, known: &mut HashSet
     Ok(batch.num_rows() as u64)
 }
 
+/// Upserts prediction rows (in `prediction_schema`), one statement per row in one transaction:
+/// events are few. A row never reopens a closed event, so a replay of an `open` row after its
+/// `closed` one changes nothing. Returns the rows written.
+///
+/// # Errors
+/// When the batch is malformed or the database refuses; nothing is written then.
+pub async fn write_predictions(client: &mut Client, batch: &RecordBatch) -> Result<u64, WriteError> {
+    let text = |name| typed_column::<StringArray>(batch, name);
+    let times = |name| typed_column::<TimestampNanosecondArray>(batch, name);
+    let floats = |name| typed_column::<Float64Array>(batch, name);
+    let (ids, series) =
+        (typed_column::<UInt64Array>(batch, "event_id")?, typed_column::<UInt64Array>(batch, "series_id")?);
+    let (kind, key, measurement, region, entity, field, state) = (
+        text("kind")?,
+        text("series_key")?,
+        text("measurement")?,
+        text("region")?,
+        text("entity")?,
+        text("field")?,
+        text("state")?,
+    );
+    let (start, end, peak_time) = (times("start")?, times("end")?, times("peak_time")?);
+    let (peak_score, peak_value) = (floats("peak_score")?, floats("peak_value")?);
+    let tx = client.transaction().await?;
+    let statement = tx.prepare(UPSERT_PREDICTION).await?;
+    for row in 0..batch.num_rows() {
+        let entity = entity.is_valid(row).then(|| entity.value(row));
+        let end = end.is_valid(row).then(|| time(end.value(row)));
+        tx.execute(
+            &statement,
+            &[
+                &kind.value(row),
+                &(ids.value(row) as i64),
+                &(series.value(row) as i64),
+                &key.value(row),
+                &measurement.value(row),
+                &region.value(row),
+                &entity,
+                &field.value(row),
+                &time(start.value(row)),
+                &end,
+                &time(peak_time.value(row)),
+                &peak_score.value(row),
+                &peak_value.value(row),
+                &state.value(row),
+            ],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(batch.num_rows() as u64)
+}
+
+const UPSERT_PREDICTION: &str = "INSERT INTO predictions (kind, event_id, series_id, series_key, measurement, region,
+     entity, field, start_time, end_time, peak_time, peak_score, peak_value, state)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+     ON CONFLICT (kind, event_id) DO UPDATE SET end_time = EXCLUDED.end_time, peak_time = EXCLUDED.peak_time,
+         peak_score = EXCLUDED.peak_score, peak_value = EXCLUDED.peak_value, state = EXCLUDED.state
+     WHERE predictions.state <> 'closed'";
+
 /// The baseline [`write()`] is measured against (`benches/postgres_write.rs`): the same rows by
 /// binary `COPY` straight into `rollups`, no staging and no upsert, so it fails on a key that is
 /// already there. The day partitions must exist.

@@ -18,10 +18,11 @@ use crate::parquet::layout::{date, parse_date};
 const DAY: i64 = 86_400 * 1_000_000_000;
 
 /// (version, name, SQL). Append only: a migration that ran is never edited.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "series and rollups",
-    "CREATE TABLE series (
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "series and rollups",
+        "CREATE TABLE series (
          id bigint PRIMARY KEY,
          series_key text NOT NULL,
          measurement text NOT NULL,
@@ -63,7 +64,31 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(
          partial boolean NOT NULL,
          PRIMARY KEY (series_id, resolution, window_start, field, kind)
      ) PARTITION BY RANGE (window_start);",
-)];
+    ),
+    (
+        2,
+        "predictions",
+        "CREATE TABLE predictions (
+         kind text NOT NULL,
+         event_id bigint NOT NULL,
+         series_id bigint NOT NULL,
+         series_key text NOT NULL,
+         measurement text NOT NULL,
+         region text NOT NULL,
+         entity text,
+         field text NOT NULL,
+         start_time timestamptz NOT NULL,
+         end_time timestamptz,
+         peak_time timestamptz NOT NULL,
+         peak_score double precision NOT NULL,
+         peak_value double precision NOT NULL,
+         state text NOT NULL,
+         PRIMARY KEY (kind, event_id)
+     );
+     CREATE INDEX predictions_by_region_start ON predictions (region, start_time);
+     CREATE INDEX predictions_by_entity_start ON predictions (entity, start_time);",
+    ),
+];
 
 /// Applies every migration `client`'s database has not run yet, each in its own transaction,
 /// under an advisory lock so two processes starting at once do not race. Returns how many ran.

@@ -151,6 +151,61 @@ pub struct LatestRow {
     pub value: serde_json::Value,
 }
 
+/// Which events `GET /api/v1/predictions` asks for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PredictionFilter {
+    /// Only this region.
+    pub region: Option<String>,
+    /// Only this entity (host).
+    pub entity: Option<String>,
+    /// Only this kind (`anomaly`).
+    pub kind: Option<String>,
+    /// Events that started at or after this (ns).
+    pub since: i64,
+    /// Events whose peak score reached this.
+    pub min_score: f64,
+    /// At most this many, newest first.
+    pub limit: i64,
+}
+
+/// An event of `GET /api/v1/predictions`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PredictionRow {
+    /// `anomaly`.
+    pub kind: String,
+    /// Its id (the same in Parquet).
+    pub event_id: u64,
+    /// The canonical series key.
+    pub series: String,
+    /// The series' measurement and region.
+    pub measurement: String,
+    /// The region.
+    pub region: String,
+    /// The entity tag's value.
+    pub entity: Option<String>,
+    /// The field.
+    pub field: String,
+    /// When it started.
+    pub start: String,
+    /// When it ended; `null` while open.
+    pub end: Option<String>,
+    /// When its score peaked.
+    pub peak_time: String,
+    /// Its highest score.
+    pub peak_score: f64,
+    /// The value at the peak.
+    pub peak_value: f64,
+    /// `open` or `closed`.
+    pub state: String,
+}
+
+const PREDICTIONS: &str = "SELECT kind, event_id, series_key, measurement, region, entity, field, start_time,
+        end_time, peak_time, peak_score, peak_value, state
+    FROM predictions
+    WHERE ($1::text IS NULL OR region = $1) AND ($2::text IS NULL OR entity = $2)
+        AND ($3::text IS NULL OR kind = $3) AND start_time >= $4 AND peak_score >= $5
+    ORDER BY start_time DESC, event_id LIMIT $6";
+
 /// Connection pools to every shard, for queries.
 #[derive(Debug, Clone)]
 pub struct HotQuery {
@@ -348,6 +403,51 @@ impl HotQuery {
         let mut rows: Vec<LatestRow> = newest.into_values().map(|(_, row)| row).collect();
         rows.sort_by(|a, b| (&a.series, &a.field, &a.kind).cmp(&(&b.series, &b.field, &b.kind)));
         Ok(rows)
+    }
+
+    /// The events matching `filter`, newest first, from every shard.
+    ///
+    /// # Errors
+    /// [`QueryError::Shards`] when a shard does not answer.
+    pub async fn predictions(&self, filter: PredictionFilter) -> Result<Vec<PredictionRow>, QueryError> {
+        let limit = filter.limit;
+        let filter = Arc::new(filter);
+        let per_shard = self
+            .fan_out(move |client| {
+                let f = filter.clone();
+                async move {
+                    client
+                        .query(PREDICTIONS, &[&f.region, &f.entity, &f.kind, &time(f.since), &f.min_score, &f.limit])
+                        .await
+                }
+            })
+            .await?;
+        let mut rows: Vec<(SystemTime, PredictionRow)> = per_shard
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let start: SystemTime = r.get(7);
+                let row = PredictionRow {
+                    kind: r.get(0),
+                    event_id: r.get::<_, i64>(1) as u64,
+                    series: r.get(2),
+                    measurement: r.get(3),
+                    region: r.get(4),
+                    entity: r.get(5),
+                    field: r.get(6),
+                    start: rfc3339(start),
+                    end: r.get::<_, Option<SystemTime>>(8).map(rfc3339),
+                    peak_time: rfc3339(r.get(9)),
+                    peak_score: r.get(10),
+                    peak_value: r.get(11),
+                    state: r.get(12),
+                };
+                (start, row)
+            })
+            .collect();
+        rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.event_id.cmp(&b.1.event_id)));
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(rows.into_iter().map(|(_, row)| row).collect())
     }
 
     /// Ids (as stored: the u64's bits in a bigint) of the series matching `filter`.

@@ -368,8 +368,16 @@ impl Intake {
 }
 
 impl Connection {
-    /// Commits `batch`; connects first if needed.
+    /// Commits `batch` (rollups or predictions, told apart by their schema); connects first if
+    /// needed.
     async fn write(&mut self, batch: &RecordBatch) -> Result<u64, WriteError> {
+        if batch.schema_ref().column_with_name("event_id").is_some() {
+            if self.client.is_none() {
+                self.connect().await?;
+            }
+            let Some(client) = self.client.as_mut() else { return Err(WriteError::Timeout) };
+            return copy::write_predictions(client, batch).await;
+        }
         let cutoff = crate::now_nanos().saturating_sub(self.settings.hot_retention.as_nanos() as i64);
         let batch = keep_hot_rows(batch, cutoff)?;
         if self.client.is_none() {

@@ -97,6 +97,35 @@ impl PostgresSink {
 }
 
 impl PostgresSink {
+    /// Splits `batch` by shard (series, region and the time in column `time`) and sends each part
+    /// to its writer, in chunks.
+    fn send_by_shard(&self, batch: RecordBatch, time: &str) -> Result<(), SinkError> {
+        let schema_error = |e: StorageError| SinkError::Fatal(e.to_string());
+        let ids = typed_column::<UInt64Array>(&batch, "series_id").map_err(schema_error)?;
+        let starts = typed_column::<TimestampNanosecondArray>(&batch, time).map_err(schema_error)?;
+        let regions = typed_column::<StringArray>(&batch, "region").map_err(schema_error)?;
+        let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); self.shards.len()];
+        for row in 0..batch.num_rows() {
+            rows_of[self.map.shard_of(ids.value(row), regions.value(row), starts.value(row))].push(row as u32);
+        }
+        for (shard, rows) in self.shards.iter().zip(rows_of) {
+            if rows.is_empty() {
+                continue;
+            }
+            let part = if rows.len() == batch.num_rows() {
+                batch.clone()
+            } else {
+                arrow_select::take::take_record_batch(&batch, &UInt32Array::from(rows))
+                    .map_err(|e| SinkError::Fatal(e.to_string()))?
+            };
+            for start in (0..part.num_rows()).step_by(MAX_BATCH_ROWS) {
+                let chunk = part.slice(start, MAX_BATCH_ROWS.min(part.num_rows() - start));
+                self.send(shard, Message::Batch(chunk))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sends `message` to every shard's writer, then waits for each to answer.
     fn wait_for_every_shard(&self, message: fn(SyncSender<()>) -> Message) -> Result<(), SinkError> {
         let mut answers = Vec::with_capacity(self.shards.len());
@@ -121,30 +150,12 @@ impl Sink for PostgresSink {
 
     /// Rows of any epoch go out at once: upserts make the rows a replay computes again harmless.
     fn rollups(&self, _epoch: Epoch, batch: RecordBatch) -> Result<(), SinkError> {
-        let schema_error = |e: StorageError| SinkError::Fatal(e.to_string());
-        let ids = typed_column::<UInt64Array>(&batch, "series_id").map_err(schema_error)?;
-        let starts = typed_column::<TimestampNanosecondArray>(&batch, "window_start").map_err(schema_error)?;
-        let regions = typed_column::<StringArray>(&batch, "region").map_err(schema_error)?;
-        let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); self.shards.len()];
-        for row in 0..batch.num_rows() {
-            rows_of[self.map.shard_of(ids.value(row), regions.value(row), starts.value(row))].push(row as u32);
-        }
-        for (shard, rows) in self.shards.iter().zip(rows_of) {
-            if rows.is_empty() {
-                continue;
-            }
-            let part = if rows.len() == batch.num_rows() {
-                batch.clone()
-            } else {
-                arrow_select::take::take_record_batch(&batch, &UInt32Array::from(rows))
-                    .map_err(|e| SinkError::Fatal(e.to_string()))?
-            };
-            for start in (0..part.num_rows()).step_by(MAX_BATCH_ROWS) {
-                let chunk = part.slice(start, MAX_BATCH_ROWS.min(part.num_rows() - start));
-                self.send(shard, Message::Batch(chunk))?;
-            }
-        }
-        Ok(())
+        self.send_by_shard(batch, "window_start")
+    }
+
+    /// Each event on the shard its series' windows at its start go to.
+    fn predictions(&self, _epoch: Epoch, batch: RecordBatch) -> Result<(), SinkError> {
+        self.send_by_shard(batch, "start")
     }
 
     /// Waits until every batch taken so far is committed or spooled (durable either way).
