@@ -583,3 +583,59 @@ fn anomaly_events_reach_postgresql_and_the_predictions_api_once() {
     assert_eq!((status, reply.contains("hots")), (400, true), "{reply}");
     assert!(server.terminate(Duration::from_secs(60)).success());
 }
+
+#[test]
+fn a_disk_filling_over_http_is_forecast_in_postgresql_parquet_and_the_api_before_it_is_full() {
+    let shards = postgres_shards("exhaustion", 1);
+    let dir = TempDir::new("pg-exhaustion");
+    let config = postgres_config(&dir.0, &[&shards[0]], "");
+    let config = config.to_str().unwrap();
+    let data = dir.0.join("data");
+    // 30 % to 100 % over 48 hours, one sample a minute with noise; 30 hours of it are sent, so
+    // the disk fills 18 hours after the last sample.
+    let start = augur_storage::now_nanos() / MINUTE * MINUTE - 31 * 60 * MINUTE;
+    let full_at = start + 48 * 60 * MINUTE;
+    let body: String = (0..30 * 60)
+        .map(|m: i64| {
+            let noise = ((m * 7919) % 21) as f64 / 10.0 - 1.0;
+            let used = 30.0 + 70.0 * m as f64 / (48.0 * 60.0) + noise;
+            format!(
+                "disk,host=db1,region=eu,path=/ used_percent={used},free={}i {}\n",
+                (1000.0 - used * 10.0) as i64,
+                start + m * MINUTE
+            )
+        })
+        .collect();
+    let server = AugurServer::start_in(&data, &["--config", config]);
+    assert_eq!(http(server.http, "POST", "/write", body.as_bytes()).0, 204);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        let (status, reply) =
+            http(server.http, "GET", "/api/v1/predictions?kind=exhaustion&host=db1&since=now-48h", b"");
+        assert_eq!(status, 200, "{reply}");
+        if reply.contains("used_percent") && reply.contains("\"free\"") {
+            break reply;
+        }
+        assert!(Instant::now() < deadline, "no exhaustion events in the API within 30 s: {reply}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let events: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    for event in events.as_array().unwrap() {
+        assert_eq!(event["state"], "open", "{event}");
+        let forecast = event["forecast"].as_str().unwrap().replace('T', " ");
+        let forecast = augur_engine::predict::nab::parse_time(forecast.trim_end_matches('Z')).unwrap() * 1_000_000_000;
+        let error = (forecast - full_at).abs() as f64 / (full_at - (start + 30 * 60 * MINUTE)) as f64;
+        assert!(error < 0.1, "forecast {forecast} vs full at {full_at}: {:.1} % of the time left", error * 100.0);
+    }
+    assert!(server.terminate(Duration::from_secs(60)).success());
+    let rows = shards[0]
+        .psql("augur", "SELECT count(*) FROM predictions WHERE kind = 'exhaustion' AND forecast_time IS NOT NULL")
+        .unwrap();
+    assert_eq!(rows.trim(), "2", "one event for each capacity field: {rows}");
+    let parquet: Vec<_> = augur_suite::parquet_files(&data)
+        .0
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/predictions/"))
+        .collect();
+    assert!(!parquet.is_empty(), "the events are in Parquet too");
+}

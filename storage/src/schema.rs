@@ -32,18 +32,20 @@
 //! measurement may differ: readers union them by name.
 //!
 //! ## Predictions ([`prediction_schema`])
-//! One row per change of an event: when it opens (`state = open`, no `end`) and when it closes
-//! (`state = closed`), both with the same `event_id`; readers keep the latest row per event.
+//! One row per change of an event: when it opens (`state = open`, no `end`), when its forecast
+//! changes (exhaustion events), and when it closes (`state = closed`), all with the same
+//! `event_id`; readers keep the latest row per event.
 //!
 //! | column | type | meaning |
 //! |---|---|---|
-//! | `event_id` | u64 | XXH3-64 of (series id, field, start) |
-//! | `kind` | utf8 | `anomaly` |
+//! | `event_id` | u64 | XXH3-64 of (series id, start, kind, field) |
+//! | `kind` | utf8 | `anomaly` or `exhaustion` |
 //! | `series_id`, `series_key`, `measurement`, `region`, `field` | | as in rollups |
 //! | `entity` | utf8, nullable | the value of the entity tag (`host` by default) |
 //! | `start`, `end` | timestamp ns (UTC); `end` null while open | event time of the first score over the threshold; of the point that closed it |
 //! | `peak_time`, `peak_score`, `peak_value` | timestamp ns, f64, f64 | the highest score so far, when, and the value then |
 //! | `state` | utf8 | `open` or `closed` |
+//! | `forecast` | timestamp ns, nullable | exhaustion events: when the field is forecast to reach its limit; `peak_score` is then the forecast's confidence |
 
 use std::sync::Arc;
 
@@ -119,6 +121,7 @@ pub fn prediction_schema() -> SchemaRef {
         Field::new("peak_score", DataType::Float64, false),
         Field::new("peak_value", DataType::Float64, false),
         text("state"),
+        Field::new("forecast", timestamp_type(), true),
     ]))
 }
 

@@ -4,6 +4,12 @@
 //! peak, until the scores have stayed under `clear` (hysteresis) for `cool-down` of event time.
 //! So one incident is one event, with a start, a peak and an end. Each event leaves as two rows,
 //! one when it opens and one when it closes (see `augur_storage::schema::prediction_schema`).
+//!
+//! Capacity fields (`[[predict.capacity]]`: a field name and the limit it must not reach) also get
+//! an exhaustion forecast ([`super::forecast`]). When the time left falls under `horizon` with
+//! enough confidence, an `exhaustion` event opens; each new forecast while it is open leaves an
+//! `open` row with the updated `forecast`; it closes when the time left exceeds 1.5 × `horizon`
+//! or the trend no longer heads for the limit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::detector::Detector;
+use super::forecast::Trend;
 use crate::snapshot::{Reader, SnapshotError, Writer};
 
 /// `[predict]`.
@@ -38,6 +45,26 @@ pub struct PredictConfig {
     pub cool_down: Duration,
     /// The tag naming the entity an event is about (its value is the event's `entity`).
     pub entity_tag: String,
+    /// Fields forecast to exhaustion, each with its limit.
+    pub capacity: Vec<CapacityRule>,
+    /// An exhaustion forecast under this opens an event.
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+    /// The span the trend is fitted over.
+    #[serde(with = "humantime_serde")]
+    pub trend_window: Duration,
+    /// Forecasts less sure than this open no event.
+    pub min_confidence: f64,
+}
+
+/// `[[predict.capacity]]`: a field that runs out when it reaches `limit`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CapacityRule {
+    /// The field name (any measurement).
+    pub field: String,
+    /// The value it must not reach: 100 for a used percent, 0 for free bytes.
+    pub limit: f64,
 }
 
 impl Default for PredictConfig {
@@ -49,6 +76,13 @@ impl Default for PredictConfig {
             clear: 0.25,
             cool_down: Duration::from_secs(300),
             entity_tag: "host".into(),
+            capacity: vec![
+                CapacityRule { field: "used_percent".into(), limit: 100.0 },
+                CapacityRule { field: "free".into(), limit: 0.0 },
+            ],
+            horizon: Duration::from_secs(24 * 3600),
+            trend_window: Duration::from_secs(12 * 3600),
+            min_confidence: 0.5,
         }
     }
 }
@@ -69,12 +103,27 @@ impl PredictConfig {
         if self.entity_tag.is_empty() {
             problems.push("predict.entity-tag must not be empty".into());
         }
+        if !(0.0..=1.0).contains(&self.min_confidence) {
+            problems.push("predict.min-confidence must lie in [0, 1]".into());
+        }
+        if self.trend_window < Duration::from_secs(64) {
+            problems.push("predict.trend-window must be at least 64s (64 buckets)".into());
+        }
         problems
     }
 
     fn cool_down_nanos(&self) -> i64 {
-        i64::try_from(self.cool_down.as_nanos()).unwrap_or(i64::MAX)
+        nanos(self.cool_down)
     }
+
+    /// The limit of field `name`, if it is a capacity field.
+    fn limit_of(&self, name: &str) -> Option<f64> {
+        self.capacity.iter().find(|c| c.field == name).map(|c| c.limit)
+    }
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// An open event.
@@ -87,6 +136,8 @@ struct OpenEvent {
     peak_value: f64,
     /// Since when scores are under `clear`.
     quiet_since: Option<i64>,
+    /// When the field is forecast to reach its limit (exhaustion events).
+    forecast: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +146,15 @@ struct FieldState {
     detector: Detector,
     /// Event time of the last value scored: values are scored in event-time order only.
     last_time: i64,
+    event: Option<OpenEvent>,
+    /// For a capacity field: its limit, trend and exhaustion event.
+    capacity: Option<Capacity>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Capacity {
+    limit: f64,
+    trend: Trend,
     event: Option<OpenEvent>,
 }
 
@@ -180,11 +240,14 @@ impl Predictor {
             let slot = match state.fields.iter().position(|f| *f.name == *name) {
                 Some(slot) => slot,
                 None => {
+                    let capacity =
+                        config.limit_of(name).map(|limit| Capacity { limit, trend: Trend::default(), event: None });
                     state.fields.push(FieldState {
                         name: name.into(),
                         detector: Detector::default(),
                         last_time: i64::MIN,
                         event: None,
+                        capacity,
                     });
                     state.fields.len() - 1
                 }
@@ -196,18 +259,22 @@ impl Predictor {
             field.last_time = time;
             let score = field.detector.score(time, value);
             totals.scored += 1;
-            let Some(change) = field.step(config, point.series_id(), time, score, value) else { continue };
-            match &change {
-                Change::Opened(_) => {
-                    totals.opened += 1;
-                    totals.open += 1;
+            let anomaly = field.step(config, point.series_id(), time, score, value);
+            let exhaustion = field.forecast(config, point.series_id(), time, value);
+            for change in anomaly.iter().chain(&exhaustion) {
+                match change.what {
+                    What::Opened => {
+                        totals.opened += 1;
+                        totals.open += 1;
+                    }
+                    What::Closed(_) => {
+                        totals.closed += 1;
+                        totals.open -= 1;
+                    }
+                    What::Updated => {}
                 }
-                Change::Closed(..) => {
-                    totals.closed += 1;
-                    totals.open -= 1;
-                }
+                rows.append(point.series_id(), state_info(state), &state.fields[slot].name, change);
             }
-            rows.append(point.series_id(), state_info(state), &state.fields[slot].name, &change);
         }
     }
 
@@ -230,12 +297,30 @@ fn state_info(state: &SeriesState) -> SeriesInfo<'_> {
     (&state.key, &state.measurement, &state.region, state.entity.as_deref())
 }
 
-/// What a score did to a field's event.
+/// A row to emit: an event opened, updated or closed.
 #[derive(Debug, Clone, PartialEq)]
-enum Change {
-    Opened(OpenEvent),
-    /// The event, and the event time of the point that closed it.
-    Closed(OpenEvent, i64),
+struct Change {
+    kind: &'static str,
+    event: OpenEvent,
+    what: What,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum What {
+    Opened,
+    /// A new forecast.
+    Updated,
+    /// At the event time of the point that closed it.
+    Closed(i64),
+}
+
+fn event_id(series: SeriesId, kind: &str, field: &str, start: i64) -> u64 {
+    let mut id = Vec::with_capacity(24 + field.len());
+    id.extend_from_slice(&series.to_le_bytes());
+    id.extend_from_slice(&start.to_le_bytes());
+    id.extend_from_slice(kind.as_bytes());
+    id.extend_from_slice(field.as_bytes());
+    xxh3_64(&id)
 }
 
 impl FieldState {
@@ -245,20 +330,17 @@ impl FieldState {
             if score < config.threshold {
                 return None;
             }
-            let mut id = Vec::with_capacity(16 + self.name.len());
-            id.extend_from_slice(&series.to_le_bytes());
-            id.extend_from_slice(&time.to_le_bytes());
-            id.extend_from_slice(self.name.as_bytes());
             let event = OpenEvent {
-                id: xxh3_64(&id),
+                id: event_id(series, "anomaly", &self.name, time),
                 start: time,
                 peak_time: time,
                 peak_score: score,
                 peak_value: value,
                 quiet_since: None,
+                forecast: None,
             };
             self.event = Some(event.clone());
-            return Some(Change::Opened(event));
+            return Some(Change { kind: "anomaly", event, what: What::Opened });
         };
         if score > event.peak_score {
             (event.peak_time, event.peak_score, event.peak_value) = (time, score, value);
@@ -271,7 +353,47 @@ impl FieldState {
         if time.saturating_sub(since) < config.cool_down_nanos() {
             return None;
         }
-        self.event.take().map(|event| Change::Closed(event, time))
+        self.event.take().map(|event| Change { kind: "anomaly", event, what: What::Closed(time) })
+    }
+
+    /// Feeds a capacity field's trend; opens, updates or closes its exhaustion event. The event's
+    /// score is the forecast's confidence.
+    fn forecast(&mut self, config: &PredictConfig, series: SeriesId, time: i64, value: f64) -> Option<Change> {
+        let capacity = self.capacity.as_mut()?;
+        let forecast = capacity.trend.add(time, value, capacity.limit, nanos(config.trend_window))?;
+        let horizon = nanos(config.horizon);
+        let soon =
+            forecast.filter(|f| f.exhaustion.saturating_sub(time) <= horizon && f.confidence >= config.min_confidence);
+        let far = forecast.is_none_or(|f| f.exhaustion.saturating_sub(time) > horizon.saturating_add(horizon / 2));
+        match (&mut capacity.event, soon) {
+            (None, Some(f)) => {
+                let event = OpenEvent {
+                    id: event_id(series, "exhaustion", &self.name, time),
+                    start: time,
+                    peak_time: time,
+                    peak_score: f.confidence,
+                    peak_value: value,
+                    quiet_since: None,
+                    forecast: Some(f.exhaustion),
+                };
+                capacity.event = Some(event.clone());
+                Some(Change { kind: "exhaustion", event, what: What::Opened })
+            }
+            (Some(_), _) if far => {
+                let event = capacity.event.take()?;
+                Some(Change { kind: "exhaustion", event, what: What::Closed(time) })
+            }
+            (Some(event), _) => {
+                let f = forecast?;
+                if f.confidence > event.peak_score {
+                    (event.peak_time, event.peak_score) = (time, f.confidence);
+                }
+                event.peak_value = value;
+                event.forecast = Some(f.exhaustion);
+                Some(Change { kind: "exhaustion", event: event.clone(), what: What::Updated })
+            }
+            (None, None) => None,
+        }
     }
 }
 
@@ -292,6 +414,7 @@ struct EventRows {
     peak_score: Float64Builder,
     peak_value: Float64Builder,
     state: StringBuilder,
+    forecast: TimestampNanosecondBuilder,
     len: usize,
 }
 
@@ -303,12 +426,13 @@ impl EventRows {
         field: &str,
         change: &Change,
     ) {
-        let (event, end, state) = match change {
-            Change::Opened(event) => (event, None, "open"),
-            Change::Closed(event, end) => (event, Some(*end), "closed"),
+        let Change { kind, event, what } = change;
+        let (end, state) = match what {
+            What::Opened | What::Updated => (None, "open"),
+            What::Closed(end) => (Some(*end), "closed"),
         };
         self.event_id.append_value(event.id);
-        self.kind.append_value("anomaly");
+        self.kind.append_value(kind);
         self.series_id.append_value(series_id);
         self.series_key.append_value(key);
         self.measurement.append_value(measurement);
@@ -321,6 +445,7 @@ impl EventRows {
         self.peak_score.append_value(event.peak_score);
         self.peak_value.append_value(event.peak_value);
         self.state.append_value(state);
+        self.forecast.append_option(event.forecast);
         self.len += 1;
     }
 
@@ -341,6 +466,7 @@ impl EventRows {
             Arc::new(self.peak_score.finish()),
             Arc::new(self.peak_value.finish()),
             Arc::new(self.state.finish()),
+            Arc::new(self.forecast.finish()),
         ];
         RecordBatch::try_new(prediction_schema(), columns)
     }
@@ -371,16 +497,14 @@ impl Predictor {
                 w.str(&field.name);
                 w.i64(field.last_time);
                 field.detector.encode(&mut w);
-                match &field.event {
+                encode_event(&mut w, field.event.as_ref());
+                match &field.capacity {
                     None => w.u8(0),
-                    Some(e) => {
+                    Some(c) => {
                         w.u8(1);
-                        w.i64(e.id as i64);
-                        w.i64(e.start);
-                        w.i64(e.peak_time);
-                        w.f64(e.peak_score);
-                        w.f64(e.peak_value);
-                        w.option_i64(e.quiet_since);
+                        w.f64(c.limit);
+                        c.trend.encode(&mut w);
+                        encode_event(&mut w, c.event.as_ref());
                     }
                 }
             }
@@ -408,26 +532,54 @@ impl Predictor {
                 let name = r.str()?.into();
                 let last_time = r.i64()?;
                 let detector = Detector::decode(&mut r)?;
-                let event = match r.u8()? {
+                let event = decode_event(&mut r)?;
+                let capacity = match r.u8()? {
                     0 => None,
-                    1 => Some(OpenEvent {
-                        id: r.i64()? as u64,
-                        start: r.i64()?,
-                        peak_time: r.i64()?,
-                        peak_score: r.f64()?,
-                        peak_value: r.f64()?,
-                        quiet_since: r.option_i64()?,
-                    }),
+                    1 => {
+                        Some(Capacity { limit: r.f64()?, trend: Trend::decode(&mut r)?, event: decode_event(&mut r)? })
+                    }
                     _ => return Err(r.corrupt()),
                 };
                 predictor.totals.open += u64::from(event.is_some());
-                fields.push(FieldState { name, detector, last_time, event });
+                predictor.totals.open += u64::from(capacity.as_ref().is_some_and(|c| c.event.is_some()));
+                fields.push(FieldState { name, detector, last_time, event, capacity });
             }
             predictor.series.insert(id, SeriesState { key, measurement, region, entity, fields });
         }
         r.finish()?;
         Ok(predictor)
     }
+}
+
+fn encode_event(w: &mut Writer, event: Option<&OpenEvent>) {
+    let Some(e) = event else {
+        w.u8(0);
+        return;
+    };
+    w.u8(1);
+    w.i64(e.id as i64);
+    w.i64(e.start);
+    w.i64(e.peak_time);
+    w.f64(e.peak_score);
+    w.f64(e.peak_value);
+    w.option_i64(e.quiet_since);
+    w.option_i64(e.forecast);
+}
+
+fn decode_event(r: &mut Reader<'_>) -> Result<Option<OpenEvent>, SnapshotError> {
+    Ok(match r.u8()? {
+        0 => None,
+        1 => Some(OpenEvent {
+            id: r.i64()? as u64,
+            start: r.i64()?,
+            peak_time: r.i64()?,
+            peak_score: r.f64()?,
+            peak_value: r.f64()?,
+            quiet_since: r.option_i64()?,
+            forecast: r.option_i64()?,
+        }),
+        _ => return Err(r.corrupt()),
+    })
 }
 
 #[cfg(test)]

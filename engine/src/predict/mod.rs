@@ -2,6 +2,7 @@
 //!
 //! - [`detector`]: the per-(series, field) streaming detector.
 //! - [`events`]: a partition's detectors and the events they raise.
+//! - [`forecast`]: exhaustion forecasts of capacity fields (a robust trend to a limit).
 //! - [`nab`]: NAB's scorer (windows, profiles, threshold sweep, normalisation).
 //! - [`eval`]: `augur eval nab`: runs the detector over a NAB data tree, writes NAB-layout
 //!   results, and scores them.
@@ -9,4 +10,5 @@
 pub mod detector;
 pub mod eval;
 pub mod events;
+pub mod forecast;
 pub mod nab;

@@ -183,13 +183,14 @@ pub async fn write_predictions(client: &mut Client, batch: &RecordBatch) -> Resu
         text("field")?,
         text("state")?,
     );
-    let (start, end, peak_time) = (times("start")?, times("end")?, times("peak_time")?);
+    let (start, end, peak_time, forecast) = (times("start")?, times("end")?, times("peak_time")?, times("forecast")?);
     let (peak_score, peak_value) = (floats("peak_score")?, floats("peak_value")?);
     let tx = client.transaction().await?;
     let statement = tx.prepare(UPSERT_PREDICTION).await?;
     for row in 0..batch.num_rows() {
         let entity = entity.is_valid(row).then(|| entity.value(row));
         let end = end.is_valid(row).then(|| time(end.value(row)));
+        let forecast = forecast.is_valid(row).then(|| time(forecast.value(row)));
         tx.execute(
             &statement,
             &[
@@ -207,6 +208,7 @@ pub async fn write_predictions(client: &mut Client, batch: &RecordBatch) -> Resu
                 &peak_score.value(row),
                 &peak_value.value(row),
                 &state.value(row),
+                &forecast,
             ],
         )
         .await?;
@@ -216,10 +218,11 @@ pub async fn write_predictions(client: &mut Client, batch: &RecordBatch) -> Resu
 }
 
 const UPSERT_PREDICTION: &str = "INSERT INTO predictions (kind, event_id, series_id, series_key, measurement, region,
-     entity, field, start_time, end_time, peak_time, peak_score, peak_value, state)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+     entity, field, start_time, end_time, peak_time, peak_score, peak_value, state, forecast_time)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
      ON CONFLICT (kind, event_id) DO UPDATE SET end_time = EXCLUDED.end_time, peak_time = EXCLUDED.peak_time,
-         peak_score = EXCLUDED.peak_score, peak_value = EXCLUDED.peak_value, state = EXCLUDED.state
+         peak_score = EXCLUDED.peak_score, peak_value = EXCLUDED.peak_value, state = EXCLUDED.state,
+         forecast_time = EXCLUDED.forecast_time
      WHERE predictions.state <> 'closed'";
 
 /// The baseline [`write()`] is measured against (`benches/postgres_write.rs`): the same rows by

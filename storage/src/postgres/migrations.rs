@@ -88,6 +88,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
      CREATE INDEX predictions_by_region_start ON predictions (region, start_time);
      CREATE INDEX predictions_by_entity_start ON predictions (entity, start_time);",
     ),
+    (3, "exhaustion forecasts", "ALTER TABLE predictions ADD COLUMN forecast_time timestamptz;"),
 ];
 
 /// Applies every migration `client`'s database has not run yet, each in its own transaction,

@@ -158,7 +158,7 @@ pub struct PredictionFilter {
     pub region: Option<String>,
     /// Only this entity (host).
     pub entity: Option<String>,
-    /// Only this kind (`anomaly`).
+    /// Only this kind (`anomaly`, `exhaustion`).
     pub kind: Option<String>,
     /// Events that started at or after this (ns).
     pub since: i64,
@@ -171,7 +171,7 @@ pub struct PredictionFilter {
 /// An event of `GET /api/v1/predictions`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PredictionRow {
-    /// `anomaly`.
+    /// `anomaly` or `exhaustion`.
     pub kind: String,
     /// Its id (the same in Parquet).
     pub event_id: u64,
@@ -197,10 +197,12 @@ pub struct PredictionRow {
     pub peak_value: f64,
     /// `open` or `closed`.
     pub state: String,
+    /// Exhaustion events: when the field is forecast to reach its limit.
+    pub forecast: Option<String>,
 }
 
 const PREDICTIONS: &str = "SELECT kind, event_id, series_key, measurement, region, entity, field, start_time,
-        end_time, peak_time, peak_score, peak_value, state
+        end_time, peak_time, peak_score, peak_value, state, forecast_time
     FROM predictions
     WHERE ($1::text IS NULL OR region = $1) AND ($2::text IS NULL OR entity = $2)
         AND ($3::text IS NULL OR kind = $3) AND start_time >= $4 AND peak_score >= $5
@@ -441,6 +443,7 @@ impl HotQuery {
                     peak_score: r.get(10),
                     peak_value: r.get(11),
                     state: r.get(12),
+                    forecast: r.get::<_, Option<SystemTime>>(13).map(rfc3339),
                 };
                 (start, row)
             })
