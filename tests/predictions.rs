@@ -29,6 +29,14 @@ fn a_spike_sent_over_http_becomes_one_event_in_parquet() {
         assert!(std::time::Instant::now() < deadline, "600 values scored within 30 s: {scored}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The host's risk: the spike's score of 1, halved every hour of event time since.
+    let (status, reply) = http(server.http, "GET", "/api/v1/risk?region=eu&top=5", b"");
+    assert_eq!(status, 200, "{reply}");
+    let risk: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!((risk[0]["entity"].as_str(), risk[0]["field"].as_str()), (Some("web1"), Some("usage")), "{reply}");
+    let expected = 0.5f64.powf(199.0 / 60.0);
+    assert!((risk[0]["risk"].as_f64().unwrap() - expected).abs() < 0.02, "{reply}: about {expected}");
+    assert_eq!(http(server.http, "GET", "/api/v1/risk?top=0", b"").0, 400);
     assert!(server.terminate(Duration::from_secs(30)).success());
 
     let files: Vec<_> = parquet_files(&data)

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use augur_storage::postgres::query::{PredictionFilter, QueryError, SeriesFilter};
@@ -15,6 +16,7 @@ use axum::routing::get;
 use axum::Json;
 use humantime_serde::re::humantime;
 
+use crate::predict::risk::RiskBoard;
 use crate::window::Resolution;
 
 /// The most rows one rollups query may return (series × windows).
@@ -116,6 +118,30 @@ async fn latest(State(state): State<ApiState>, Query(params): Params) -> Respons
         let since = params.time("since", now)?.unwrap_or(now - 3_600_000_000_000);
         params.finish()?;
         Ok(Json(hot.latest(&filter, field, &resolution.name, since).await?).into_response())
+    };
+    answer.await.unwrap_or_else(ApiError::into_response)
+}
+
+/// The riskiest hosts now (`GET /api/v1/risk?region=<r>&top=<n>`, default 10, at most 1000),
+/// from the pipelines' live risk board: no PostgreSQL needed.
+pub fn risk_routes(board: Arc<RiskBoard>) -> axum::Router {
+    axum::Router::new().route("/api/v1/risk", get(risk)).with_state(board)
+}
+
+async fn risk(State(board): State<Arc<RiskBoard>>, Query(params): Params) -> Response {
+    let answer = async {
+        let mut params = Parameters::new(params);
+        let region = params.take("region");
+        let top = match params.take("top") {
+            None => 10,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| ApiError::bad(format!("top={text:?}: expected a number from 1 to 1000")))?,
+        };
+        params.finish()?;
+        Ok(Json(board.top(region.as_deref(), top)).into_response())
     };
     answer.await.unwrap_or_else(ApiError::into_response)
 }

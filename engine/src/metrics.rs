@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::checkpoint::CheckpointStats;
 use crate::pipeline::{PartitionTotals, PipelineStats};
+use crate::predict::risk::RiskBoard;
 use crate::recovery::RecoveryStats;
 
 /// The counters of the write-ahead log, the checkpoints and the last recovery.
@@ -90,7 +91,13 @@ type ReadPartition = fn(&PartitionStats) -> u64;
 type ReadTotals = fn(&PartitionTotals) -> u64;
 
 /// Renders every metric.
-pub fn render(writer: &Writer, pipelines: &PipelineStats, durability: &Durability, sink: &dyn Sink) -> Response {
+pub fn render(
+    writer: &Writer,
+    pipelines: &PipelineStats,
+    durability: &Durability,
+    risk: &RiskBoard,
+    sink: &dyn Sink,
+) -> Response {
     let mut out = String::new();
     let ingest = writer.stats();
     let counters = [
@@ -183,6 +190,10 @@ pub fn render(writer: &Writer, pipelines: &PipelineStats, durability: &Durabilit
             sample(&mut out, name, &[("partition", &partition.to_string()), ("region", region)], *n);
         }
     }
+
+    let name = "augur_predict_hosts_at_risk";
+    header(&mut out, name, "gauge", "Hosts whose failure risk is at least 0.5.");
+    sample(&mut out, name, &[], risk.count_at_least(0.5) as u64);
 
     durability.render(&mut out);
     sink.render_metrics(&mut out);

@@ -25,6 +25,7 @@ use tracing::{error, warn};
 
 use crate::clock::Clock;
 use crate::predict::events::{PredictConfig, PredictTotals, Predictor};
+use crate::predict::risk::RiskBoard;
 use crate::raw::raw_batches;
 use crate::rollup::RollupBuilder;
 use crate::snapshot::{self, SnapshotError};
@@ -126,6 +127,8 @@ struct PartitionTask {
     totals: PartitionTotals,
     rollups: RollupBuilder,
     predictor: Predictor,
+    /// Where the predictor's signals about hosts go (none: they are dropped).
+    risk: Option<Arc<RiskBoard>>,
     sink: Arc<dyn Sink>,
     disconnected: bool,
     last_sink_error_log: Option<Instant>,
@@ -232,6 +235,10 @@ impl PartitionTask {
             Ok(None) => {}
             Err(e) => self.sink_failed(&e),
         }
+        let contributions = self.predictor.take_contributions();
+        if let Some(board) = &self.risk {
+            board.add(contributions, self.watermark.value());
+        }
         self.totals.predict = self.predictor.totals();
         self.totals.active_series = self.windows.active_series() as u64;
         self.totals.watermark = self.watermark.value();
@@ -296,6 +303,7 @@ impl Partitions {
                 totals: PartitionTotals { watermark: i64::MIN, ..PartitionTotals::default() },
                 rollups: RollupBuilder::default(),
                 predictor: Predictor::new(config.predict.clone()),
+                risk: None,
                 sink: sink.clone(),
                 disconnected: false,
                 last_sink_error_log: None,
@@ -312,6 +320,15 @@ impl Partitions {
     pub fn with_checkpoints(mut self, checkpoints: &Sender<PartitionSnapshot>) -> Self {
         for task in &mut self.tasks {
             task.checkpoints = Some(checkpoints.clone());
+        }
+        self
+    }
+
+    /// Hands every partition's signals about hosts to `board`.
+    #[must_use]
+    pub fn with_risk(mut self, board: &Arc<RiskBoard>) -> Self {
+        for task in &mut self.tasks {
+            task.risk = Some(board.clone());
         }
         self
     }

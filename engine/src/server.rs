@@ -23,6 +23,7 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::metrics::{self, Durability};
 use crate::pipeline::{Partitions, PipelineStats, Pipelines};
+use crate::predict::risk::RiskBoard;
 use crate::recovery::{self, Recovered};
 
 /// A running Augur: listeners open, pipelines draining.
@@ -83,9 +84,12 @@ impl Server {
         let (router, receivers) = Router::new(partitions, config.router.queue_capacity_bytes);
         let router = Arc::new(router);
         let (snapshots_tx, snapshots) = crossbeam_channel::unbounded();
+        let risk =
+            Arc::new(RiskBoard::new(i64::try_from(config.predict.risk_half_life.as_nanos()).unwrap_or(i64::MAX)));
         let mut tasks = Partitions::new(receivers, &config.pipeline(), sink.clone())
             .context("starting the pipeline pool")?
-            .with_checkpoints(&snapshots_tx);
+            .with_checkpoints(&snapshots_tx)
+            .with_risk(&risk);
         drop(snapshots_tx);
         let Recovered { checkpoint, wal, records, stats: recovery_stats } = recovered;
         let committed = checkpoint.as_ref().map_or(0, |c| c.epoch);
@@ -151,11 +155,12 @@ impl Server {
             .route(
                 "/metrics",
                 get({
-                    let (writer, stats) = (writer.clone(), pipelines.stats().clone());
-                    move || async move { metrics::render(&writer, &stats, &durability, sink.as_ref()) }
+                    let (writer, stats, risk) = (writer.clone(), pipelines.stats().clone(), risk.clone());
+                    move || async move { metrics::render(&writer, &stats, &durability, &risk, sink.as_ref()) }
                 }),
             )
-            .merge(api::routes(hot, resolutions));
+            .merge(api::routes(hot, resolutions))
+            .merge(api::risk_routes(risk));
         let http_config = config.http.clone();
         let listeners = vec![
             tokio::spawn({

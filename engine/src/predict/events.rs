@@ -26,6 +26,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::detector::Detector;
 use super::forecast::Trend;
+use super::risk::{Contribution, MIN_ANOMALY_SCORE};
 use crate::snapshot::{Reader, SnapshotError, Writer};
 
 /// `[predict]`.
@@ -55,6 +56,9 @@ pub struct PredictConfig {
     pub trend_window: Duration,
     /// Forecasts less sure than this open no event.
     pub min_confidence: f64,
+    /// A host's risk halves every this long (event time) without a new signal.
+    #[serde(with = "humantime_serde")]
+    pub risk_half_life: Duration,
 }
 
 /// `[[predict.capacity]]`: a field that runs out when it reaches `limit`.
@@ -83,6 +87,7 @@ impl Default for PredictConfig {
             horizon: Duration::from_secs(24 * 3600),
             trend_window: Duration::from_secs(12 * 3600),
             min_confidence: 0.5,
+            risk_half_life: Duration::from_secs(3600),
         }
     }
 }
@@ -188,6 +193,8 @@ pub struct Predictor {
     rows: EventRows,
     totals: PredictTotals,
     key_buffer: Vec<u8>,
+    /// Signals about entities since the last [`Predictor::take_contributions`].
+    contributions: Vec<Contribution>,
 }
 
 impl Predictor {
@@ -199,7 +206,13 @@ impl Predictor {
             rows: EventRows::default(),
             totals: PredictTotals::default(),
             key_buffer: Vec::new(),
+            contributions: Vec::new(),
         }
+    }
+
+    /// The signals about entities since the last call, for the risk board.
+    pub fn take_contributions(&mut self) -> Vec<Contribution> {
+        std::mem::take(&mut self.contributions)
     }
 
     /// The counters.
@@ -213,7 +226,7 @@ impl Predictor {
         if !self.config.enabled {
             return;
         }
-        let Self { config, series, rows, totals, key_buffer } = self;
+        let Self { config, series, rows, totals, key_buffer, contributions } = self;
         let state = series.entry(point.series_id()).or_insert_with(|| {
             key_buffer.clear();
             canonical_key_into(point.measurement(), point.tags(), key_buffer);
@@ -260,7 +273,22 @@ impl Predictor {
             let score = field.detector.score(time, value);
             totals.scored += 1;
             let anomaly = field.step(config, point.series_id(), time, score, value);
-            let exhaustion = field.forecast(config, point.series_id(), time, value);
+            let (exhaustion, running_out) = field.forecast(config, point.series_id(), time, value);
+            if let Some(entity) = &state.entity {
+                let anomalous = (score >= MIN_ANOMALY_SCORE).then_some((score, "anomaly"));
+                let running_out = running_out.map(|risk| (risk, "exhaustion"));
+                for (risk, kind) in anomalous.into_iter().chain(running_out) {
+                    contributions.push(Contribution {
+                        region: state.region.clone(),
+                        entity: entity.clone(),
+                        time,
+                        risk,
+                        series: state.key.clone(),
+                        field: state.fields[slot].name.clone(),
+                        kind,
+                    });
+                }
+            }
             for change in anomaly.iter().chain(&exhaustion) {
                 match change.what {
                     What::Opened => {
@@ -356,11 +384,38 @@ impl FieldState {
         self.event.take().map(|event| Change { kind: "anomaly", event, what: What::Closed(time) })
     }
 
-    /// Feeds a capacity field's trend; opens, updates or closes its exhaustion event. The event's
-    /// score is the forecast's confidence.
-    fn forecast(&mut self, config: &PredictConfig, series: SeriesId, time: i64, value: f64) -> Option<Change> {
+    /// Feeds a capacity field's trend; opens, updates or closes its exhaustion event (whose score
+    /// is the forecast's confidence). Also returns the risk a forecast within the horizon makes:
+    /// `confidence × (1 − time left / horizon)`.
+    fn forecast(
+        &mut self,
+        config: &PredictConfig,
+        series: SeriesId,
+        time: i64,
+        value: f64,
+    ) -> (Option<Change>, Option<f64>) {
+        let Some(capacity) = self.capacity.as_mut() else { return (None, None) };
+        let Some(forecast) = capacity.trend.add(time, value, capacity.limit, nanos(config.trend_window)) else {
+            return (None, None);
+        };
+        let horizon = nanos(config.horizon);
+        let risk = forecast.and_then(|f| {
+            let left = f.exhaustion.saturating_sub(time) as f64 / horizon as f64;
+            (left < 1.0).then_some(f.confidence * (1.0 - left))
+        });
+        (self.exhaustion_event(config, series, time, value, forecast), risk)
+    }
+
+    /// Opens, updates or closes the exhaustion event of a capacity field after a new forecast.
+    fn exhaustion_event(
+        &mut self,
+        config: &PredictConfig,
+        series: SeriesId,
+        time: i64,
+        value: f64,
+        forecast: Option<super::forecast::Forecast>,
+    ) -> Option<Change> {
         let capacity = self.capacity.as_mut()?;
-        let forecast = capacity.trend.add(time, value, capacity.limit, nanos(config.trend_window))?;
         let horizon = nanos(config.horizon);
         let soon =
             forecast.filter(|f| f.exhaustion.saturating_sub(time) <= horizon && f.confidence >= config.min_confidence);

@@ -3,6 +3,7 @@
 //! - [`detector`]: the per-(series, field) streaming detector.
 //! - [`events`]: a partition's detectors and the events they raise.
 //! - [`forecast`]: exhaustion forecasts of capacity fields (a robust trend to a limit).
+//! - [`risk`]: per-host failure risk from the detectors' and forecasts' signals, decaying.
 //! - [`nab`]: NAB's scorer (windows, profiles, threshold sweep, normalisation).
 //! - [`eval`]: `augur eval nab`: runs the detector over a NAB data tree, writes NAB-layout
 //!   results, and scores them.
@@ -12,3 +13,4 @@ pub mod eval;
 pub mod events;
 pub mod forecast;
 pub mod nab;
+pub mod risk;
