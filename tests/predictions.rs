@@ -98,3 +98,71 @@ fn opened(metrics: &str) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// A webhook receiver on a free port: answers 500 to the first POST and 204 to the rest, and
+/// keeps every body.
+fn receiver() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let status = if n == 0 { "500 Internal Server Error" } else { "204 No Content" };
+            let _ = stream
+                .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
+            kept.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+        }
+    });
+    (addr, bodies)
+}
+
+#[test]
+fn events_are_posted_to_the_webhook_once_each_retried_after_a_failure() {
+    let dir = TempDir::new("webhook");
+    let (addr, bodies) = receiver();
+    let config = dir.0.join("augur.toml");
+    std::fs::write(&config, format!("[predict]\nwebhook = \"http://{addr}/alerts\"\n")).unwrap();
+    let server = AugurServer::start_in(&dir.0.join("data"), &["--config", config.to_str().unwrap()]);
+    let start = augur_storage::now_nanos() / MINUTE * MINUTE - 12 * 60 * MINUTE;
+    assert_eq!(http(server.http, "POST", "/write", cpu_with_spike(start, 0..600, (400..405, 50.0)).as_bytes()).0, 204);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while bodies.lock().unwrap().len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "alerts within 30 s: {:?}", bodies.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = loop {
+        let (_, text) = http(server.http, "GET", "/metrics", b"");
+        if metric(&text, "augur_webhook_alerts_sent_total") == Some(2) || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(server.terminate(Duration::from_secs(30)).success());
+    let bodies = bodies.lock().unwrap().clone();
+    let alerts: Vec<serde_json::Value> = bodies.iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+    assert_eq!(alerts[0], alerts[1], "the refused first POST is sent again");
+    assert_eq!((alerts[1]["state"].as_str(), alerts[2]["state"].as_str()), (Some("open"), Some("closed")));
+    assert_eq!(alerts[1]["event_id"], alerts[2]["event_id"]);
+    assert_eq!((alerts[2]["entity"].as_str(), alerts[2]["kind"].as_str()), (Some("web1"), Some("anomaly")));
+    assert_eq!(alerts.len(), 3, "one open and one close, nothing more: {bodies:?}");
+    assert_eq!(metric(&text, "augur_webhook_alerts_sent_total"), Some(2), "{text}");
+    assert_eq!(metric(&text, "augur_webhook_failed_attempts_total"), Some(1), "{text}");
+}

@@ -9,6 +9,7 @@ use augur_storage::postgres::{HotQuery, PostgresSink};
 use augur_storage::sink::{Epoch, FanOut, NullSink, Sink};
 
 use crate::config::Config;
+use crate::predict::webhook::WebhookSink;
 
 /// The opened stores.
 pub struct Stores {
@@ -50,6 +51,9 @@ impl Stores {
         } else {
             None
         };
+        if let Some(url) = &config.predict.webhook {
+            sinks.push(Arc::new(WebhookSink::start(url, config.predict.webhook_timeout, runtime)?));
+        }
         let (postgres, hot) = if config.postgres.enabled() {
             // A new shard epoch starts past every window a previous run may have written: points
             // are accepted up to `max-future` ahead of their arrival.

@@ -24,6 +24,20 @@ pub mod schema;
 pub mod sink;
 pub mod sketch;
 
+/// `nanos` since the Unix epoch in RFC 3339, UTC, with milliseconds: `2026-11-23T04:00:00.000Z`.
+pub fn rfc3339(nanos: i64) -> String {
+    let millis = nanos.div_euclid(1_000_000);
+    let (day, rest) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
+    format!(
+        "{}T{:02}:{:02}:{:02}.{:03}Z",
+        parquet::layout::date(day * 86_400_000_000_000),
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000
+    )
+}
+
 /// The wall clock in ns since the Unix epoch.
 pub fn now_nanos() -> i64 {
     std::time::SystemTime::now()

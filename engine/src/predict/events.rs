@@ -59,6 +59,11 @@ pub struct PredictConfig {
     /// A host's risk halves every this long (event time) without a new signal.
     #[serde(with = "humantime_serde")]
     pub risk_half_life: Duration,
+    /// POST every event that opens or closes here (`http://host:port/path`); none: no alerts.
+    pub webhook: Option<String>,
+    /// How long one webhook POST may take.
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
 }
 
 /// `[[predict.capacity]]`: a field that runs out when it reaches `limit`.
@@ -88,6 +93,8 @@ impl Default for PredictConfig {
             trend_window: Duration::from_secs(12 * 3600),
             min_confidence: 0.5,
             risk_half_life: Duration::from_secs(3600),
+            webhook: None,
+            webhook_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -110,6 +117,9 @@ impl PredictConfig {
         }
         if !(0.0..=1.0).contains(&self.min_confidence) {
             problems.push("predict.min-confidence must lie in [0, 1]".into());
+        }
+        if self.webhook.as_deref().is_some_and(|url| !url.starts_with("http://")) {
+            problems.push("predict.webhook must be an http:// URL".into());
         }
         if self.trend_window < Duration::from_secs(64) {
             problems.push("predict.trend-window must be at least 64s (64 buckets)".into());

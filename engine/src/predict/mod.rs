@@ -4,6 +4,7 @@
 //! - [`events`]: a partition's detectors and the events they raise.
 //! - [`forecast`]: exhaustion forecasts of capacity fields (a robust trend to a limit).
 //! - [`risk`]: per-host failure risk from the detectors' and forecasts' signals, decaying.
+//! - [`webhook`]: alerts: events POSTed as JSON, retried with backoff.
 //! - [`nab`]: NAB's scorer (windows, profiles, threshold sweep, normalisation).
 //! - [`eval`]: `augur eval nab`: runs the detector over a NAB data tree, writes NAB-layout
 //!   results, and scores them.
@@ -14,3 +15,4 @@ pub mod events;
 pub mod forecast;
 pub mod nab;
 pub mod risk;
+pub mod webhook;

@@ -503,14 +503,5 @@ fn rfc3339(time: SystemTime) -> String {
         Ok(after) => after.as_nanos() as i64,
         Err(before) => -(before.duration().as_nanos() as i64),
     };
-    let millis = nanos.div_euclid(1_000_000);
-    let (day, rest) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
-    format!(
-        "{}T{:02}:{:02}:{:02}.{:03}Z",
-        crate::parquet::layout::date(day * 86_400_000_000_000),
-        rest / 3_600_000,
-        rest / 60_000 % 60,
-        rest / 1000 % 60,
-        rest % 1000
-    )
+    crate::rfc3339(nanos)
 }
