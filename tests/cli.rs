@@ -129,7 +129,7 @@ fn check_config_lists_every_problem() {
 }
 
 #[test]
-fn demo_runs_and_reports_regions_and_partitions() {
+fn demo_runs_and_reports_regions_partitions_and_the_injected_failures() {
     let out = Command::new(augur_binary()).args(["demo", "--duration", "1s"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -137,6 +137,12 @@ fn demo_runs_and_reports_regions_and_partitions() {
     assert!(stdout.contains("eu-west-1"), "{stdout}");
     assert!(stdout.contains("Ingested per partition"), "{stdout}");
     assert!(stdout.contains("400 Bad Request"), "{stdout}");
+    // The injected failures: every one flagged, the disk and the memory leak forecast too.
+    assert!(stdout.contains("flagged 5 of 5"), "{stdout}");
+    for failure in ["disk filling", "memory leak"] {
+        let line = stdout.lines().find(|l| l.trim_start().starts_with(failure)).unwrap_or_default();
+        assert!(line.contains("before, last off by"), "{failure} forecast: {line}");
+    }
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! synthetic fleet through real HTTP with a progress bar, shows how a bad line is reported, then
 //! prints what was ingested per region and per partition.
 
+mod failures;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -72,6 +74,13 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
         Err(why) => println!("  hot tier:  none, running without PostgreSQL: {why}"),
     }
     println!();
+
+    // Five hosts heading for a failure, sent first so their history is on time for the windows.
+    let (history, failures) =
+        failures::inject(augur_storage::now_nanos() / 60_000_000_000 * 60_000_000_000 - 60_000_000_000);
+    println!("Injecting five failures into 12 hours of history of five more hosts (see the table at the end).");
+    let (status, reply) = request(server.http_addr(), "POST", "/api/v2/write", &history).await?;
+    anyhow::ensure!(status.starts_with("204"), "the injected history was refused: {status} {reply}");
 
     let options = LoadgenOptions {
         url: format!("http://{}", server.http_addr()),
@@ -173,6 +182,8 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
         }
         println!();
     }
+    failures::print_table(&failures, &sink.prediction_batches());
+    println!();
     println!("Next: `augur serve` and point Telegraf or `augur loadgen` at http://127.0.0.1:8086.");
     Ok(())
 }

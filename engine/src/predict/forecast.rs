@@ -3,9 +3,10 @@
 //!
 //! Values are averaged into 64 buckets spanning the window (so noise averages out and the state
 //! stays bounded); at each completed bucket, the Theil–Sen slope (the median of the slopes
-//! between every pair of buckets, robust to outliers) and its intercept give the trend. The time
-//! to exhaustion is when the trend line reaches the limit. The confidence is how much the pairwise
-//! slopes agree: 1 − (interquartile range / (2 × |median|)), clamped to [0, 1].
+//! between every pair of buckets, robust to outliers) and its intercept give the trend, over the
+//! newest 16, 32 and 64 buckets, whichever agrees best. The time to exhaustion is when the trend
+//! line reaches the limit. The confidence is how much the pairwise slopes agree:
+//! 1 − (interquartile range / (2 × |median|)), clamped to [0, 1].
 
 use std::collections::VecDeque;
 
@@ -64,9 +65,21 @@ impl Trend {
         Some(if self.buckets.len() < MIN_BUCKETS { None } else { self.forecast(limit) })
     }
 
-    /// The Theil–Sen forecast over the completed buckets, if the trend heads for `limit`.
+    /// The most confident of the Theil–Sen forecasts over the newest 16, 32 and 64 buckets, if the
+    /// trend heads for `limit`: a fill that began inside the window is judged on the buckets since,
+    /// not diluted by the flat ones before it.
     fn forecast(&self, limit: f64) -> Option<Forecast> {
-        let points: Vec<(f64, f64)> = self.buckets.iter().map(|&(t, v)| (t as f64, v)).collect();
+        [16, 32, BUCKETS]
+            .into_iter()
+            .filter(|&n| n >= MIN_BUCKETS && (n == 16 || n <= self.buckets.len()))
+            .filter_map(|n| self.theil_sen(n.min(self.buckets.len()), limit))
+            .max_by(|a, b| a.confidence.total_cmp(&b.confidence))
+    }
+
+    /// The Theil–Sen forecast over the newest `n` buckets, if the trend heads for `limit`.
+    fn theil_sen(&self, n: usize, limit: f64) -> Option<Forecast> {
+        let skip = self.buckets.len() - n;
+        let points: Vec<(f64, f64)> = self.buckets.iter().skip(skip).map(|&(t, v)| (t as f64, v)).collect();
         let mut slopes = Vec::with_capacity(points.len() * (points.len() - 1) / 2);
         for (i, &(ti, vi)) in points.iter().enumerate() {
             for &(tj, vj) in &points[i + 1..] {
