@@ -17,7 +17,7 @@
 //! sequence, which recomputes the same output; PostgreSQL upserts make the rows it writes again
 //! harmless. So every acknowledged point is counted once.
 //!
-//! File format (little-endian): the magic `AUGCKPT1`, epoch u64, sequence u64, partition count
+//! File format (little-endian): the magic `AUGCKPT2`, epoch u64, sequence u64, partition count
 //! u32, per partition its windows' state and its predictor's state, each as a length u64 and the
 //! bytes ([`crate::snapshot`], `Predictor::encode`), then the XXH3-64 of
 //! everything before.

@@ -173,9 +173,15 @@ pub fn render(
             "counter",
             |t| t.predict.scored,
         ),
-        ("augur_predict_events_opened_total", "Anomaly events opened per partition.", "counter", |t| t.predict.opened),
-        ("augur_predict_events_closed_total", "Anomaly events closed per partition.", "counter", |t| t.predict.closed),
-        ("augur_predict_open_events", "Anomaly events open now per partition.", "gauge", |t| t.predict.open),
+        ("augur_predict_events_opened_total", "Events (anomaly, exhaustion) opened per partition.", "counter", |t| {
+            t.predict.opened
+        }),
+        ("augur_predict_events_closed_total", "Events (anomaly, exhaustion) closed per partition.", "counter", |t| {
+            t.predict.closed
+        }),
+        ("augur_predict_open_events", "Events (anomaly, exhaustion) open now per partition.", "gauge", |t| {
+            t.predict.open
+        }),
     ];
     for (name, help, kind, read) in per_pipeline {
         header(&mut out, name, kind, help);

@@ -226,6 +226,7 @@ impl PartitionTask {
                 Err(e) => self.sink_failed(&e),
             }
         }
+        self.predictor.close_quiet(self.watermark.value());
         match self.predictor.finish() {
             Ok(Some(batch)) => {
                 if let Err(e) = self.sink.predictions(self.epoch, batch) {

@@ -45,6 +45,8 @@
 //! | `start`, `end` | timestamp ns (UTC); `end` null while open | event time of the first score over the threshold; of the point that closed it |
 //! | `peak_time`, `peak_score`, `peak_value` | timestamp ns, f64, f64 | the highest score so far, when, and the value then |
 //! | `state` | utf8 | `open` or `closed` |
+//! | `change` | utf8 | what this row says: `opened`, `updated` (a new forecast) or `closed` |
+//! | `updated` | timestamp ns | event time of the change: the newest row of an event has the largest |
 //! | `forecast` | timestamp ns, nullable | exhaustion events: when the field is forecast to reach its limit; `peak_score` is then the forecast's confidence |
 
 use std::sync::Arc;
@@ -122,6 +124,8 @@ pub fn prediction_schema() -> SchemaRef {
         Field::new("peak_value", DataType::Float64, false),
         text("state"),
         Field::new("forecast", timestamp_type(), true),
+        text("change"),
+        Field::new("updated", timestamp_type(), false),
     ]))
 }
 

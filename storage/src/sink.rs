@@ -125,8 +125,16 @@ impl Sink for FanOut {
         self.0.iter().for_each(|s| s.stopping());
     }
 
+    /// Flushes every sink, even after one fails (each holds its own data); the first error is
+    /// returned.
     fn flush(&self) -> Result<(), SinkError> {
-        self.0.iter().try_for_each(|s| s.flush())
+        let mut first = Ok(());
+        for sink in &self.0 {
+            if let Err(e) = sink.flush() {
+                first = first.and(Err(e));
+            }
+        }
+        first
     }
 
     fn tick(&self) -> Result<(), SinkError> {

@@ -103,8 +103,24 @@ fn squash(z: f64) -> f64 {
 }
 
 impl Detector {
-    /// Scores `value`, taken at `time` (ns since the epoch), and learns from it.
+    /// Scores `value`, taken at `time` (ns since the epoch), and learns from it. A value so large
+    /// that the statistics overflow starts the detector afresh rather than silencing it for good.
     pub fn score(&mut self, time: i64, value: f64) -> f64 {
+        if !value.is_finite() {
+            return 0.0;
+        }
+        let score = self.learn_and_score(time, value);
+        let state =
+            [self.long_mean, self.long_var, self.fast_mean, self.fast_var, self.surprise_mean, self.surprise_var];
+        if !score.is_finite() || state.iter().any(|v| !v.is_finite()) || self.hourly_var.iter().any(|v| !v.is_finite())
+        {
+            *self = Self::default();
+            return 0.0;
+        }
+        score
+    }
+
+    fn learn_and_score(&mut self, time: i64, value: f64) -> f64 {
         let hour = time.div_euclid(HOUR_NS).rem_euclid(24) as usize;
         let hourly = self.learn_hour(hour, value);
         if self.seen == 0 {

@@ -11,7 +11,7 @@
 //! `open` row with the updated `forecast`; it closes when the time left exceeds 1.5 × `horizon`
 //! or the trend no longer heads for the limit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +121,9 @@ impl PredictConfig {
         if self.webhook.as_deref().is_some_and(|url| !url.starts_with("http://")) {
             problems.push("predict.webhook must be an http:// URL".into());
         }
+        if self.horizon.is_zero() {
+            problems.push("predict.horizon must be above 0".into());
+        }
         if self.trend_window < Duration::from_secs(64) {
             problems.push("predict.trend-window must be at least 64s (64 buckets)".into());
         }
@@ -205,6 +208,8 @@ pub struct Predictor {
     key_buffer: Vec<u8>,
     /// Signals about entities since the last [`Predictor::take_contributions`].
     contributions: Vec<Contribution>,
+    /// Series with an open anomaly event, which [`Predictor::close_quiet`] looks at.
+    open_anomalies: HashSet<SeriesId>,
 }
 
 impl Predictor {
@@ -217,6 +222,38 @@ impl Predictor {
             totals: PredictTotals::default(),
             key_buffer: Vec::new(),
             contributions: Vec::new(),
+            open_anomalies: HashSet::new(),
+        }
+    }
+
+    /// Closes the anomaly events of fields that sent nothing for `cool-down` before `now` (event
+    /// time, the partition's watermark): a host that crashed or went silent ends its events
+    /// too, at its last value plus the cool-down.
+    pub fn close_quiet(&mut self, now: i64) {
+        let cool_down = self.config.cool_down_nanos();
+        let quiet: Vec<SeriesId> = self.open_anomalies.iter().copied().collect();
+        for id in quiet {
+            let Some(state) = self.series.get_mut(&id) else { continue };
+            let mut still_open = false;
+            for slot in 0..state.fields.len() {
+                let field = &mut state.fields[slot];
+                if field.event.is_none() {
+                    continue;
+                }
+                if now.saturating_sub(field.last_time) < cool_down {
+                    still_open = true;
+                    continue;
+                }
+                let end = field.last_time.saturating_add(cool_down);
+                let Some(event) = field.event.take() else { continue };
+                let change = Change { kind: "anomaly", event, what: What::Closed(end) };
+                self.totals.closed += 1;
+                self.totals.open -= 1;
+                self.rows.append(id, state_info(state), &state.fields[slot].name, &change);
+            }
+            if !still_open {
+                self.open_anomalies.remove(&id);
+            }
         }
     }
 
@@ -236,7 +273,15 @@ impl Predictor {
         if !self.config.enabled {
             return;
         }
-        let Self { config, series, rows, totals, key_buffer, contributions } = self;
+        let Self { config, series, rows, totals, key_buffer, contributions, open_anomalies } = self;
+        let scored = |name: &str, value: &FieldValue<&str>| {
+            !matches!(value, FieldValue::Boolean(_) | FieldValue::String(_))
+                && (config.fields.is_empty() || config.fields.iter().any(|f| f == name))
+        };
+        // No state for a series with nothing to score.
+        if !series.contains_key(&point.series_id()) && !point.fields().any(|(name, value)| scored(name, &value)) {
+            return;
+        }
         let state = series.entry(point.series_id()).or_insert_with(|| {
             key_buffer.clear();
             canonical_key_into(point.measurement(), point.tags(), key_buffer);
@@ -309,7 +354,13 @@ impl Predictor {
                         totals.closed += 1;
                         totals.open -= 1;
                     }
-                    What::Updated => {}
+                    What::Updated(_) => {}
+                }
+                if change.kind == "anomaly" {
+                    match change.what {
+                        What::Opened => open_anomalies.insert(point.series_id()),
+                        _ => open_anomalies.remove(&point.series_id()),
+                    };
                 }
                 rows.append(point.series_id(), state_info(state), &state.fields[slot].name, change);
             }
@@ -346,9 +397,9 @@ struct Change {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum What {
     Opened,
-    /// A new forecast.
-    Updated,
-    /// At the event time of the point that closed it.
+    /// A new forecast, at this event time.
+    Updated(i64),
+    /// At this event time.
     Closed(i64),
 }
 
@@ -410,7 +461,7 @@ impl FieldState {
         };
         let horizon = nanos(config.horizon);
         let risk = forecast.and_then(|f| {
-            let left = f.exhaustion.saturating_sub(time) as f64 / horizon as f64;
+            let left = (f.exhaustion.saturating_sub(time) as f64 / horizon as f64).max(0.0);
             (left < 1.0).then_some(f.confidence * (1.0 - left))
         });
         (self.exhaustion_event(config, series, time, value, forecast), risk)
@@ -455,7 +506,7 @@ impl FieldState {
                 }
                 event.peak_value = value;
                 event.forecast = Some(f.exhaustion);
-                Some(Change { kind: "exhaustion", event: event.clone(), what: What::Updated })
+                Some(Change { kind: "exhaustion", event: event.clone(), what: What::Updated(time) })
             }
             (None, None) => None,
         }
@@ -480,6 +531,8 @@ struct EventRows {
     peak_value: Float64Builder,
     state: StringBuilder,
     forecast: TimestampNanosecondBuilder,
+    change: StringBuilder,
+    updated: TimestampNanosecondBuilder,
     len: usize,
 }
 
@@ -492,9 +545,10 @@ impl EventRows {
         change: &Change,
     ) {
         let Change { kind, event, what } = change;
-        let (end, state) = match what {
-            What::Opened | What::Updated => (None, "open"),
-            What::Closed(end) => (Some(*end), "closed"),
+        let (end, state, name, at) = match *what {
+            What::Opened => (None, "open", "opened", event.start),
+            What::Updated(at) => (None, "open", "updated", at),
+            What::Closed(end) => (Some(end), "closed", "closed", end),
         };
         self.event_id.append_value(event.id);
         self.kind.append_value(kind);
@@ -511,6 +565,8 @@ impl EventRows {
         self.peak_value.append_value(event.peak_value);
         self.state.append_value(state);
         self.forecast.append_option(event.forecast);
+        self.change.append_value(name);
+        self.updated.append_value(at);
         self.len += 1;
     }
 
@@ -532,6 +588,8 @@ impl EventRows {
             Arc::new(self.peak_value.finish()),
             Arc::new(self.state.finish()),
             Arc::new(self.forecast.finish()),
+            Arc::new(self.change.finish()),
+            Arc::new(self.updated.finish()),
         ];
         RecordBatch::try_new(prediction_schema(), columns)
     }
@@ -606,6 +664,9 @@ impl Predictor {
                     _ => return Err(r.corrupt()),
                 };
                 predictor.totals.open += u64::from(event.is_some());
+                if event.is_some() {
+                    predictor.open_anomalies.insert(id);
+                }
                 predictor.totals.open += u64::from(capacity.as_ref().is_some_and(|c| c.event.is_some()));
                 fields.push(FieldState { name, detector, last_time, event, capacity });
             }
@@ -723,6 +784,21 @@ mod tests {
         assert_eq!(predictor.totals(), PredictTotals { scored: 600, opened: 1, closed: 1, open: 0 });
         assert_eq!(column::<StringArray>(&rows[0], "entity").value(0), "web1");
         assert_eq!(column::<StringArray>(&rows[0], "field").value(0), "usage", "strings are not scored");
+    }
+
+    #[test]
+    fn a_series_that_goes_silent_closes_its_event_after_the_cool_down() {
+        let mut predictor = Predictor::new(Arc::new(PredictConfig::default()));
+        // The spike is the last thing the host sends.
+        let rows = run(&mut predictor, &series(401, 400..405));
+        assert_eq!(predictor.totals().open, 1, "{rows:?}");
+        predictor.close_quiet(403 * MINUTE);
+        assert!(predictor.finish().unwrap().is_none(), "not quiet long enough yet");
+        predictor.close_quiet(420 * MINUTE);
+        let closed = predictor.finish().unwrap().expect("a closed row");
+        assert_eq!(column::<StringArray>(&closed, "change").value(0), "closed");
+        assert_eq!(column::<TimestampNanosecondArray>(&closed, "end").value(0), 405 * MINUTE, "last value + cool-down");
+        assert_eq!(predictor.totals(), PredictTotals { scored: 401, opened: 1, closed: 1, open: 0 });
     }
 
     #[test]

@@ -41,7 +41,11 @@ impl Trend {
     /// it does not, or there are too few buckets yet).
     pub fn add(&mut self, time: i64, value: f64, limit: f64, window: i64) -> Option<Option<Forecast>> {
         let width = (window / BUCKETS as i64).max(1);
-        let start = time.div_euclid(width) * width;
+        let start = time.div_euclid(width).saturating_mul(width);
+        // A gap in the data: buckets older than the window no longer describe the trend.
+        while self.buckets.front().is_some_and(|&(t, _)| t < time.saturating_sub(window)) {
+            self.buckets.pop_front();
+        }
         let mut completed = false;
         match &mut self.open {
             Some((open_start, sum, count)) if *open_start == start => {
@@ -50,7 +54,7 @@ impl Trend {
             }
             open => {
                 if let Some((open_start, sum, count)) = open.take() {
-                    self.buckets.push_back((open_start + width / 2, sum / f64::from(count)));
+                    self.buckets.push_back((open_start.saturating_add(width / 2), sum / f64::from(count)));
                     if self.buckets.len() > BUCKETS {
                         self.buckets.pop_front();
                     }
@@ -93,17 +97,24 @@ impl Trend {
         }
         slopes.sort_by(f64::total_cmp);
         let slope = median(&slopes);
-        let (last_time, last_value) = *points.last()?;
-        if slope == 0.0 || (limit - last_value).signum() != slope.signum() {
-            return None; // flat, or heading away from the limit
+        let (last_time, _) = *points.last()?;
+        if slope == 0.0 || !slope.is_finite() {
+            return None;
         }
         let mut intercepts: Vec<f64> = points.iter().map(|&(t, v)| v - slope * (t - last_time)).collect();
         intercepts.sort_by(f64::total_cmp);
         let now = median(&intercepts);
-        let left = (limit - now) / slope;
+        // The side of the limit the series lives on is where its oldest bucket is; a trend away
+        // from the limit forecasts nothing, and one already at or past it is exhausted now (so an
+        // event stays open while the disk is full).
+        let side = (limit - points[0].1).signum();
+        if slope.signum() != side {
+            return None;
+        }
+        let left = ((limit - now) / slope).max(0.0);
         let quartile = |q: f64| slopes[((slopes.len() - 1) as f64 * q).round() as usize];
         let confidence = (1.0 - (quartile(0.75) - quartile(0.25)) / (2.0 * slope.abs())).clamp(0.0, 1.0);
-        let exhaustion = last_time + left.max(0.0);
+        let exhaustion = last_time + left;
         Some(Forecast { exhaustion: exhaustion.min(i64::MAX as f64) as i64, confidence })
     }
 
@@ -199,6 +210,24 @@ mod tests {
             let falling = 80.0 - i as f64 * 0.01 + noise(i);
             assert!(trend.add(i * 60_000_000_000, falling, 100.0, 12 * HOUR).flatten().is_none());
         }
+    }
+
+    #[test]
+    fn a_full_disk_stays_exhausted_and_a_gap_forgets_old_buckets() {
+        let mut trend = Trend::default();
+        let mut last = None;
+        // Free bytes falling to 0 and staying there.
+        for i in 0..1000i64 {
+            let free = (500.0 - i as f64).max(0.0);
+            if let Some(forecast) = trend.add(i * 60_000_000_000, free, 0.0, 12 * HOUR) {
+                last = forecast.map(|f| (i, f));
+            }
+        }
+        let (at, forecast) = last.expect("still forecast when the disk is full");
+        assert!(forecast.exhaustion <= at * 60_000_000_000, "exhausted already: {forecast:?}");
+        // A day without data: the trend starts over.
+        assert!(trend.add(3000 * 60_000_000_000, 10.0, 0.0, 12 * HOUR).is_some_and(|f| f.is_none()));
+        assert!(trend.buckets.len() <= 1, "{}", trend.buckets.len());
     }
 
     #[test]

@@ -86,9 +86,11 @@ impl RiskBoard {
     /// runs to the newest event time of any partition.
     pub fn add(&self, contributions: impl IntoIterator<Item = Contribution>, now: i64) {
         let mut board = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        board.latest = board.latest.max(now);
+        // Never past the wall clock: one host with a clock ahead must not fade every other.
+        let wall = augur_storage::now_nanos();
+        board.latest = board.latest.max(now.min(wall));
         for c in contributions {
-            board.latest = board.latest.max(c.time);
+            board.latest = board.latest.max(c.time.min(wall));
             let latest = board.latest;
             match board.entities.get_mut(&(c.region.clone(), c.entity.clone())) {
                 Some(entry) if self.decayed(&entry.top, latest) >= self.decayed(&c, latest) => {}

@@ -4,11 +4,11 @@
 //! One POST per event change: `{"kind", "state", "event_id", "series", "measurement", "region",
 //! "entity", "field", "start", "end", "peak_time", "peak_score", "peak_value", "forecast"}` (times
 //! in RFC 3339). An exhaustion event's forecast updates are not sent, only its opening and
-//! closing. Delivery is at least once: a failed POST is retried up to 6 times (1 s, doubling,
-//! up to 30 s apart), and after a crash the replay may send an event again (`event_id` tells).
+//! closing. Delivery is at least once: a POST is tried up to 6 times (1 s, doubling, up to 30 s
+//! apart), and after a crash the replay may send an event again (`event_id` tells).
 //! At most 10,000 alerts wait; beyond that the oldest are dropped and counted.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -44,8 +44,6 @@ pub struct WebhookStats {
 #[derive(Debug, Default)]
 struct Queue {
     alerts: VecDeque<Bytes>,
-    /// Open events already sent (an exhaustion event's updates are not).
-    open: HashSet<u64>,
     /// An alert is being sent.
     busy: bool,
 }
@@ -78,7 +76,13 @@ impl WebhookSink {
         if authority.is_empty() {
             bail!("predict.webhook = {url:?}: no host");
         }
-        let target = Target { authority: authority.to_owned(), path };
+        // Without a port, HTTP's.
+        let authority = if authority.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        let target = Target { authority, path };
         let sink = Self { queue: Arc::default(), wake: Arc::new(Notify::new()), stats: Arc::default() };
         let (queue, wake, stats) = (sink.queue.clone(), sink.wake.clone(), sink.stats.clone());
         runtime.spawn(async move { deliver(target, timeout, queue, wake, stats).await });
@@ -96,7 +100,7 @@ impl WebhookSink {
 }
 
 /// The alerts of a prediction batch: opened and closed events only.
-fn alerts(batch: &RecordBatch, queue: &mut Queue) -> Result<Vec<Bytes>, String> {
+fn alerts(batch: &RecordBatch) -> Result<Vec<Bytes>, String> {
     let column = |name: &str| batch.column_by_name(name).ok_or_else(|| format!("no {name} column"));
     let text =
         |name: &str| column(name)?.as_any().downcast_ref::<StringArray>().ok_or_else(|| format!("{name}: not text"));
@@ -106,6 +110,7 @@ fn alerts(batch: &RecordBatch, queue: &mut Queue) -> Result<Vec<Bytes>, String> 
     let floats =
         |name: &str| column(name)?.as_any().downcast_ref::<Float64Array>().ok_or_else(|| format!("{name}: not f64"));
     let ids = column("event_id")?.as_any().downcast_ref::<UInt64Array>().ok_or("event_id: not u64")?;
+    let change = text("change")?;
     let (kind, state, series, measurement, region, entity, field) = (
         text("kind")?,
         text("state")?,
@@ -122,14 +127,7 @@ fn alerts(batch: &RecordBatch, queue: &mut Queue) -> Result<Vec<Bytes>, String> 
     let mut out = Vec::new();
     for i in 0..batch.num_rows() {
         let id = ids.value(i);
-        let first = match state.value(i) {
-            "closed" => {
-                queue.open.remove(&id);
-                true
-            }
-            _ => queue.open.insert(id),
-        };
-        if !first {
+        if change.value(i) == "updated" {
             continue;
         }
         let body = json!({
@@ -163,8 +161,8 @@ impl Sink for WebhookSink {
     }
 
     fn predictions(&self, _epoch: Epoch, batch: RecordBatch) -> Result<(), SinkError> {
+        let new = alerts(&batch).map_err(SinkError::Fatal)?;
         let mut queue = self.lock();
-        let new = alerts(&batch, &mut queue).map_err(SinkError::Fatal)?;
         for alert in new {
             if queue.alerts.len() >= QUEUE {
                 queue.alerts.pop_front();
@@ -177,7 +175,8 @@ impl Sink for WebhookSink {
         Ok(())
     }
 
-    /// Waits up to 10 s for the queued alerts to go out (at shutdown).
+    /// Waits up to 10 s for the queued alerts to go out (at shutdown); what is left is logged,
+    /// never an error that would keep the other stores from flushing.
     fn flush(&self) -> Result<(), SinkError> {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
@@ -188,7 +187,8 @@ impl Sink for WebhookSink {
             drop(queue);
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(SinkError::Retryable("webhook alerts still queued after 10 s".into()))
+        warn!(queued = self.lock().alerts.len(), "Webhook alerts still queued at shutdown; not sent.");
+        Ok(())
     }
 
     fn render_metrics(&self, out: &mut String) {

@@ -27,7 +27,7 @@ pub enum SortOrder {
     Raw,
     /// Rollups: by `series_key`, `field`, `window_start`, then `kind`.
     Rollups,
-    /// Predictions: by `start`, `event_id`, then `state` (`closed` after `open`).
+    /// Predictions: by `start`, `event_id`, then `updated`.
     Predictions,
 }
 
@@ -87,10 +87,10 @@ fn sort(batch: &RecordBatch, order: SortOrder) -> Result<RecordBatch, StorageErr
         SortOrder::Predictions => {
             let start = typed_column::<TimestampNanosecondArray>(batch, "start")?;
             let id = typed_column::<UInt64Array>(batch, "event_id")?;
-            let state = typed_column::<StringArray>(batch, "state")?;
+            let updated = typed_column::<TimestampNanosecondArray>(batch, "updated")?;
             indices.sort_by_key(|&i| {
                 let i = i as usize;
-                (start.value(i), id.value(i), state.value(i) == "closed")
+                (start.value(i), id.value(i), updated.value(i))
             });
         }
         SortOrder::Rollups => {

@@ -163,8 +163,9 @@ pub async fn write(client: &mut Client, batch: &RecordBatch, known: &mut HashSet
 }
 
 /// Upserts prediction rows (in `prediction_schema`), one statement per row in one transaction:
-/// events are few. A row never reopens a closed event, so a replay of an `open` row after its
-/// `closed` one changes nothing. Returns the rows written.
+/// events are few. A row never reopens a closed event, nor replaces a newer change of its event
+/// (`updated`), so a replay or a spooled batch arriving late changes nothing. Returns the rows
+/// written.
 ///
 /// # Errors
 /// When the batch is malformed or the database refuses; nothing is written then.
@@ -184,6 +185,7 @@ pub async fn write_predictions(client: &mut Client, batch: &RecordBatch) -> Resu
         text("state")?,
     );
     let (start, end, peak_time, forecast) = (times("start")?, times("end")?, times("peak_time")?, times("forecast")?);
+    let updated = times("updated")?;
     let (peak_score, peak_value) = (floats("peak_score")?, floats("peak_value")?);
     let tx = client.transaction().await?;
     let statement = tx.prepare(UPSERT_PREDICTION).await?;
@@ -209,6 +211,7 @@ pub async fn write_predictions(client: &mut Client, batch: &RecordBatch) -> Resu
                 &peak_value.value(row),
                 &state.value(row),
                 &forecast,
+                &time(updated.value(row)),
             ],
         )
         .await?;
@@ -218,12 +221,13 @@ pub async fn write_predictions(client: &mut Client, batch: &RecordBatch) -> Resu
 }
 
 const UPSERT_PREDICTION: &str = "INSERT INTO predictions (kind, event_id, series_id, series_key, measurement, region,
-     entity, field, start_time, end_time, peak_time, peak_score, peak_value, state, forecast_time)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+     entity, field, start_time, end_time, peak_time, peak_score, peak_value, state, forecast_time, updated_time)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
      ON CONFLICT (kind, event_id) DO UPDATE SET end_time = EXCLUDED.end_time, peak_time = EXCLUDED.peak_time,
          peak_score = EXCLUDED.peak_score, peak_value = EXCLUDED.peak_value, state = EXCLUDED.state,
-         forecast_time = EXCLUDED.forecast_time
-     WHERE predictions.state <> 'closed'";
+         forecast_time = EXCLUDED.forecast_time, updated_time = EXCLUDED.updated_time
+     WHERE predictions.state <> 'closed'
+         AND (predictions.updated_time IS NULL OR EXCLUDED.updated_time >= predictions.updated_time)";
 
 /// The baseline [`write()`] is measured against (`benches/postgres_write.rs`): the same rows by
 /// binary `COPY` straight into `rollups`, no staging and no upsert, so it fails on a key that is

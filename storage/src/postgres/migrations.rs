@@ -89,6 +89,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
      CREATE INDEX predictions_by_entity_start ON predictions (entity, start_time);",
     ),
     (3, "exhaustion forecasts", "ALTER TABLE predictions ADD COLUMN forecast_time timestamptz;"),
+    (4, "prediction change times", "ALTER TABLE predictions ADD COLUMN updated_time timestamptz;"),
 ];
 
 /// Applies every migration `client`'s database has not run yet, each in its own transaction,

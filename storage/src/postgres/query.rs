@@ -160,7 +160,7 @@ pub struct PredictionFilter {
     pub entity: Option<String>,
     /// Only this kind (`anomaly`, `exhaustion`).
     pub kind: Option<String>,
-    /// Events that started at or after this (ns).
+    /// Events still open or that ended at or after this (ns).
     pub since: i64,
     /// Events whose peak score reached this.
     pub min_score: f64,
@@ -205,7 +205,7 @@ const PREDICTIONS: &str = "SELECT kind, event_id, series_key, measurement, regio
         end_time, peak_time, peak_score, peak_value, state, forecast_time
     FROM predictions
     WHERE ($1::text IS NULL OR region = $1) AND ($2::text IS NULL OR entity = $2)
-        AND ($3::text IS NULL OR kind = $3) AND start_time >= $4 AND peak_score >= $5
+        AND ($3::text IS NULL OR kind = $3) AND (end_time IS NULL OR end_time >= $4) AND peak_score >= $5
     ORDER BY start_time DESC, event_id LIMIT $6";
 
 /// Connection pools to every shard, for queries.
