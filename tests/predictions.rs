@@ -166,3 +166,52 @@ fn events_are_posted_to_the_webhook_once_each_retried_after_a_failure() {
     assert_eq!(metric(&text, "augur_webhook_alerts_sent_total"), Some(2), "{text}");
     assert_eq!(metric(&text, "augur_webhook_failed_attempts_total"), Some(1), "{text}");
 }
+
+#[test]
+fn with_a_resolution_the_window_means_are_scored_instead_of_every_point() {
+    let dir = TempDir::new("predict-resolution");
+    let config = dir.0.join("augur.toml");
+    std::fs::write(&config, "[predict]\nresolution = \"1m\"\n").unwrap();
+    let server = AugurServer::start_in(&dir.0.join("data"), &["--config", config.to_str().unwrap()]);
+    // Two points a minute for 600 minutes, a spike over minutes 400 to 404.
+    let start = augur_storage::now_nanos() / MINUTE * MINUTE - 12 * 60 * MINUTE;
+    let body: String = (0..1200i64)
+        .map(|i| {
+            let m = i / 2;
+            let base = 40.0 + ((m * 7919) % 11) as f64 * 0.3;
+            let value = if (400..405).contains(&m) { base + 50.0 } else { base };
+            format!("cpu,host=web1,region=eu usage={value} {}\n", start + i * MINUTE / 2)
+        })
+        .collect();
+    assert_eq!(http(server.http, "POST", "/write", body.as_bytes()).0, 204);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (scored, opened) = loop {
+        let (_, text) = http(server.http, "GET", "/metrics", b"");
+        let sum = |name: &str| -> u64 {
+            text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+        };
+        let found = (sum("augur_predict_scored_values_total{"), opened(&text));
+        if found.1 >= 1 || std::time::Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(opened, 1, "the spike's minutes opened one event");
+    // One mean per closed minute (the newest minutes are still open), not 1200 points.
+    assert!((590..=600).contains(&scored), "{scored} values scored");
+    assert!(server.terminate(Duration::from_secs(30)).success());
+    assert!(!check_config_accepts(&dir.0, "[predict]\nresolution = \"5m\"\n"), "an unknown resolution is refused");
+}
+
+/// Whether `augur check-config` accepts `text`.
+fn check_config_accepts(dir: &std::path::Path, text: &str) -> bool {
+    let path = dir.join("check.toml");
+    std::fs::write(&path, text).unwrap();
+    std::process::Command::new(augur_suite::augur_binary())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}

@@ -231,6 +231,15 @@ impl Config {
         self.engine.validate(&mut problems);
         problems.extend(self.wal.validate());
         problems.extend(self.predict.validate());
+        if let Some(resolution) = &self.predict.resolution {
+            let known: Vec<String> = self.pipeline().resolutions.into_iter().map(|r| r.name).collect();
+            if !known.contains(resolution) {
+                problems.push(format!(
+                    "predict.resolution = {resolution:?} is not one of engine.resolutions ({})",
+                    known.join(", ")
+                ));
+            }
+        }
         problems.extend(self.parquet.validate());
         problems.extend(self.postgres.validate());
         if self.server.data_dir.as_os_str().is_empty() {

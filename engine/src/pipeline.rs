@@ -219,10 +219,13 @@ impl PartitionTask {
         let closed = self.windows.close(self.watermark.value(), flush, &mut self.rollups);
         if closed.rows > 0 {
             match self.rollups.finish() {
-                Ok(batch) => match self.sink.rollups(self.epoch, batch) {
-                    Ok(()) => self.totals.rollup_rows += closed.rows as u64,
-                    Err(e) => self.sink_failed(&e),
-                },
+                Ok(batch) => {
+                    self.predictor.observe_rollups(&batch);
+                    match self.sink.rollups(self.epoch, batch) {
+                        Ok(()) => self.totals.rollup_rows += closed.rows as u64,
+                        Err(e) => self.sink_failed(&e),
+                    }
+                }
                 Err(e) => self.sink_failed(&e),
             }
         }

@@ -16,10 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::builder::{Float64Builder, StringBuilder, TimestampNanosecondBuilder, UInt64Builder};
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
+};
 use arrow_schema::ArrowError;
 use augur_ingest::series::canonical_key_into;
 use augur_ingest::{FieldValue, PointView, SeriesId};
+use augur_storage::postgres::series::tags;
 use augur_storage::schema::prediction_schema;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
@@ -61,6 +64,9 @@ pub struct PredictConfig {
     pub risk_half_life: Duration,
     /// POST every event that opens or closes here (`http://host:port/path`); none: no alerts.
     pub webhook: Option<String>,
+    /// Score the mean of each closed window of this resolution (one of `engine.resolutions`)
+    /// instead of every raw point: for noisy or high-rate series. None: raw points.
+    pub resolution: Option<String>,
     /// How long one webhook POST may take.
     #[serde(with = "humantime_serde")]
     pub webhook_timeout: Duration,
@@ -94,6 +100,7 @@ impl Default for PredictConfig {
             min_confidence: 0.5,
             risk_half_life: Duration::from_secs(3600),
             webhook: None,
+            resolution: None,
             webhook_timeout: Duration::from_secs(5),
         }
     }
@@ -273,16 +280,20 @@ impl Predictor {
         if !self.config.enabled {
             return;
         }
-        let Self { config, series, rows, totals, key_buffer, contributions, open_anomalies } = self;
+        if self.config.resolution.is_some() {
+            return; // scored from rollups instead
+        }
+        let config = &self.config;
         let scored = |name: &str, value: &FieldValue<&str>| {
             !matches!(value, FieldValue::Boolean(_) | FieldValue::String(_))
                 && (config.fields.is_empty() || config.fields.iter().any(|f| f == name))
         };
         // No state for a series with nothing to score.
-        if !series.contains_key(&point.series_id()) && !point.fields().any(|(name, value)| scored(name, &value)) {
+        if !self.series.contains_key(&point.series_id()) && !point.fields().any(|(name, value)| scored(name, &value)) {
             return;
         }
-        let state = series.entry(point.series_id()).or_insert_with(|| {
+        let Self { config, series, key_buffer, .. } = self;
+        series.entry(point.series_id()).or_insert_with(|| {
             key_buffer.clear();
             canonical_key_into(point.measurement(), point.tags(), key_buffer);
             let entity = point.tags().find(|(k, _)| *k == config.entity_tag).map(|(_, v)| v.into());
@@ -294,7 +305,6 @@ impl Predictor {
                 fields: Vec::new(),
             }
         });
-        let time = point.time();
         for (name, value) in point.fields() {
             let value = match value {
                 FieldValue::Float(v) => v,
@@ -302,68 +312,117 @@ impl Predictor {
                 FieldValue::Unsigned(v) => v as f64,
                 FieldValue::Boolean(_) | FieldValue::String(_) => continue,
             };
-            if !config.fields.is_empty() && !config.fields.iter().any(|f| f == name) {
+            self.score(point.series_id(), name, point.time(), value);
+        }
+    }
+
+    /// With `[predict] resolution`, scores the mean of every closed window of that resolution in
+    /// `rollups` (a batch in the rollup schema) instead of raw points, at the window's start.
+    pub fn observe_rollups(&mut self, rollups: &RecordBatch) {
+        let Some(resolution) = self.config.resolution.clone() else { return };
+        if !self.config.enabled {
+            return;
+        }
+        let text = |name: &str| rollups.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>());
+        let (Some(key), Some(measurement), Some(region), Some(field), Some(res), Some(kind)) =
+            (text("series_key"), text("measurement"), text("region"), text("field"), text("resolution"), text("kind"))
+        else {
+            return;
+        };
+        let ids = rollups.column_by_name("series_id").and_then(|c| c.as_any().downcast_ref::<UInt64Array>());
+        let starts =
+            rollups.column_by_name("window_start").and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>());
+        let means = rollups.column_by_name("mean").and_then(|c| c.as_any().downcast_ref::<Float64Array>());
+        let partial = rollups.column_by_name("partial").and_then(|c| c.as_any().downcast_ref::<BooleanArray>());
+        let (Some(ids), Some(starts), Some(means), Some(partial)) = (ids, starts, means, partial) else { return };
+        for row in 0..rollups.num_rows() {
+            let numeric = matches!(kind.value(row), "float" | "integer" | "unsigned");
+            if res.value(row) != resolution || partial.value(row) || !numeric || means.is_null(row) {
                 continue;
             }
-            let slot = match state.fields.iter().position(|f| *f.name == *name) {
-                Some(slot) => slot,
-                None => {
-                    let capacity =
-                        config.limit_of(name).map(|limit| Capacity { limit, trend: Trend::default(), event: None });
-                    state.fields.push(FieldState {
-                        name: name.into(),
-                        detector: Detector::default(),
-                        last_time: i64::MIN,
-                        event: None,
-                        capacity,
-                    });
-                    state.fields.len() - 1
-                }
-            };
-            let field = &mut state.fields[slot];
-            if time <= field.last_time {
+            let name = field.value(row);
+            if !self.config.fields.is_empty() && !self.config.fields.iter().any(|f| f == name) {
                 continue;
             }
-            field.last_time = time;
-            let score = field.detector.score(time, value);
-            totals.scored += 1;
-            let anomaly = field.step(config, point.series_id(), time, score, value);
-            let (exhaustion, running_out) = field.forecast(config, point.series_id(), time, value);
-            if let Some(entity) = &state.entity {
-                let anomalous = (score >= MIN_ANOMALY_SCORE).then_some((score, "anomaly"));
-                let running_out = running_out.map(|risk| (risk, "exhaustion"));
-                for (risk, kind) in anomalous.into_iter().chain(running_out) {
-                    contributions.push(Contribution {
-                        region: state.region.clone(),
-                        entity: entity.clone(),
-                        time,
-                        risk,
-                        series: state.key.clone(),
-                        field: state.fields[slot].name.clone(),
-                        kind,
-                    });
-                }
+            let id = ids.value(row);
+            let entity_tag = &self.config.entity_tag;
+            self.series.entry(id).or_insert_with(|| SeriesState {
+                key: key.value(row).into(),
+                measurement: measurement.value(row).into(),
+                region: region.value(row).into(),
+                entity: tags(key.value(row)).into_iter().find(|(k, _)| k == entity_tag).map(|(_, v)| v.into()),
+                fields: Vec::new(),
+            });
+            self.score(id, name, starts.value(row), means.value(row));
+        }
+    }
+
+    /// Scores `value` of field `name` of series `id` (whose state exists) at `time`, if it is
+    /// configured and newer than the field's last value; events and risk signals follow.
+    fn score(&mut self, id: SeriesId, name: &str, time: i64, value: f64) {
+        let Self { config, series, rows, totals, contributions, open_anomalies, .. } = self;
+        if !config.fields.is_empty() && !config.fields.iter().any(|f| f == name) {
+            return;
+        }
+        let Some(state) = series.get_mut(&id) else { return };
+        let slot = match state.fields.iter().position(|f| *f.name == *name) {
+            Some(slot) => slot,
+            None => {
+                let capacity =
+                    config.limit_of(name).map(|limit| Capacity { limit, trend: Trend::default(), event: None });
+                state.fields.push(FieldState {
+                    name: name.into(),
+                    detector: Detector::default(),
+                    last_time: i64::MIN,
+                    event: None,
+                    capacity,
+                });
+                state.fields.len() - 1
             }
-            for change in anomaly.iter().chain(&exhaustion) {
+        };
+        let field = &mut state.fields[slot];
+        if time <= field.last_time {
+            return;
+        }
+        field.last_time = time;
+        let score = field.detector.score(time, value);
+        totals.scored += 1;
+        let anomaly = field.step(config, id, time, score, value);
+        let (exhaustion, running_out) = field.forecast(config, id, time, value);
+        if let Some(entity) = &state.entity {
+            let anomalous = (score >= MIN_ANOMALY_SCORE).then_some((score, "anomaly"));
+            let running_out = running_out.map(|risk| (risk, "exhaustion"));
+            for (risk, kind) in anomalous.into_iter().chain(running_out) {
+                contributions.push(Contribution {
+                    region: state.region.clone(),
+                    entity: entity.clone(),
+                    time,
+                    risk,
+                    series: state.key.clone(),
+                    field: state.fields[slot].name.clone(),
+                    kind,
+                });
+            }
+        }
+        for change in anomaly.iter().chain(&exhaustion) {
+            match change.what {
+                What::Opened => {
+                    totals.opened += 1;
+                    totals.open += 1;
+                }
+                What::Closed(_) => {
+                    totals.closed += 1;
+                    totals.open -= 1;
+                }
+                What::Updated(_) => {}
+            }
+            if change.kind == "anomaly" {
                 match change.what {
-                    What::Opened => {
-                        totals.opened += 1;
-                        totals.open += 1;
-                    }
-                    What::Closed(_) => {
-                        totals.closed += 1;
-                        totals.open -= 1;
-                    }
-                    What::Updated(_) => {}
-                }
-                if change.kind == "anomaly" {
-                    match change.what {
-                        What::Opened => open_anomalies.insert(point.series_id()),
-                        _ => open_anomalies.remove(&point.series_id()),
-                    };
-                }
-                rows.append(point.series_id(), state_info(state), &state.fields[slot].name, change);
+                    What::Opened => open_anomalies.insert(id),
+                    _ => open_anomalies.remove(&id),
+                };
             }
+            rows.append(id, state_info(state), &state.fields[slot].name, change);
         }
     }
 

@@ -5,15 +5,21 @@ use serde_json::{Map, Value};
 
 /// The tags of `series_key` as a JSON object text, e.g. `{"host":"a","region":"eu"}`.
 pub fn tags_json(series_key: &str) -> String {
-    let mut tags = Map::new();
+    let tags: Map<String, Value> = tags(series_key).into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    Value::Object(tags).to_string()
+}
+
+/// The tags of `series_key`, unescaped, in key order.
+pub fn tags(series_key: &str) -> Vec<(String, String)> {
+    let mut tags = Vec::new();
     let mut parts = split_unescaped(series_key, ',').into_iter();
     parts.next(); // the measurement
     for part in parts {
         let mut key_value = split_unescaped(&part, '=').into_iter();
         let (Some(key), Some(value)) = (key_value.next(), key_value.next()) else { continue };
-        tags.insert(unescape(&key), Value::String(unescape(&value)));
+        tags.push((unescape(&key), unescape(&value)));
     }
-    Value::Object(tags).to_string()
+    tags
 }
 
 /// `text` split at every `separator` not preceded by an escaping `\`; parts stay escaped.
