@@ -562,13 +562,14 @@ fn anomaly_events_reach_postgresql_and_the_predictions_api_once() {
     let rows = shards[0]
         .psql(
             "augur",
-            "SELECT state || '|' || field || '|' || entity || '|' || (end_time IS NOT NULL) FROM predictions",
+            "SELECT state || '|' || field || '|' || entity || '|' || (end_time IS NOT NULL) FROM predictions WHERE kind = 'anomaly'",
         )
         .unwrap();
     assert_eq!(rows.trim(), "closed|usage|web1|true", "one event, closed: {rows}");
 
     let server = AugurServer::start_in(&data, &["--config", config]);
-    let (status, reply) = http(server.http, "GET", "/api/v1/predictions?host=web1&since=now-24h&min_score=0.5", b"");
+    let (status, reply) =
+        http(server.http, "GET", "/api/v1/predictions?kind=anomaly&host=web1&since=now-24h&min_score=0.5", b"");
     assert_eq!(status, 200, "{reply}");
     let events: serde_json::Value = serde_json::from_str(&reply).unwrap();
     let events = events.as_array().unwrap();
@@ -578,6 +579,12 @@ fn anomaly_events_reach_postgresql_and_the_predictions_api_once() {
         (Some("closed"), Some("usage"), Some("eu"))
     );
     assert!(events[0]["peak_value"].as_f64().unwrap() > 80.0, "{reply}");
+    // The host's risk: one row per host, its latest change.
+    let (status, reply) = http(server.http, "GET", "/api/v1/predictions?kind=risk&host=web1", b"");
+    assert_eq!(status, 200, "{reply}");
+    let risk: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(risk.as_array().map(Vec::len), Some(1), "{reply}");
+    assert_eq!((risk[0]["field"].as_str(), risk[0]["peak_score"].as_f64()), (Some("usage"), Some(1.0)), "{reply}");
     let (status, _) = http(server.http, "GET", "/api/v1/predictions?host=web2", b"");
     assert_eq!(status, 200);
     let (status, reply) = http(server.http, "GET", "/api/v1/predictions?min_score=2", b"");

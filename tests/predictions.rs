@@ -44,9 +44,10 @@ fn a_spike_sent_over_http_becomes_one_event_in_parquet() {
         .into_iter()
         .filter(|p| p.to_string_lossy().contains("/predictions/region=eu/"))
         .collect();
-    let mut rows = Vec::new();
+    let (mut rows, mut risk_rows) = (Vec::new(), 0);
     for path in &files {
         for batch in read_parquet(path) {
+            let kind = column::<StringArray>(&batch, "kind");
             let (state, field, entity) = (
                 column::<StringArray>(&batch, "state"),
                 column::<StringArray>(&batch, "field"),
@@ -55,6 +56,11 @@ fn a_spike_sent_over_http_becomes_one_event_in_parquet() {
             let (end, peak) =
                 (column::<TimestampNanosecondArray>(&batch, "end"), column::<Float64Array>(&batch, "peak_value"));
             for i in 0..batch.num_rows() {
+                if kind.value(i) == "risk" {
+                    assert_eq!(entity.value(i), "web1");
+                    risk_rows += 1;
+                    continue;
+                }
                 rows.push((
                     state.value(i).to_owned(),
                     field.value(i).to_owned(),
@@ -70,6 +76,7 @@ fn a_spike_sent_over_http_becomes_one_event_in_parquet() {
     assert_eq!((rows[0].0.as_str(), rows[0].3), ("open", false));
     assert_eq!((rows[1].0.as_str(), rows[1].3), ("closed", true));
     assert!(rows.iter().all(|r| r.1 == "usage" && r.2 == "web1" && r.4 > 80.0), "{rows:?}");
+    assert!(risk_rows >= 1, "the host's risk change is written too");
 
     // The detectors come back from the last checkpoint: after a restart a new extreme is an event
     // at once (a fresh detector would still be warming up for 100 values).

@@ -230,6 +230,11 @@ impl PartitionTask {
             }
         }
         self.predictor.close_quiet(self.watermark.value());
+        let contributions = self.predictor.take_contributions();
+        if let Some(board) = &self.risk {
+            let changes = board.add(contributions, self.watermark.value());
+            self.predictor.record_risk(&changes);
+        }
         match self.predictor.finish() {
             Ok(Some(batch)) => {
                 if let Err(e) = self.sink.predictions(self.epoch, batch) {
@@ -238,10 +243,6 @@ impl PartitionTask {
             }
             Ok(None) => {}
             Err(e) => self.sink_failed(&e),
-        }
-        let contributions = self.predictor.take_contributions();
-        if let Some(board) = &self.risk {
-            board.add(contributions, self.watermark.value());
         }
         self.totals.predict = self.predictor.totals();
         self.totals.active_series = self.windows.active_series() as u64;

@@ -39,7 +39,7 @@
 //! | column | type | meaning |
 //! |---|---|---|
 //! | `event_id` | u64 | XXH3-64 of (series id, start, kind, field) |
-//! | `kind` | utf8 | `anomaly` or `exhaustion` |
+//! | `kind` | utf8 | `anomaly`, `exhaustion`, or `risk` (a host's risk change: one event per host, `peak_score` the risk) |
 //! | `series_id`, `series_key`, `measurement`, `region`, `field` | | as in rollups |
 //! | `entity` | utf8, nullable | the value of the entity tag (`host` by default) |
 //! | `start`, `end` | timestamp ns (UTC); `end` null while open | event time of the first score over the threshold; of the point that closed it |

@@ -127,8 +127,8 @@ fn minutes(nanos: i64) -> String {
     }
 }
 
-/// The earliest event (of `kind`, or any) on the failure's host that started at or after its
-/// onset, with the forecast of its latest row.
+/// The earliest event (of `kind`, or any but risk rows) on the failure's host that started at or
+/// after its onset, with the forecast of its latest row.
 fn first_event(failure: &Failure, predictions: &[RecordBatch], kind: Option<&str>) -> Option<Found> {
     let mut first: Option<(u64, Found)> = None;
     let mut latest_forecast = std::collections::HashMap::new();
@@ -146,6 +146,7 @@ fn first_event(failure: &Failure, predictions: &[RecordBatch], kind: Option<&str
             let hit = entity.is_valid(i)
                 && entity.value(i) == failure.host
                 && start.value(i) >= failure.onset
+                && kinds.value(i) != "risk"
                 && kind.is_none_or(|k| k == kinds.value(i));
             if !hit {
                 continue;

@@ -233,6 +233,29 @@ impl Predictor {
         }
     }
 
+    /// Records risk changes of hosts as `risk` rows: one event per host (its id from region and
+    /// host), updated with each change, `peak_score` the risk, `series`/`field` the signal.
+    pub fn record_risk(&mut self, changes: &[Contribution]) {
+        for c in changes {
+            let mut id = Vec::with_capacity(c.region.len() + c.entity.len() + 1);
+            id.extend_from_slice(c.region.as_bytes());
+            id.push(0);
+            id.extend_from_slice(c.entity.as_bytes());
+            let id = xxh3_64(&id);
+            let event = OpenEvent {
+                id,
+                start: c.time,
+                peak_time: c.time,
+                peak_score: c.risk,
+                peak_value: c.risk,
+                quiet_since: None,
+                forecast: None,
+            };
+            let info = (&*c.series, &*c.measurement, &*c.region, Some(&*c.entity));
+            self.rows.append(id, info, &c.field, &Change { kind: "risk", event, what: What::Updated(c.time) });
+        }
+    }
+
     /// Closes the anomaly events of fields that sent nothing for `cool-down` before `now` (event
     /// time, the partition's watermark): a host that crashed or went silent ends its events
     /// too, at its last value plus the cool-down.
@@ -399,6 +422,7 @@ impl Predictor {
                     time,
                     risk,
                     series: state.key.clone(),
+                    measurement: state.measurement.clone(),
                     field: state.fields[slot].name.clone(),
                     kind,
                 });

@@ -29,6 +29,8 @@ pub struct Contribution {
     pub risk: f64,
     /// Which series and field said so.
     pub series: Box<str>,
+    /// The series' measurement.
+    pub measurement: Box<str>,
     /// The field.
     pub field: Box<str>,
     /// `anomaly` or `exhaustion`.
@@ -56,7 +58,12 @@ pub struct RiskRow {
 struct Entry {
     /// The strongest contribution, as it was when it came.
     top: Contribution,
+    /// The risk last reported as a change, and when (it decays like any risk).
+    reported: (f64, i64),
 }
+
+/// A host's risk changes by at least this much before the change is reported to the stores.
+pub const REPORTED_CHANGE: f64 = 0.1;
 
 /// The risk of every entity seen, shared by the partitions.
 #[derive(Debug)]
@@ -79,12 +86,19 @@ impl RiskBoard {
     }
 
     fn decayed(&self, c: &Contribution, now: i64) -> f64 {
-        c.risk * 0.5f64.powf(now.saturating_sub(c.time).max(0) as f64 / self.half_life)
+        self.decay(c.risk, c.time, now)
+    }
+
+    fn decay(&self, risk: f64, since: i64, now: i64) -> f64 {
+        risk * 0.5f64.powf(now.saturating_sub(since).max(0) as f64 / self.half_life)
     }
 
     /// Takes a partition's contributions, and its event time (`now`, its watermark): the decay
-    /// runs to the newest event time of any partition.
-    pub fn add(&self, contributions: impl IntoIterator<Item = Contribution>, now: i64) {
+    /// runs to the newest event time of any partition. Returns the contributions that changed a
+    /// host's risk by at least [`REPORTED_CHANGE`] since it was last reported (a risk change to
+    /// write to the stores).
+    pub fn add(&self, contributions: impl IntoIterator<Item = Contribution>, now: i64) -> Vec<Contribution> {
+        let mut changes = Vec::new();
         let mut board = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         // Never past the wall clock: one host with a clock ahead must not fade every other.
         let wall = augur_storage::now_nanos();
@@ -92,14 +106,29 @@ impl RiskBoard {
         for c in contributions {
             board.latest = board.latest.max(c.time.min(wall));
             let latest = board.latest;
+            let decayed = self.decayed(&c, latest);
             match board.entities.get_mut(&(c.region.clone(), c.entity.clone())) {
-                Some(entry) if self.decayed(&entry.top, latest) >= self.decayed(&c, latest) => {}
-                Some(entry) => entry.top = c,
+                Some(entry) if self.decayed(&entry.top, latest) >= decayed => {}
+                Some(entry) => {
+                    let (reported, at) = entry.reported;
+                    if (decayed - self.decay(reported, at, latest)).abs() >= REPORTED_CHANGE {
+                        entry.reported = (decayed, latest);
+                        changes.push(c.clone());
+                    }
+                    entry.top = c;
+                }
                 None => {
-                    board.entities.insert((c.region.clone(), c.entity.clone()), Entry { top: c });
+                    let reported = if decayed >= REPORTED_CHANGE {
+                        changes.push(c.clone());
+                        (decayed, latest)
+                    } else {
+                        (0.0, latest)
+                    };
+                    board.entities.insert((c.region.clone(), c.entity.clone()), Entry { top: c, reported });
                 }
             }
         }
+        changes
     }
 
     /// The `n` riskiest entities (of `region`, or all), riskiest first, at the newest event time.
@@ -143,6 +172,7 @@ mod tests {
             time,
             risk,
             series: format!("cpu,host={entity}").into(),
+            measurement: "cpu".into(),
             field: "usage".into(),
             kind: "anomaly",
         }
@@ -151,19 +181,22 @@ mod tests {
     #[test]
     fn the_strongest_recent_signal_ranks_hosts_and_old_ones_fade() {
         let board = RiskBoard::new(HOUR);
-        board.add([signal("eu", "a", 0, 0.9), signal("eu", "b", 2 * HOUR, 0.6), signal("us", "c", 2 * HOUR, 0.8)], 0);
+        let changes = board
+            .add([signal("eu", "a", 0, 0.9), signal("eu", "b", 2 * HOUR, 0.6), signal("us", "c", 2 * HOUR, 0.8)], 0);
+        assert_eq!(changes.len(), 3, "a host's first risk is a change");
         let top = board.top(Some("eu"), 10);
         assert_eq!(top.iter().map(|r| r.entity.as_str()).collect::<Vec<_>>(), ["b", "a"], "a's 0.9 halved twice");
         assert!((top[1].risk - 0.225).abs() < 1e-9, "{top:?}");
         assert_eq!(board.top(None, 1)[0].entity, "c");
         // A weaker new signal does not lower a host's risk; a stronger one replaces it.
-        board.add([signal("eu", "b", 2 * HOUR, 0.3), signal("eu", "a", 2 * HOUR, 0.95)], 0);
+        let changes = board.add([signal("eu", "b", 2 * HOUR, 0.3), signal("eu", "a", 2 * HOUR, 0.95)], 0);
+        assert_eq!(changes.iter().map(|c| &*c.entity).collect::<Vec<_>>(), ["a"], "b's weaker signal changes nothing");
         let top = board.top(Some("eu"), 10);
         assert_eq!((top[0].entity.as_str(), top[0].risk), ("a", 0.95));
         assert_eq!((top[1].entity.as_str(), top[1].risk), ("b", 0.6));
         assert_eq!(board.count_at_least(0.5), 3);
         // Time passes in another partition: every host fades.
-        board.add([], 4 * HOUR);
+        assert!(board.add([], 4 * HOUR).is_empty(), "fading alone is not reported");
         assert!((board.top(Some("eu"), 1)[0].risk - 0.95 / 4.0).abs() < 1e-9);
     }
 }
