@@ -61,3 +61,71 @@ fn the_detector_keeps_its_score_on_the_development_set() {
     let standard = score(&files)[0].normalized;
     assert!(standard >= 69.1, "NAB standard score {standard:.2}");
 }
+
+#[test]
+fn predictions_do_not_depend_on_the_partition_count() {
+    use arrow_array::{Array, Float64Array, StringArray, TimestampNanosecondArray, UInt64Array};
+
+    use crate::harness::{config, Harness};
+
+    const MINUTE: i64 = 60_000_000_000;
+    // Ten hosts, each with a spike at its own time, and a disk filling on one of them.
+    let mut body = String::new();
+    for m in 0..600i64 {
+        for h in 0..10i64 {
+            let base = 40.0 + (((m + h) * 7919) % 11) as f64 * 0.3;
+            let usage = if (300 + 20 * h..304 + 20 * h).contains(&m) { base + 50.0 } else { base };
+            body.push_str(&format!(
+                "cpu,host=h{h},region=eu usage={usage},used_percent={} {}\n",
+                30.0 + m as f64 * 0.1 * h as f64,
+                m * MINUTE
+            ));
+        }
+    }
+    let events = |partitions: usize| {
+        let mut harness = Harness::new(partitions, &config(&[60_000_000_000], 10_000_000_000, i64::MAX / 4));
+        for chunk in body.lines().collect::<Vec<_>>().chunks(1000) {
+            harness.write(&(chunk.join("\n") + "\n"));
+            harness.tick(0);
+        }
+        harness.finish(0);
+        let mut rows: Vec<(u64, String, i64, String, u64)> = harness
+            .sink
+            .prediction_batches()
+            .iter()
+            .flat_map(|b| {
+                let id = b.column_by_name("event_id").unwrap().as_any().downcast_ref::<UInt64Array>().unwrap().clone();
+                let change =
+                    b.column_by_name("change").unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
+                let kind = b.column_by_name("kind").unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
+                let at = b
+                    .column_by_name("updated")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<TimestampNanosecondArray>()
+                    .unwrap()
+                    .clone();
+                let peak =
+                    b.column_by_name("peak_score").unwrap().as_any().downcast_ref::<Float64Array>().unwrap().clone();
+                (0..b.num_rows())
+                    .filter(|&i| kind.value(i) != "risk") // the risk board is shared: its order is not
+                    .map(|i| {
+                        (
+                            id.value(i),
+                            change.value(i).to_owned(),
+                            at.value(i),
+                            kind.value(i).to_owned(),
+                            peak.value(i).to_bits(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let one = events(1);
+    assert!(one.iter().filter(|r| r.1 == "opened" && r.3 == "anomaly").count() >= 10, "every host's spike: {one:?}");
+    assert!(one.iter().any(|r| r.3 == "exhaustion"), "a disk forecast");
+    assert_eq!(events(3), one, "the same events with 3 partitions");
+}
