@@ -1,5 +1,10 @@
-# Helpers of the side-by-side load scripts (sourced): the caller sets `augur`, `seconds`,
-# `loadgen_args` and `work`, and starts one server at a time with its pid in `pid`.
+# Helpers of the side-by-side load scripts (sourced): the caller sets `seconds`, `loadgen_args`
+# (empty: the default load below) and `name`, and starts one server at a time with its pid in
+# `pid`; this sets `augur` and a fresh `work` dir.
+[ ${#loadgen_args[@]} -eq 0 ] && loadgen_args=(--hosts 100000 --fields 8 --batch 5000 --connections 4)
+augur=target/release/augur
+[ -x "$augur" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+work=$(mktemp -d "/tmp/augur-$name.XXXXXX")
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT

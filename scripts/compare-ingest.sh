@@ -14,10 +14,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-20}"
 shift || true
 loadgen_args=("$@")
-[ ${#loadgen_args[@]} -eq 0 ] && loadgen_args=(--hosts 100000 --fields 8 --batch 5000 --connections 4)
-augur=target/release/augur
-[ -x "$augur" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-work=$(mktemp -d /tmp/augur-compare.XXXXXX)
+name=compare
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
 

@@ -11,6 +11,7 @@
 //! `open` row with the updated `forecast`; it closes when the time left exceeds 1.5 × `horizon`
 //! or the trend no longer heads for the limit.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -311,32 +312,30 @@ impl Predictor {
             !matches!(value, FieldValue::Boolean(_) | FieldValue::String(_))
                 && (config.fields.is_empty() || config.fields.iter().any(|f| f == name))
         };
-        // No state for a series with nothing to score.
-        if !self.series.contains_key(&point.series_id()) && !point.fields().any(|(name, value)| scored(name, &value)) {
-            return;
-        }
-        let Self { config, series, key_buffer, .. } = self;
-        series.entry(point.series_id()).or_insert_with(|| {
+        if let Entry::Vacant(vacant) = self.series.entry(point.series_id()) {
+            // No state for a series with nothing to score.
+            if !point.fields().any(|(name, value)| scored(name, &value)) {
+                return;
+            }
+            let key_buffer = &mut self.key_buffer;
             key_buffer.clear();
             canonical_key_into(point.measurement(), point.tags(), key_buffer);
             let entity = point.tags().find(|(k, _)| *k == config.entity_tag).map(|(_, v)| v.into());
-            SeriesState {
+            vacant.insert(SeriesState {
                 key: String::from_utf8_lossy(key_buffer).into(),
                 measurement: point.measurement().into(),
                 region: point.region().into(),
                 entity,
                 fields: Vec::new(),
-            }
-        });
-        for (name, value) in point.fields() {
-            let value = match value {
-                FieldValue::Float(v) => v,
-                FieldValue::Integer(v) => v as f64,
-                FieldValue::Unsigned(v) => v as f64,
-                FieldValue::Boolean(_) | FieldValue::String(_) => continue,
-            };
-            self.score(point.series_id(), name, point.time(), value);
+            });
         }
+        let numeric = point.fields().filter_map(|(name, value)| match value {
+            FieldValue::Float(v) => Some((name, v)),
+            FieldValue::Integer(v) => Some((name, v as f64)),
+            FieldValue::Unsigned(v) => Some((name, v as f64)),
+            FieldValue::Boolean(_) | FieldValue::String(_) => None,
+        });
+        self.score(point.series_id(), point.time(), numeric);
     }
 
     /// With `[predict] resolution`, scores the mean of every closed window of that resolution in
@@ -376,77 +375,80 @@ impl Predictor {
                 entity: tags(key.value(row)).into_iter().find(|(k, _)| k == entity_tag).map(|(_, v)| v.into()),
                 fields: Vec::new(),
             });
-            self.score(id, name, starts.value(row), means.value(row));
+            self.score(id, starts.value(row), [(name, means.value(row))]);
         }
     }
 
-    /// Scores `value` of field `name` of series `id` (whose state exists) at `time`, if it is
-    /// configured and newer than the field's last value; events and risk signals follow.
-    fn score(&mut self, id: SeriesId, name: &str, time: i64, value: f64) {
+    /// Scores the `values` (field name, value) of series `id` (whose state exists) at `time`:
+    /// each configured field newer than its last value; events and risk signals follow. The
+    /// series is looked up once for all of them.
+    fn score<'a>(&mut self, id: SeriesId, time: i64, values: impl IntoIterator<Item = (&'a str, f64)>) {
         let Self { config, series, rows, totals, contributions, open_anomalies, .. } = self;
-        if !config.fields.is_empty() && !config.fields.iter().any(|f| f == name) {
-            return;
-        }
         let Some(state) = series.get_mut(&id) else { return };
-        let slot = match state.fields.iter().position(|f| *f.name == *name) {
-            Some(slot) => slot,
-            None => {
-                let capacity =
-                    config.limit_of(name).map(|limit| Capacity { limit, trend: Trend::default(), event: None });
-                state.fields.push(FieldState {
-                    name: name.into(),
-                    detector: Detector::default(),
-                    last_time: i64::MIN,
-                    event: None,
-                    capacity,
-                });
-                state.fields.len() - 1
+        for (name, value) in values {
+            if !config.fields.is_empty() && !config.fields.iter().any(|f| f == name) {
+                continue;
             }
-        };
-        let field = &mut state.fields[slot];
-        if time <= field.last_time {
-            return;
-        }
-        field.last_time = time;
-        let score = field.detector.score(time, value);
-        totals.scored += 1;
-        let anomaly = field.step(config, id, time, score, value);
-        let (exhaustion, running_out) = field.forecast(config, id, time, value);
-        if let Some(entity) = &state.entity {
-            let anomalous = (score >= MIN_ANOMALY_SCORE).then_some((score, "anomaly"));
-            let running_out = running_out.map(|risk| (risk, "exhaustion"));
-            for (risk, kind) in anomalous.into_iter().chain(running_out) {
-                contributions.push(Contribution {
-                    region: state.region.clone(),
-                    entity: entity.clone(),
-                    time,
-                    risk,
-                    series: state.key.clone(),
-                    measurement: state.measurement.clone(),
-                    field: state.fields[slot].name.clone(),
-                    kind,
-                });
-            }
-        }
-        for change in anomaly.iter().chain(&exhaustion) {
-            match change.what {
-                What::Opened => {
-                    totals.opened += 1;
-                    totals.open += 1;
+            let slot = match state.fields.iter().position(|f| *f.name == *name) {
+                Some(slot) => slot,
+                None => {
+                    let capacity =
+                        config.limit_of(name).map(|limit| Capacity { limit, trend: Trend::default(), event: None });
+                    state.fields.push(FieldState {
+                        name: name.into(),
+                        detector: Detector::default(),
+                        last_time: i64::MIN,
+                        event: None,
+                        capacity,
+                    });
+                    state.fields.len() - 1
                 }
-                What::Closed(_) => {
-                    totals.closed += 1;
-                    totals.open -= 1;
-                }
-                What::Updated(_) => {}
+            };
+            let field = &mut state.fields[slot];
+            if time <= field.last_time {
+                continue;
             }
-            if change.kind == "anomaly" {
+            field.last_time = time;
+            let score = field.detector.score(time, value);
+            totals.scored += 1;
+            let anomaly = field.step(config, id, time, score, value);
+            let (exhaustion, running_out) = field.forecast(config, id, time, value);
+            if let Some(entity) = &state.entity {
+                let anomalous = (score >= MIN_ANOMALY_SCORE).then_some((score, "anomaly"));
+                let running_out = running_out.map(|risk| (risk, "exhaustion"));
+                for (risk, kind) in anomalous.into_iter().chain(running_out) {
+                    contributions.push(Contribution {
+                        region: state.region.clone(),
+                        entity: entity.clone(),
+                        time,
+                        risk,
+                        series: state.key.clone(),
+                        measurement: state.measurement.clone(),
+                        field: state.fields[slot].name.clone(),
+                        kind,
+                    });
+                }
+            }
+            for change in anomaly.iter().chain(&exhaustion) {
                 match change.what {
-                    What::Opened => open_anomalies.insert(id),
-                    _ => open_anomalies.remove(&id),
-                };
+                    What::Opened => {
+                        totals.opened += 1;
+                        totals.open += 1;
+                    }
+                    What::Closed(_) => {
+                        totals.closed += 1;
+                        totals.open -= 1;
+                    }
+                    What::Updated(_) => {}
+                }
+                if change.kind == "anomaly" {
+                    match change.what {
+                        What::Opened => open_anomalies.insert(id),
+                        _ => open_anomalies.remove(&id),
+                    };
+                }
+                rows.append(id, state_info(state), &state.fields[slot].name, change);
             }
-            rows.append(id, state_info(state), &state.fields[slot].name, change);
         }
     }
 
