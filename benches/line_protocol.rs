@@ -9,6 +9,7 @@ use std::sync::Arc;
 use augur_engine::loadgen::tsbs::Fleet;
 use augur_ingest::config::ModelConfig;
 use augur_ingest::line_protocol::Parser;
+use augur_ingest::write::LinePolicy;
 use augur_ingest::{Precision, Router, Writer};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 
@@ -56,7 +57,7 @@ fn parse_and_route(c: &mut Criterion) {
     let writer = Writer::new(Arc::new(router), &ModelConfig::default(), pool);
     let mut group = c.benchmark_group("parse_and_route");
     bytes_and_values(&mut group, &body, values, |body| {
-        let mut parsed = writer.parse(body, Precision::Nanoseconds, 0, 1, usize::MAX);
+        let mut parsed = writer.parse(body, Precision::Nanoseconds, 0, (1, usize::MAX), LinePolicy::All);
         writer.admit(&mut parsed).unwrap();
         for receiver in &receivers {
             while receiver.try_recv().is_some() {}

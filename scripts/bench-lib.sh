@@ -6,6 +6,8 @@ augur=target/release/augur
 [ -x "$augur" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 work=$(mktemp -d "/tmp/augur-$name.XXXXXX")
 pid=""
+# The servers listen on loopback for this script's load only; a caller may still set it to true.
+export AUGUR_AUTH__ENABLED="${AUGUR_AUTH__ENABLED:-false}"
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 

@@ -27,6 +27,16 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   fi
 fi
 
+step "headless Chromium (the status-page test loads the page in a real browser)"
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }
+  else
+    echo "headless Chromium is needed: apt-get install -y chromium" >&2
+    exit 1
+  fi
+fi
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

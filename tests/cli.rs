@@ -30,7 +30,11 @@ fn serve_ingests_http_and_tcp_and_drains_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(metric(&text, "augur_ingest_points_accepted_total"), Some(4), "{text}");
-    assert_eq!(metric(&text, "augur_ingest_lines_invalid_total"), Some(1), "{text}");
+    assert_eq!(
+        metric(&text, "augur_ingest_lines_rejected_total{protocol=\"http\",reason=\"invalid\"}"),
+        Some(1),
+        "{text}"
+    );
     assert_eq!(text.matches("augur_router_points_total{partition=").count(), 3, "{text}");
     assert!(metric(&text, "augur_parquet_buffered_bytes").is_some(), "the Parquet sink reports: {text}");
     assert_eq!(metric(&text, "augur_parquet_write_errors_total"), Some(0), "{text}");
@@ -67,27 +71,29 @@ fn loadgen_reports_acknowledged_writes_as_json() {
         assert_eq!(report["values_total"].as_u64().unwrap(), points * 10);
     }
     // The counters balance once the last TCP chunk is through: every parsed point was accepted
-    // or shed, and the pipelines processed every accepted point.
+    // or shed, the pipelines processed every accepted point, each one either aggregated or late,
+    // and every accepted point is written to raw Parquet or still on its way (queued in a
+    // partition, buffered for Parquet).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, text) = http(server.http, "GET", "/metrics", b"");
-        let accepted = metric(&text, "augur_ingest_points_accepted_total").unwrap();
-        let parsed = metric(&text, "augur_ingest_points_parsed_total").unwrap();
-        let shed = metric(&text, "augur_ingest_points_shed_total").unwrap();
-        let processed: u64 = text
-            .lines()
-            .filter(|l| l.starts_with("augur_pipeline_points_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
-        let sum = |prefix: &str| -> u64 {
-            text.lines()
-                .filter(|l| l.starts_with(prefix))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .sum()
-        };
+        let sum = |name: &str| metric(&text, name).unwrap_or_else(|| panic!("{name} missing:\n{text}"));
+        let (accepted, parsed, shed) = (
+            sum("augur_ingest_points_accepted_total"),
+            sum("augur_ingest_points_parsed_total"),
+            sum("augur_ingest_points_shed_total"),
+        );
+        let processed = sum("augur_pipeline_points_total");
         let (aggregated, late) =
-            (sum("augur_pipeline_aggregated_points_total{"), sum("augur_pipeline_late_points_total{"));
-        if accepted > 0 && parsed == accepted + shed && processed == accepted && aggregated + late == processed {
+            (sum("augur_pipeline_aggregated_points_total"), sum("augur_pipeline_late_points_total"));
+        let in_flight = sum("augur_router_queue_points") + sum("augur_parquet_buffered_raw_rows");
+        let written = sum("augur_parquet_raw_rows_written_total");
+        if accepted > 0
+            && parsed == accepted + shed
+            && processed == accepted
+            && aggregated + late == processed
+            && written + in_flight == accepted
+        {
             break;
         }
         assert!(Instant::now() < deadline, "counters do not balance: processed {processed}\n{text}");
@@ -110,10 +116,13 @@ fn loadgen_fails_clearly_when_nothing_listens() {
 fn check_config_lists_every_problem() {
     let dir = TempDir::new("config");
     let good = dir.0.join("good.toml");
-    std::fs::write(&good, "[router]\npartitions = 4\n[http]\naddr = \"127.0.0.1:9999\"\n").unwrap();
+    let token = "[[auth.tokens]]\nname = \"fleet\"\ntoken = \"fleet-secret-0123456789\"\nscopes = [\"write\"]\n";
+    std::fs::write(&good, format!("[router]\npartitions = 4\n[http]\naddr = \"127.0.0.1:9999\"\n{token}")).unwrap();
     let out = Command::new(augur_binary()).args(["check-config"]).arg(&good).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("partitions = 4"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("partitions = 4"), "{stdout}");
+    assert!(stdout.contains("<redacted>") && !stdout.contains("fleet-secret"), "tokens are never shown: {stdout}");
 
     let bad = dir.0.join("bad.toml");
     std::fs::write(&bad, "[model]\nregion-tag = \"\"\n[tcp]\nmax-line-bytes = 1\n").unwrap();
@@ -121,6 +130,7 @@ fn check_config_lists_every_problem() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("model.region-tag") && stderr.contains("tcp.max-line-bytes"), "{stderr}");
+    assert!(stderr.contains("auth is on and no token is configured"), "{stderr}");
 
     let unknown = dir.0.join("unknown.toml");
     std::fs::write(&unknown, "[http]\nadress = \"x\"\n").unwrap();

@@ -133,6 +133,7 @@ fn a_read_only_data_dir_is_a_clear_start_error_and_keeps_what_was_stored() {
     let output = Command::new(augur_binary())
         .args(["serve", "--http-addr", "127.0.0.1:0", "--tcp-addr", "127.0.0.1:0", "--config", &config, "--data-dir"])
         .arg(&disk.0)
+        .env("AUGUR_AUTH__ENABLED", "false")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use augur_ingest::config::{HttpConfig, ModelConfig, RouterConfig, TcpConfig, WalConfig};
+use augur_ingest::config::{AuthConfig, HttpConfig, LimitsConfig, ModelConfig, RouterConfig, TcpConfig, WalConfig};
 use augur_storage::parquet::ParquetConfig;
 use augur_storage::postgres::PostgresConfig;
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,10 @@ pub struct Config {
     pub postgres: PostgresConfig,
     /// `[predict]`: anomaly scores and events.
     pub predict: PredictConfig,
+    /// `[auth]`: tokens and their scopes.
+    pub auth: AuthConfig,
+    /// `[limits]`: per-tenant rates and new-series budgets.
+    pub limits: LimitsConfig,
 }
 
 /// `[server]`.
@@ -242,6 +246,13 @@ impl Config {
         }
         problems.extend(self.parquet.validate());
         problems.extend(self.postgres.validate());
+        problems.extend(self.auth.validate());
+        if self.auth.enabled && !self.tcp.addr.ip().is_loopback() {
+            problems.push(format!(
+                "tcp.addr = {} is beyond loopback, and TCP line protocol carries no credentials: bind it to 127.0.0.1 (HTTP takes tokens) or set auth.enabled = false",
+                self.tcp.addr
+            ));
+        }
         if self.server.data_dir.as_os_str().is_empty() {
             problems.push("server.data-dir must not be empty".into());
         }
@@ -276,11 +287,23 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_valid_and_loopback() {
-        let config = Config::load(None, env(&[])).unwrap();
-        config.validate().unwrap();
+    fn defaults_are_loopback_and_valid_once_a_token_is_given() {
+        let mut config = Config::load(None, env(&[])).unwrap();
+        let Err(ConfigError::Invalid(problems)) = config.validate() else { panic!("auth is on by default") };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("auth is on and no token is configured"), "{problems:?}");
         assert!(config.http.addr.ip().is_loopback());
         assert!(config.tcp.addr.ip().is_loopback());
+        config.auth.tokens.push(augur_ingest::config::TokenConfig {
+            name: "ops".into(),
+            token: "0123456789abcdef".into(),
+            scopes: vec![augur_ingest::config::Scope::Admin],
+            tenant: None,
+        });
+        config.validate().unwrap();
+        config.tcp.addr = ([0, 0, 0, 0], 8094).into();
+        let Err(ConfigError::Invalid(problems)) = config.validate() else { panic!("TCP beyond loopback with auth") };
+        assert!(problems[0].contains("TCP line protocol carries no credentials"), "{problems:?}");
     }
 
     #[test]
@@ -316,6 +339,7 @@ mod tests {
     #[test]
     fn validation_lists_every_problem() {
         let mut config = Config::default();
+        config.auth.enabled = false;
         config.model.region_tag.clear();
         config.http.max_body_bytes = 1;
         config.engine.tick = Duration::ZERO;

@@ -37,6 +37,8 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     config.server.data_dir = std::env::temp_dir().join(format!("augur-demo-{stamp}-{}", std::process::id()));
     config.http.addr = ([127, 0, 0, 1], 0).into();
     config.tcp.addr = ([127, 0, 0, 1], 0).into();
+    // Loopback only, and the demo's own load generator is the only client.
+    config.auth.enabled = false;
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("creating {}", config.server.data_dir.display()))?;
 

@@ -17,7 +17,9 @@
 //! - [`api`]: the query API over the hot tier (`/api/v1/series`, `rollups`, `latest`).
 //! - [`clock`]: the wall clock, injected so tests control time.
 //! - [`lock`]: one process per data dir.
-//! - [`metrics`]: `GET /metrics` in the Prometheus text format.
+//! - [`ops`]: the operations endpoints: `/metrics`, `/api/v1/partitions`, `/api/v1/status`, the
+//!   status page; `augur partitions`.
+//! - [`metrics`]: the text `GET /metrics` serves, in the Prometheus format.
 //! - [`loadgen`]: `augur loadgen`, the TSBS-shaped load generator.
 //! - [`local_postgres`]: throwaway PostgreSQL servers for the demo and the tests.
 //! - [`demo`]: `augur demo`, the one-command tour.
@@ -32,6 +34,7 @@ pub mod loadgen;
 pub mod local_postgres;
 pub mod lock;
 pub mod metrics;
+pub mod ops;
 pub mod pipeline;
 pub mod predict;
 pub mod raw;

@@ -70,6 +70,9 @@ pub struct LoadgenOptions {
     /// Compress bodies with gzip (HTTP only).
     #[arg(long)]
     pub gzip: bool,
+    /// A token with the `write` scope, sent as `Authorization: Token …` (or set AUGUR_TOKEN).
+    #[arg(long, env = "AUGUR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Print one JSON object with the results on the last line.
     #[arg(long)]
     pub json: bool,
@@ -88,6 +91,7 @@ impl Default for LoadgenOptions {
             duration: Duration::from_secs(30),
             rate: 0,
             gzip: false,
+            token: None,
             json: false,
         }
     }
@@ -200,6 +204,8 @@ struct ConnectionResult {
     values: u64,
     requests: u64,
     errors: u64,
+    /// 401 or 403: the run stops.
+    auth_refused: Option<u16>,
 }
 
 /// Runs the load as `options` say, updating `live` as acknowledgements arrive.
@@ -233,6 +239,10 @@ pub async fn run(options: &LoadgenOptions, live: Arc<Live>) -> anyhow::Result<Re
         total.values += result.values;
         total.requests += result.requests;
         total.errors += result.errors;
+        total.auth_refused = total.auth_refused.or(result.auth_refused);
+    }
+    if let Some(status) = total.auth_refused {
+        bail!("the server answered {status} to the credentials: pass a token with the write scope (--token or AUGUR_TOKEN)");
     }
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     total.latencies_us.sort_unstable();
@@ -263,7 +273,7 @@ pub async fn run(options: &LoadgenOptions, live: Arc<Live>) -> anyhow::Result<Re
 
 async fn connect(options: &LoadgenOptions, target: &Target) -> std::io::Result<Sender> {
     match options.protocol {
-        Protocol::Http => Sender::http(target.addr, &target.path, options.gzip).await,
+        Protocol::Http => Sender::http(target.addr, &target.path, options.gzip, options.token.as_deref()).await,
         Protocol::Tcp => Sender::tcp(target.addr).await,
     }
 }
@@ -321,6 +331,11 @@ async fn drive(
                 result.points += options.batch as u64;
                 result.values += values_per_batch;
                 live.points.fetch_add(options.batch as u64, Ordering::Relaxed);
+            }
+            Ok(Ack::Refused(status @ (401 | 403))) => {
+                // Sending more cannot help: the credentials are wrong.
+                result.auth_refused = Some(status);
+                break;
             }
             Ok(Ack::Refused(status)) => {
                 result.errors += 1;

@@ -1,4 +1,4 @@
-//! The `augur` binary: `serve`, `demo`, `loadgen`, `check-config`.
+//! The `augur` binary: `serve`, `demo`, `loadgen`, `partitions`, `compact`, `check-config`, `eval`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +30,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines look on stderr: `pretty` for people, `json` (one object per line) for log
+    /// collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,6 +54,15 @@ enum Command {
     },
     /// Drive TSBS-shaped load at a server and report throughput and latency.
     Loadgen(LoadgenOptions),
+    /// Show a running server's partitions: load, queues, active series, late points and skew.
+    Partitions {
+        /// The server.
+        #[arg(long, default_value = "http://127.0.0.1:8086")]
+        url: String,
+        /// A token with the `admin` scope (or set AUGUR_TOKEN).
+        #[arg(long, env = "AUGUR_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Merge the small Parquet files of each partition folder (run while no server uses the dir).
     Compact(CompactArgs),
     /// Check a config file (with environment overrides) and print the result.
@@ -108,7 +127,7 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command) {
+    match run(cli.command, cli.log_format) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("augur: {error:#}");
@@ -117,7 +136,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn run(command: Command, format: LogFormat) -> anyhow::Result<()> {
+    let init_logging = |default: &str| init_logging(default, format);
     match command {
         Command::Serve(args) => {
             init_logging("info");
@@ -135,6 +155,12 @@ fn run(command: Command) -> anyhow::Result<()> {
                 report.print(options.json);
                 Ok(())
             })
+        }
+        Command::Partitions { url, token } => {
+            init_logging("warn");
+            let table = runtime()?.block_on(augur_engine::ops::client::run(&url, token.as_deref()))?;
+            print!("{table}");
+            Ok(())
         }
         Command::Compact(args) => {
             init_logging("info");
@@ -177,6 +203,8 @@ fn compact(args: &CompactArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.data_dir {
         config.server.data_dir.clone_from(dir);
     }
+    // Compaction serves no one: the tokens a server needs are not this command's business.
+    config.auth.enabled = false;
     config.validate()?;
     let _lock = DataDirLock::acquire(&config.server.data_dir)?;
     let encoder =
@@ -198,6 +226,7 @@ fn compact(args: &CompactArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let _lock = DataDirLock::acquire(&config.server.data_dir)?;
     let recovered = Recovered::open(&config)?;
     let stores = Stores::open(&config, &tokio::runtime::Handle::current(), Vec::new(), recovered.committed())?;
@@ -224,8 +253,26 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+}
+
+/// Raises this process's open-file limit to its hard limit: every client connection is a file
+/// descriptor, and the usual soft limit of 1024 would refuse connections long before
+/// `http.max-connections`.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

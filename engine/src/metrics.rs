@@ -7,16 +7,15 @@ use std::sync::atomic::Ordering;
 
 use std::sync::Arc;
 
+use augur_ingest::histogram::HistogramSnapshot;
 use augur_ingest::wal::group::GroupStats;
-use augur_ingest::{PartitionStats, Writer};
+use augur_ingest::write::WriteStats;
+use augur_ingest::PartitionStats;
 use augur_storage::exposition::{header, sample};
-use augur_storage::sink::Sink;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
 
 use crate::checkpoint::CheckpointStats;
-use crate::pipeline::{PartitionTotals, PipelineStats};
-use crate::predict::risk::RiskBoard;
+use crate::ops::Ops;
+use crate::pipeline::PartitionTotals;
 use crate::recovery::RecoveryStats;
 
 /// The counters of the write-ahead log, the checkpoints and the last recovery.
@@ -82,50 +81,82 @@ impl Durability {
             header(out, name, kind, help);
             sample(out, name, &[], value.load(Ordering::Relaxed));
         }
+        let name = "augur_wal_commit_duration_seconds";
+        header(out, name, "histogram", "Time of each log commit: its write and, with fsync, its fsync.");
+        histogram(out, name, &[], &log.commit_seconds.snapshot());
     }
+}
+
+/// Appends a histogram's `_bucket`, `_sum` and `_count` samples, each with `labels`.
+pub(crate) fn histogram(out: &mut String, name: &str, labels: &[(&str, &str)], snapshot: &HistogramSnapshot) {
+    let bucket = format!("{name}_bucket");
+    let les = snapshot.buckets.iter().map(|(bound, count)| (bound.to_string(), *count));
+    for (le, count) in les.chain(std::iter::once(("+Inf".to_owned(), snapshot.count))) {
+        let mut with_le = labels.to_vec();
+        with_le.push(("le", &le));
+        sample(out, &bucket, &with_le, count);
+    }
+    sample(out, &format!("{name}_sum"), labels, snapshot.sum_seconds);
+    sample(out, &format!("{name}_count"), labels, snapshot.count);
 }
 
 /// Reads one counter of a partition's router side.
 type ReadPartition = fn(&PartitionStats) -> u64;
 /// Reads one counter of a partition's pipeline.
 type ReadTotals = fn(&PartitionTotals) -> u64;
+/// Reads one counter of a protocol's writer.
+type ReadWrites = fn(&WriteStats) -> u64;
 
 /// Renders every metric.
-pub fn render(
-    writer: &Writer,
-    pipelines: &PipelineStats,
-    durability: &Durability,
-    risk: &RiskBoard,
-    sink: &dyn Sink,
-) -> Response {
+pub fn render(ops: &Ops) -> String {
     let mut out = String::new();
-    let ingest = writer.stats();
-    let counters = [
-        ("augur_ingest_points_parsed_total", "Points parsed from well-formed lines.", &ingest.points_parsed),
-        (
-            "augur_ingest_points_accepted_total",
-            "Points admitted into partitions (acknowledged).",
-            &ingest.points_accepted,
-        ),
-        ("augur_ingest_values_accepted_total", "Field values admitted into partitions.", &ingest.values_accepted),
-        ("augur_ingest_lines_invalid_total", "Lines rejected as malformed.", &ingest.lines_invalid),
+    let per_protocol: [(&str, &str, ReadWrites); 6] = [
+        ("augur_ingest_points_parsed_total", "Points parsed from well-formed lines, per protocol.", |s| {
+            s.points_parsed.load(Ordering::Relaxed)
+        }),
+        ("augur_ingest_points_accepted_total", "Points admitted into partitions (acknowledged), per protocol.", |s| {
+            s.points_accepted.load(Ordering::Relaxed)
+        }),
+        ("augur_ingest_values_accepted_total", "Field values admitted into partitions, per protocol.", |s| {
+            s.values_accepted.load(Ordering::Relaxed)
+        }),
         (
             "augur_ingest_points_shed_total",
-            "Points refused with 503 because a partition was full.",
-            &ingest.points_shed,
+            "Points refused with 503 because a partition was full, per protocol.",
+            |s| s.points_shed.load(Ordering::Relaxed),
         ),
-        ("augur_ingest_bytes_total", "Bytes of line protocol received (decompressed).", &ingest.bytes_in),
+        ("augur_ingest_bytes_total", "Bytes of line protocol received (decompressed), per protocol.", |s| {
+            s.bytes_in.load(Ordering::Relaxed)
+        }),
         (
             "augur_ingest_log_errors_total",
-            "Requests the write-ahead log refused (full, disk error).",
-            &ingest.log_errors,
+            "Requests the write-ahead log refused (full, disk error), per protocol.",
+            |s| s.log_errors.load(Ordering::Relaxed),
         ),
     ];
-    for (name, help, value) in counters {
+    for (name, help, read) in per_protocol {
         header(&mut out, name, "counter", help);
-        sample(&mut out, name, &[], value.load(Ordering::Relaxed));
+        for (protocol, writer) in &ops.writers {
+            sample(&mut out, name, &[("protocol", protocol)], read(writer.stats()));
+        }
     }
+    let name = "augur_ingest_lines_rejected_total";
+    header(&mut out, name, "counter", "Lines rejected, per protocol and reason (invalid, series_limit).");
+    for (protocol, writer) in &ops.writers {
+        let s = writer.stats();
+        for (reason, n) in [("invalid", &s.lines_invalid), ("series_limit", &s.lines_series_limited)] {
+            sample(&mut out, name, &[("protocol", protocol), ("reason", reason)], n.load(Ordering::Relaxed));
+        }
+    }
+    let name = "augur_ingest_requests_rejected_total";
+    header(&mut out, name, "counter", "HTTP requests refused before parsing, per reason (auth, rate_limit).");
+    let rate_limited: u64 =
+        ops.writers.iter().map(|(_, w)| w.stats().requests_rate_limited.load(Ordering::Relaxed)).sum();
+    sample(&mut out, name, &[("reason", "auth")], ops.auth.refused());
+    sample(&mut out, name, &[("reason", "rate_limit")], rate_limited);
+    ops.requests.render(&mut out);
 
+    let writer = &ops.writers[0].1;
     let partitions = writer.router().stats();
     let per_partition: [(&str, &str, &str, ReadPartition); 5] = [
         ("augur_router_points_total", "Points admitted per partition.", "counter", |s| {
@@ -151,7 +182,7 @@ pub fn render(
         }
     }
 
-    let totals = pipelines.snapshot();
+    let totals = ops.pipelines.snapshot();
     let per_pipeline: [(&str, &str, &str, ReadTotals); 12] = [
         ("augur_pipeline_points_total", "Points processed per partition.", "counter", |t| t.points),
         ("augur_pipeline_aggregated_points_total", "Points added to windows per partition.", "counter", |t| {
@@ -197,12 +228,30 @@ pub fn render(
         }
     }
 
+    let name = "augur_pipeline_emit_lag_seconds";
+    header(
+        &mut out,
+        name,
+        "gauge",
+        "Wall clock minus the watermark per partition (how far emitted windows trail now).",
+    );
+    let now = augur_ingest::point::now_nanos();
+    for (partition, t) in totals.iter().enumerate() {
+        if t.watermark != i64::MIN {
+            sample(
+                &mut out,
+                name,
+                &[("partition", &partition.to_string())],
+                now.saturating_sub(t.watermark) as f64 / 1e9,
+            );
+        }
+    }
+
     let name = "augur_predict_hosts_at_risk";
     header(&mut out, name, "gauge", "Hosts whose failure risk is at least 0.5.");
-    sample(&mut out, name, &[], risk.count_at_least(0.5) as u64);
+    sample(&mut out, name, &[], ops.risk.count_at_least(0.5) as u64);
 
-    durability.render(&mut out);
-    sink.render_metrics(&mut out);
-
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    ops.durability.render(&mut out);
+    ops.sink.render_metrics(&mut out);
+    out
 }

@@ -225,6 +225,7 @@ mod tests {
 
     use arrow_array::{Array, Float64Array, Int64Array, StringArray, TimestampNanosecondArray};
     use augur_ingest::config::ModelConfig;
+    use augur_ingest::write::LinePolicy;
     use augur_ingest::{Precision, Router, Writer};
 
     use super::*;
@@ -235,7 +236,7 @@ mod tests {
         let model =
             ModelConfig { max_future: std::time::Duration::from_secs(u32::MAX.into()), ..ModelConfig::default() };
         let writer = Writer::new(Arc::new(router), &model, pool);
-        let mut parsed = writer.parse(body.as_bytes(), Precision::Nanoseconds, 0, 1, usize::MAX);
+        let mut parsed = writer.parse(body.as_bytes(), Precision::Nanoseconds, 0, (1, usize::MAX), LinePolicy::All);
         assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
         writer.admit(&mut parsed).unwrap();
         receivers[0].try_recv().into_iter().collect()

@@ -9,6 +9,7 @@ use anyhow::Context;
 use augur_ingest::router::Rejected;
 use augur_ingest::wal::write_record::{self, WriteRecord};
 use augur_ingest::wal::{Record, Wal, WalOptions};
+use augur_ingest::write::LinePolicy;
 use augur_ingest::Writer;
 use augur_storage::durable::TEMP_PREFIX;
 use augur_storage::sink::Epoch;
@@ -134,7 +135,13 @@ pub fn replay(writer: &Writer, records: Vec<Record>, stats: &RecoveryStats) -> a
         // As it was parsed live: the receive time stamps lines without a timestamp and bounds
         // max-future, and the line limit rejects the same lines.
         let max_line_bytes = usize::try_from(write.max_line_bytes).unwrap_or(usize::MAX);
-        let mut parsed = writer.parse(&write.body, write.precision, write.received_at, 1, max_line_bytes);
+        let mut parsed = writer.parse(
+            &write.body,
+            write.precision,
+            write.received_at,
+            (1, max_line_bytes),
+            LinePolicy::Skip(&write.refused),
+        );
         loop {
             match writer.admit(&mut parsed) {
                 Ok(()) => break,

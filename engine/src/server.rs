@@ -6,22 +6,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use augur_ingest::auth::{require, Auth};
+use augur_ingest::config::Scope;
 use augur_ingest::http::HttpState;
+use augur_ingest::limits::Limits;
 use augur_ingest::shutdown::{shutdown_channel, ShutdownTrigger};
 use augur_ingest::wal::group::GroupCommit;
 use augur_ingest::{Router, Writer};
 use augur_storage::postgres::HotQuery;
 use augur_storage::sink::Sink;
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::api;
 use crate::checkpoint::{self, Checkpointer};
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::metrics::{self, Durability};
+use crate::metrics::Durability;
+use crate::ops::{self, Ops};
 use crate::pipeline::{Partitions, PipelineStats, Pipelines};
 use crate::predict::risk::RiskBoard;
 use crate::recovery::{self, Recovered};
@@ -148,29 +151,43 @@ impl Server {
             .with_context(|| format!("binding the TCP listener to {}", config.tcp.addr))?;
         let (http_addr, tcp_addr) = (http.local_addr()?, tcp.local_addr()?);
 
-        let stopping_sink = sink.clone();
+        let beyond_loopback = !http_addr.ip().is_loopback() || !tcp_addr.ip().is_loopback();
+        if !config.auth.enabled && beyond_loopback {
+            warn!(%http_addr, %tcp_addr, "Authentication is off (auth.enabled = false) and a listener is reachable beyond loopback: anyone who can connect may write, read and operate this server.");
+        }
+        let auth = Arc::new(Auth::new(&config.auth));
+        let limits = Arc::new(Limits::new(&config.limits));
+        let (http_writer, tcp_writer) = (writer.with_own_stats(), writer.with_own_stats());
         let (trigger, shutdown) = shutdown_channel();
-        let resolutions = config.pipeline().resolutions;
-        let app = augur_ingest::http::routes(HttpState::new(writer.clone(), config.http.clone()))
-            .route(
-                "/metrics",
-                get({
-                    let (writer, stats, risk) = (writer.clone(), pipelines.stats().clone(), risk.clone());
-                    move || async move { metrics::render(&writer, &stats, &durability, &risk, sink.as_ref()) }
-                }),
-            )
-            .merge(api::routes(hot, resolutions))
-            .merge(api::risk_routes(risk));
+        let ops = Ops {
+            writers: vec![("http", http_writer.clone()), ("tcp", tcp_writer.clone()), ("replay", writer.clone())],
+            pipelines: pipelines.stats().clone(),
+            durability,
+            risk: risk.clone(),
+            sink: sink.clone(),
+            meter: Arc::default(),
+            requests: Arc::default(),
+            auth: auth.clone(),
+            started: std::time::Instant::now(),
+        };
+        let meter = tokio::spawn(meter_loop(ops.clone(), shutdown.clone()));
+        let reads = api::routes(hot, config.pipeline().resolutions).merge(api::risk_routes(risk));
+        let app =
+            augur_ingest::http::routes(HttpState::new(http_writer, config.http.clone(), auth.clone(), limits.clone()))
+                .merge(require(reads, auth.clone(), Scope::Read))
+                .merge(require(ops::routes(ops.clone()), auth, Scope::Admin))
+                .layer(axum::middleware::from_fn_with_state(ops.requests.clone(), ops::requests::record));
         let http_config = config.http.clone();
         let listeners = vec![
             tokio::spawn({
                 let shutdown = shutdown.clone();
                 async move { augur_ingest::http::serve(http, app, &http_config, shutdown).await }
             }),
-            tokio::spawn(augur_ingest::tcp::serve(tcp, writer.clone(), config.tcp.clone(), shutdown)),
+            tokio::spawn(augur_ingest::tcp::serve(tcp, tcp_writer, config.tcp.clone(), limits, shutdown)),
+            meter,
         ];
         info!(%http_addr, %tcp_addr, partitions, threads, "Augur is listening.");
-        Ok(Self { http_addr, tcp_addr, trigger, listeners, pipelines, writer, checkpointer, sink: stopping_sink })
+        Ok(Self { http_addr, tcp_addr, trigger, listeners, pipelines, writer, checkpointer, sink })
     }
 
     /// The bound HTTP address (useful with port 0).
@@ -238,5 +255,16 @@ impl Server {
         }
         checkpointed?;
         Ok(Summary { partitions: stats.snapshot(), router })
+    }
+}
+
+/// Samples the counters for the rates of `/api/v1/partitions` and the status page, until shutdown.
+async fn meter_loop(ops: Ops, mut shutdown: augur_ingest::shutdown::Shutdown) {
+    let mut every = tokio::time::interval(ops::meter::EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => ops.meter.sample(&ops.writers, &ops.pipelines),
+            () = shutdown.wait() => return,
+        }
     }
 }

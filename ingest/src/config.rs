@@ -180,6 +180,126 @@ impl Default for TcpConfig {
     }
 }
 
+/// What a token may do. `admin` implies `read` and `write`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// The write endpoints.
+    Write,
+    /// The query API.
+    Read,
+    /// Operations: `/metrics`, `/api/v1/partitions`, `/api/v1/status`, the status page; and the rest.
+    Admin,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Write => "write",
+            Self::Read => "read",
+            Self::Admin => "admin",
+        })
+    }
+}
+
+/// `[auth]`: who may write, read and operate.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuthConfig {
+    /// On unless set to `false`; then every client may do everything (a warning at start when a
+    /// listener is bound beyond loopback).
+    pub enabled: bool,
+    /// The tokens (`[[auth.tokens]]`).
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { enabled: true, tokens: Vec::new() }
+    }
+}
+
+/// Shortest accepted token: a guessable token is no protection.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// One `[[auth.tokens]]` entry.
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TokenConfig {
+    /// A name for logs and errors (the token itself is never shown).
+    pub name: String,
+    /// The secret clients send.
+    #[serde(serialize_with = "redacted")]
+    pub token: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// The account its limits count against (default: its name). Tokens of one tenant share them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .field("tenant", &self.tenant)
+            .finish()
+    }
+}
+
+fn redacted<S: serde::Serializer>(_: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str("<redacted>")
+}
+
+impl AuthConfig {
+    /// Every problem of this section.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.enabled && self.tokens.is_empty() {
+            problems.push(
+                "auth is on and no token is configured: add [[auth.tokens]] entries (name, token, scopes), or set auth.enabled = false to let every client in".into(),
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut secrets = std::collections::HashSet::new();
+        for token in &self.tokens {
+            if token.name.is_empty() {
+                problems.push("auth.tokens: a token has an empty name".into());
+            } else if !names.insert(&token.name) {
+                problems.push(format!("auth.tokens: the name `{}` is used twice", token.name));
+            }
+            if token.token.len() < MIN_TOKEN_BYTES {
+                problems.push(format!(
+                    "auth.tokens `{}`: the token is shorter than {MIN_TOKEN_BYTES} characters",
+                    token.name
+                ));
+            } else if !secrets.insert(&token.token) {
+                problems.push(format!("auth.tokens `{}`: the same token is configured twice", token.name));
+            }
+            if token.scopes.is_empty() {
+                problems.push(format!("auth.tokens `{}`: no scopes (use write, read, admin)", token.name));
+            }
+        }
+        problems
+    }
+}
+
+/// `[limits]`: how much one tenant (a token's tenant, or a client address with auth off) may do.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LimitsConfig {
+    /// Points per second a tenant may write on average; 0 is no limit. Over it: 429 with
+    /// `Retry-After` (HTTP), or reads pause (TCP).
+    pub points_per_second: u64,
+    /// Points a tenant may write at once above the rate; 0 means one second's worth.
+    pub burst_points: u64,
+    /// New series a tenant may create per hour; 0 is no limit. Lines of further new series are
+    /// rejected (400, named by line); lines of known series are stored.
+    pub new_series_per_hour: u64,
+}
+
 /// Reports every problem of the ingest configuration, each prefixed with its key.
 pub fn validate(model: &ModelConfig, router: &RouterConfig, http: &HttpConfig, tcp: &TcpConfig) -> Vec<String> {
     let mut problems = Vec::new();

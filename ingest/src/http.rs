@@ -9,14 +9,16 @@ mod write;
 
 use std::sync::Arc;
 
+use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::debug;
 
-use crate::config::HttpConfig;
+use crate::auth::{self, Auth};
+use crate::config::{HttpConfig, Scope};
+use crate::limits::Limits;
 use crate::listener::accept_loop;
 use crate::shutdown::Shutdown;
 use crate::write::Writer;
@@ -31,31 +33,36 @@ pub struct HttpState {
     /// Bytes of request bodies held in memory, in KiB permits: bounds ingest memory under any
     /// number of concurrent writers.
     inflight: Arc<Semaphore>,
+    auth: Arc<Auth>,
+    limits: Arc<Limits>,
 }
 
 impl HttpState {
-    /// State for the handlers.
-    pub fn new(writer: Writer, config: HttpConfig) -> Self {
+    /// State for the handlers: writes go to `writer` once `auth` let them in and within `limits`.
+    pub fn new(writer: Writer, config: HttpConfig, auth: Arc<Auth>, limits: Arc<Limits>) -> Self {
         let inflight_kib = usize::try_from(config.max_inflight_bytes / 1024).unwrap_or(usize::MAX);
         Self {
             writer,
             inflight: Arc::new(Semaphore::new(inflight_kib.min(Semaphore::MAX_PERMITS))),
             config: Arc::new(config),
+            auth,
+            limits,
         }
     }
 }
 
-/// The ingest endpoints: `POST /write`, `POST /api/v2/write`, `GET /health`, `GET /ping`, plus
-/// JSON 404 and 405 replies.
+/// The ingest endpoints: `POST /write`, `POST /api/v2/write` (with the `write` scope),
+/// `GET /health`, `GET /ping` (open to all), plus JSON 404 and 405 replies.
 pub fn routes(state: HttpState) -> axum::Router {
-    axum::Router::new()
+    let writes = axum::Router::new()
         .route("/write", post(write::write_v1))
         .route("/api/v2/write", post(write::write_v2))
+        .with_state(state.clone());
+    auth::require(writes, state.auth.clone(), Scope::Write)
         .route("/health", get(reply::health))
         .route("/ping", get(reply::ping).head(reply::ping))
         .fallback(reply::not_found)
         .method_not_allowed_fallback(reply::method_not_allowed)
-        .with_state(state)
 }
 
 /// Serves `app` on `listener` until `shutdown`, then lets requests in flight finish.
@@ -63,7 +70,14 @@ pub async fn serve(listener: TcpListener, app: axum::Router, config: &HttpConfig
     let header_read_timeout = config.header_read_timeout;
     accept_loop(listener, "http", config.max_connections, shutdown, |stream, peer, mut shutdown| {
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // The client's address travels with each request, as axum's `ConnectInfo`: anonymous
+        // clients are rate-limited by it, and refusals are logged with it.
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let mut app = app.clone();
+            async move { tower::Service::call(&mut app, request).await }
+        });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
         async move {

@@ -6,8 +6,11 @@
 //! engine owns the receiving ends.
 //!
 //! # Layout
-//! - [`config`]: the `[model]`, `[router]`, `[http]` and `[tcp]` sections and their validation.
+//! - [`config`]: the `[model]`, `[router]`, `[http]`, `[tcp]`, `[auth]` and `[limits]` sections
+//!   and their validation.
 //! - [`http`]: the HTTP listener: `/write`, `/api/v2/write`, `/health`, `/ping`.
+//! - [`auth`]: tokens and scopes, read from the credentials InfluxDB clients and browsers send.
+//! - [`limits`]: per-tenant rate limits and new-series budgets.
 //! - [`tcp`]: the newline-delimited TCP listener.
 //! - `listener`: the accept loop both share: connection cap, accept errors, orderly stop.
 //! - [`mod@write`]: parse a body into per-partition batches, then admit them.
@@ -16,12 +19,16 @@
 //! - [`series`]: canonical series keys and stable series ids.
 //! - [`batch`]: `PointBatch`, the columnar unit that travels through the channels.
 //! - [`router`]: jump-hash placement, partition channels, all-or-nothing admission.
+//! - [`histogram`]: latency histograms for `/metrics` (requests, log commits).
 //! - [`wal`]: the write-ahead log: segments, group commit, recovery, checkpoints.
 //! - [`shutdown`]: the shutdown signal every long-lived task listens to.
 
+pub mod auth;
 pub mod batch;
 pub mod config;
+pub mod histogram;
 pub mod http;
+pub mod limits;
 pub mod line_protocol;
 mod listener;
 pub mod point;

@@ -87,6 +87,8 @@ pub enum Reason {
     LineTooLong(usize),
     #[error("{0} longer than the limit of {1} bytes (it names a directory of the Parquet tree)")]
     NameTooLong(&'static str, usize),
+    #[error(transparent)]
+    SeriesLimit(#[from] crate::limits::SeriesLimited),
 }
 
 /// A byte for an error message: the character if it is printable ASCII, else its value.

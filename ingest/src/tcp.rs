@@ -5,6 +5,7 @@
 //! until the batch is admitted, so backpressure reaches the sender through TCP flow control.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,12 +14,14 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
+use crate::auth::Principal;
 use crate::config::TcpConfig;
+use crate::limits::Limits;
 use crate::line_protocol::{LineError, Reason};
 use crate::listener::accept_loop;
 use crate::point::{now_nanos, Precision};
 use crate::shutdown::Shutdown;
-use crate::write::{ParsedBody, Writer};
+use crate::write::{LinePolicy, ParsedBody, Writer};
 
 /// Least time between two logs of bad lines from one connection.
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -28,11 +31,12 @@ const READ_CHUNK: usize = 64 << 10;
 const MAX_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves line protocol on `listener` until `shutdown`, then lets connections finish what they
-/// received.
-pub async fn serve(listener: TcpListener, writer: Writer, config: TcpConfig, shutdown: Shutdown) {
+/// received. TCP carries no credentials: a client is anonymous, rate-limited by its address, and
+/// its new series count against the anonymous tenant `""`.
+pub async fn serve(listener: TcpListener, writer: Writer, config: TcpConfig, limits: Arc<Limits>, shutdown: Shutdown) {
     let config = Arc::new(config);
     accept_loop(listener, "tcp", config.max_connections, shutdown, |stream, peer, shutdown| {
-        let connection = Connection::new(writer.clone(), config.clone(), peer.to_string());
+        let connection = Connection::new(writer.clone(), config.clone(), limits.clone(), peer);
         async move {
             if let Err(error) = connection.run(stream, shutdown).await {
                 debug!(%peer, %error, "TCP connection ended with an error.");
@@ -45,6 +49,8 @@ pub async fn serve(listener: TcpListener, writer: Writer, config: TcpConfig, shu
 struct Connection {
     writer: Writer,
     config: Arc<TcpConfig>,
+    limits: Arc<Limits>,
+    principal: Principal,
     peer: String,
     /// Number of the next line to arrive on this connection.
     next_line: usize,
@@ -54,8 +60,18 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(writer: Writer, config: Arc<TcpConfig>, peer: String) -> Self {
-        Self { writer, config, peer, next_line: 1, bad_lines: 0, unlogged_bad_lines: 0, last_log: None }
+    fn new(writer: Writer, config: Arc<TcpConfig>, limits: Arc<Limits>, peer: SocketAddr) -> Self {
+        Self {
+            writer,
+            config,
+            limits,
+            principal: Principal::anonymous(Some(peer)),
+            peer: peer.to_string(),
+            next_line: 1,
+            bad_lines: 0,
+            unlogged_bad_lines: 0,
+            last_log: None,
+        }
     }
 
     async fn run(mut self, mut stream: TcpStream, mut shutdown: Shutdown) -> io::Result<()> {
@@ -135,6 +151,16 @@ impl Connection {
     /// when the engine is shutting down (or the log stopped) and nothing more can be taken: lines
     /// that wait at shutdown are dropped (TCP has no acknowledgement to take back).
     async fn ingest(&mut self, lines: bytes::Bytes, shutdown: &Shutdown) -> bool {
+        // Over the rate, stop reading until the debt is paid: TCP flow control slows the sender.
+        if let Some(rate) = &self.limits.rate {
+            while let Err(limited) = rate.check(self.principal.rate_key()) {
+                let mut shutdown = shutdown.clone();
+                tokio::select! {
+                    () = tokio::time::sleep(limited.wait) => {}
+                    () = shutdown.wait() => return false,
+                }
+            }
+        }
         let now = now_nanos();
         let first_line = self.next_line;
         let mut parsed = self.parse(lines.clone(), now, first_line).await;
@@ -145,7 +171,12 @@ impl Connection {
         let mut backoff = Duration::from_millis(1);
         loop {
             match self.writer.store(&mut parsed).await {
-                Ok(()) => return true,
+                Ok(()) => {
+                    if let Some(rate) = &self.limits.rate {
+                        rate.charge(self.principal.rate_key(), parsed.points);
+                    }
+                    return true;
+                }
                 Err(error) if error.is_retryable() && !shutdown.is_triggered() => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -164,7 +195,13 @@ impl Connection {
 
     async fn parse(&self, lines: bytes::Bytes, now: i64, first_line: usize) -> ParsedBody {
         let (writer, max_line_bytes) = (self.writer.clone(), self.config.max_line_bytes);
-        self.writer.run_cpu(move || writer.parse(&lines, Precision::Nanoseconds, now, first_line, max_line_bytes)).await
+        let tenant = self.limits.series.as_ref().map(|budget| budget.tenant(&self.principal.tenant));
+        self.writer
+            .run_cpu(move || {
+                let policy = tenant.as_deref().map_or(LinePolicy::All, LinePolicy::Tenant);
+                writer.parse(&lines, Precision::Nanoseconds, now, (first_line, max_line_bytes), policy)
+            })
+            .await
     }
 
     /// Counts bad lines and logs them, at most once per [`LOG_EVERY`].

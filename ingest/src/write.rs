@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::batch::{PointBatch, RegionRule};
 use crate::config::ModelConfig;
+use crate::limits::TenantSeries;
 use crate::line_protocol::{Escaped, LineError, ParsedLine, Parser, Reason};
 use crate::point::{now_nanos, Precision};
 use crate::router::{Rejected, Router};
@@ -26,6 +27,18 @@ pub const MAX_PARTITION_VALUE_BYTES: usize = 80;
 
 /// How many bad lines a reply names; the rest are only counted.
 pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// What decides, beside the syntax, whether a well-formed line is stored.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum LinePolicy<'a> {
+    /// Every well-formed line.
+    #[default]
+    All,
+    /// Lines of series the tenant knows or may still create (`limits.new-series-per-hour`).
+    Tenant(&'a TenantSeries),
+    /// A replay: every well-formed line except these, which a policy refused when received.
+    Skip(&'a [u64]),
+}
 
 /// A body parsed into batches, not yet admitted.
 #[derive(Debug, Default)]
@@ -100,6 +113,10 @@ pub struct WriteStats {
     pub bytes_in: AtomicU64,
     /// Requests the write-ahead log refused (full, disk error, stopped).
     pub log_errors: AtomicU64,
+    /// HTTP requests refused with 429 (over the tenant's rate).
+    pub requests_rate_limited: AtomicU64,
+    /// Lines refused because their series was new and over the tenant's budget.
+    pub lines_series_limited: AtomicU64,
     /// When a log error was last logged (ns).
     last_log_error: AtomicI64,
 }
@@ -129,6 +146,12 @@ impl Writer {
         self
     }
 
+    /// This writer with counters of its own, so `/metrics` can tell protocols apart.
+    #[must_use]
+    pub fn with_own_stats(&self) -> Self {
+        Self { stats: Arc::default(), ..self.clone() }
+    }
+
     /// The router.
     pub fn router(&self) -> &Arc<Router> {
         &self.router
@@ -140,14 +163,15 @@ impl Writer {
     }
 
     /// Parses `body` into one batch per partition. Lines without a timestamp get `now` (ns);
-    /// `first_line` numbers the first line; lines longer than `max_line_bytes` are rejected.
+    /// `first_line` numbers the first line; lines longer than `max_line_bytes` are rejected, and
+    /// well-formed lines `policy` refuses.
     pub fn parse(
         &self,
         body: &[u8],
         precision: Precision,
         now: i64,
-        first_line: usize,
-        max_line_bytes: usize,
+        (first_line, max_line_bytes): (usize, usize),
+        policy: LinePolicy<'_>,
     ) -> ParsedBody {
         let partitions = self.router.partitions();
         let mut by_partition: Vec<PointBatch> = (0..partitions).map(|_| PointBatch::new()).collect();
@@ -155,6 +179,12 @@ impl Writer {
         let mut hasher = SeriesHasher::default();
         let mut parser =
             Parser::new(body, precision, now, first_line).max_line_bytes(max_line_bytes).max_future(self.max_future);
+        // Lines a policy refused: the log records them, so a replay skips exactly these.
+        let mut refused = Vec::new();
+        let mut skip = match policy {
+            LinePolicy::Skip(lines) => lines,
+            _ => &[],
+        };
         while let Some(result) = parser.next() {
             match result {
                 Ok(line) => {
@@ -162,7 +192,21 @@ impl Writer {
                         out.record_error(error);
                         continue;
                     }
+                    let number = line.line() as u64;
+                    while skip.first().is_some_and(|&s| s < number) {
+                        skip = &skip[1..];
+                    }
+                    if skip.first() == Some(&number) {
+                        continue;
+                    }
                     let series = hasher.id_of(&line);
+                    if let LinePolicy::Tenant(tenant) = policy {
+                        if let Err(limited) = tenant.admit(series) {
+                            out.record_error(LineError { line: line.line(), column: 1, reason: limited.into() });
+                            refused.push(number);
+                            continue;
+                        }
+                    }
                     let batch = &mut by_partition[self.router.partition_of(series)];
                     batch.push_line(&line, series, &self.regions);
                 }
@@ -175,11 +219,12 @@ impl Writer {
         out.values = out.batches.iter().map(|(_, b)| b.value_count()).sum();
         if self.log.is_some() && out.points > 0 {
             // The whole body is logged, bad lines too: parsing it again gives the same good lines.
-            out.record = Some(WriteRecord::encode(precision, now, max_line_bytes as u64, body));
+            out.record = Some(WriteRecord::encode(precision, now, max_line_bytes as u64, &refused, body));
         }
         self.stats.bytes_in.fetch_add(body.len() as u64, Ordering::Relaxed);
         self.stats.points_parsed.fetch_add(out.points as u64, Ordering::Relaxed);
-        self.stats.lines_invalid.fetch_add(out.error_count as u64, Ordering::Relaxed);
+        self.stats.lines_invalid.fetch_add((out.error_count - refused.len()) as u64, Ordering::Relaxed);
+        self.stats.lines_series_limited.fetch_add(refused.len() as u64, Ordering::Relaxed);
         out
     }
 

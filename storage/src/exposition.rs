@@ -10,7 +10,7 @@ pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Appends one sample: `name{label="value",...} value`, label values escaped.
-pub fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: u64) {
+pub fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
     out.push_str(name);
     if !labels.is_empty() {
         out.push('{');

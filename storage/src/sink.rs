@@ -88,6 +88,24 @@ pub trait Sink: Send + Sync {
 
     /// Appends this sink's counters to `out` in the Prometheus text format (nothing by default).
     fn render_metrics(&self, _out: &mut String) {}
+
+    /// The health of the hot tier's shards (none by default), for the status page.
+    fn shards(&self) -> Vec<ShardHealth> {
+        Vec::new()
+    }
+}
+
+/// One hot-tier shard as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ShardHealth {
+    /// The shard's name.
+    pub shard: String,
+    /// Whether its circuit breaker is open (the shard is failing; batches go to the spool).
+    pub breaker_open: bool,
+    /// Batches waiting in its spool.
+    pub spool_batches: u64,
+    /// Rollup rows committed to it.
+    pub rows_written_total: u64,
 }
 
 /// Hands every batch to each of several sinks (the demo keeps rollups in memory and writes
@@ -143,6 +161,10 @@ impl Sink for FanOut {
 
     fn render_metrics(&self, out: &mut String) {
         self.0.iter().for_each(|s| s.render_metrics(out));
+    }
+
+    fn shards(&self) -> Vec<ShardHealth> {
+        self.0.iter().flat_map(|s| s.shards()).collect()
     }
 }
 

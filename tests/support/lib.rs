@@ -74,22 +74,37 @@ impl AugurServer {
     /// As [`AugurServer::start`], with environment variables set for the server.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = TempDir::new("serve");
-        Self::spawn(dir.0.clone(), Some(dir), extra, env)
+        Self::spawn(dir.0.clone(), Some(dir), extra, env, Stdio::inherit())
+    }
+
+    /// As [`AugurServer::start_with_env`], its log (stderr) going to the file `log`.
+    pub fn start_logging_to(extra: &[&str], env: &[(&str, &str)], log: &std::path::Path) -> Self {
+        let dir = TempDir::new("serve");
+        let file = std::fs::File::create(log).expect("create the log file");
+        Self::spawn(dir.0.clone(), Some(dir), extra, env, Stdio::from(file))
     }
 
     /// Starts `augur serve` on an existing data dir (a restart), which the caller owns.
     pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Self {
-        Self::spawn(data_dir.to_owned(), None, extra, &[])
+        Self::spawn(data_dir.to_owned(), None, extra, &[], Stdio::inherit())
     }
 
-    fn spawn(data_dir: PathBuf, owned_dir: Option<TempDir>, extra: &[&str], env: &[(&str, &str)]) -> Self {
+    fn spawn(
+        data_dir: PathBuf,
+        owned_dir: Option<TempDir>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Self {
         let mut child = Command::new(augur_binary())
             .args(["serve", "--http-addr", "127.0.0.1:0", "--tcp-addr", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .args(extra)
+            // Most tests are about data, not access: auth is off unless a test turns it on.
+            .env("AUGUR_AUTH__ENABLED", "false")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn augur serve");
         let stdout = child.stdout.take().expect("stdout");
@@ -155,10 +170,16 @@ impl Drop for AugurServer {
 
 /// One HTTP/1.1 request on a fresh connection; returns the status and body.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    http_with(addr, method, path, &[], body)
+}
+
+/// As [`http`], with extra header lines (`("Authorization", "Token …")`).
+pub fn http_with(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).expect("send head");
@@ -170,9 +191,20 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, St
     (status, body.to_owned())
 }
 
-/// The value of an unlabelled metric in a `/metrics` text.
+/// A metric in a `/metrics` text: `name` summed over all its labels, or with labels
+/// (`name{shard="shard-0"}`) that one sample. `None` when absent.
 pub fn metric(text: &str, name: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((key, value)) = line.rsplit_once(' ') else { continue };
+        let matches =
+            key == name || (!name.contains('{') && key.strip_prefix(name).is_some_and(|r| r.starts_with('{')));
+        if matches {
+            let value = value.trim().parse::<f64>().ok()? as u64;
+            found = Some(found.unwrap_or(0) + value);
+        }
+    }
+    found
 }
 
 /// Line protocol turned into `PointBatch`es through the real parser and router, as the pipelines
@@ -202,7 +234,13 @@ impl Batcher {
     /// # Panics
     /// On a bad line: benchmark input is generated, so that is a bug.
     pub fn batch(&self, body: &[u8]) -> augur_ingest::PointBatch {
-        let mut parsed = self.writer.parse(body, augur_ingest::Precision::Nanoseconds, 0, 1, usize::MAX);
+        let mut parsed = self.writer.parse(
+            body,
+            augur_ingest::Precision::Nanoseconds,
+            0,
+            (1, usize::MAX),
+            augur_ingest::write::LinePolicy::All,
+        );
         assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
         self.writer.admit(&mut parsed).expect("an unbounded partition admits everything");
         self.receiver.try_recv().expect("the batch just admitted")

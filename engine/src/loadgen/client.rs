@@ -32,6 +32,8 @@ pub enum Sender {
         path: String,
         /// Whether bodies are gzip.
         gzip: bool,
+        /// `Authorization` header value, if any.
+        authorization: Option<String>,
     },
     /// TCP: a batch counts as delivered once written; the protocol has no acknowledgement.
     Tcp(TcpStream),
@@ -42,13 +44,14 @@ impl Sender {
     ///
     /// # Errors
     /// When the connection or handshake fails.
-    pub async fn http(addr: SocketAddr, path: &str, gzip: bool) -> std::io::Result<Self> {
+    pub async fn http(addr: SocketAddr, path: &str, gzip: bool, token: Option<&str>) -> std::io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (request, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
         tokio::spawn(connection);
-        Ok(Self::Http { request, host: addr.to_string(), path: path.to_owned(), gzip })
+        let authorization = token.map(|t| format!("Token {t}"));
+        Ok(Self::Http { request, host: addr.to_string(), path: path.to_owned(), gzip, authorization })
     }
 
     /// Connects over TCP.
@@ -67,12 +70,15 @@ impl Sender {
     /// When the connection fails; the caller reconnects.
     pub async fn send(&mut self, body: Bytes) -> std::io::Result<Ack> {
         match self {
-            Self::Http { request, host, path, gzip } => {
+            Self::Http { request, host, path, gzip, authorization } => {
                 let mut builder = hyper::Request::post(path.as_str())
                     .header(hyper::header::HOST, host.as_str())
                     .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8");
                 if *gzip {
                     builder = builder.header(hyper::header::CONTENT_ENCODING, "gzip");
+                }
+                if let Some(authorization) = authorization {
+                    builder = builder.header(hyper::header::AUTHORIZATION, authorization.as_str());
                 }
                 let req = builder.body(Full::new(body)).map_err(std::io::Error::other)?;
                 request.ready().await.map_err(std::io::Error::other)?;

@@ -58,7 +58,13 @@ impl Harness {
     /// Parses and admits one body of line protocol (ns timestamps); every line must be good.
     pub(crate) fn write(&self, body: &str) {
         let writer = self.writer.as_ref().expect("still writing");
-        let mut parsed = writer.parse(body.as_bytes(), Precision::Nanoseconds, 0, 1, usize::MAX);
+        let mut parsed = writer.parse(
+            body.as_bytes(),
+            Precision::Nanoseconds,
+            0,
+            (1, usize::MAX),
+            augur_ingest::write::LinePolicy::All,
+        );
         assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
         writer.admit(&mut parsed).unwrap();
     }

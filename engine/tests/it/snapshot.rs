@@ -41,7 +41,13 @@ impl State {
     }
 
     fn feed(&mut self, writer: &Writer, body: &str) {
-        let parsed = writer.parse(body.as_bytes(), Precision::Nanoseconds, 0, 1, usize::MAX);
+        let parsed = writer.parse(
+            body.as_bytes(),
+            Precision::Nanoseconds,
+            0,
+            (1, usize::MAX),
+            augur_ingest::write::LinePolicy::All,
+        );
         assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
         for (_, batch) in &parsed.batches {
             for point in batch.iter() {

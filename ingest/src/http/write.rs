@@ -1,7 +1,10 @@
 //! `POST /write` (InfluxDB v1) and `POST /api/v2/write` (v2).
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,8 +14,10 @@ use serde_json::json;
 use super::body::{self, BodyError, Charge};
 use super::reply::{error_response, unavailable, ApiError};
 use super::HttpState;
+use crate::auth::Principal;
+use crate::limits::RateLimited;
 use crate::point::{now_nanos, Precision};
-use crate::write::{ParsedBody, StoreError};
+use crate::write::{LinePolicy, ParsedBody, StoreError};
 
 /// Query parameters of `/write`. `db`, `rp`, `u`, `p` and `consistency` are accepted and not used
 /// (Augur has one keyspace; the region tag partitions it).
@@ -29,26 +34,28 @@ pub(super) struct V2Params {
 
 pub(super) async fn write_v1(
     State(state): State<HttpState>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(params): Query<V1Params>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     match params.precision.as_deref().map(|p| (p, Precision::from_v1(p))) {
-        None => write(state, Precision::Nanoseconds, headers, body).await,
-        Some((_, Some(precision))) => write(state, precision, headers, body).await,
+        None => write(state, principal, Precision::Nanoseconds, headers, body).await,
+        Some((_, Some(precision))) => write(state, principal, precision, headers, body).await,
         Some((p, None)) => bad_precision(p, "n, u, ms, s, m, h"),
     }
 }
 
 pub(super) async fn write_v2(
     State(state): State<HttpState>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(params): Query<V2Params>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     match params.precision.as_deref().map(|p| (p, Precision::from_v2(p))) {
-        None => write(state, Precision::Nanoseconds, headers, body).await,
-        Some((_, Some(precision))) => write(state, precision, headers, body).await,
+        None => write(state, principal, Precision::Nanoseconds, headers, body).await,
+        Some((_, Some(precision))) => write(state, principal, precision, headers, body).await,
         Some((p, None)) => bad_precision(p, "ns, us, ms, s"),
     }
 }
@@ -95,8 +102,21 @@ fn is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
     }
 }
 
-async fn write(state: HttpState, precision: Precision, headers: HeaderMap, body: Body) -> Response {
+async fn write(
+    state: HttpState,
+    principal: Arc<Principal>,
+    precision: Precision,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let now = now_nanos();
+    // Before reading the body: a client over its rate costs us as little as possible.
+    if let Some(rate) = &state.limits.rate {
+        if let Err(limited) = rate.check(principal.rate_key()) {
+            state.writer.stats().requests_rate_limited.fetch_add(1, Ordering::Relaxed);
+            return rate_limited(&limited);
+        }
+    }
     if let Err(error) = content_type_ok(&headers) {
         return error.into_response();
     }
@@ -120,14 +140,16 @@ async fn write(state: HttpState, precision: Precision, headers: HeaderMap, body:
         Err(error) => return body_error(error),
     };
     let writer = state.writer.clone();
+    let tenant = state.limits.series.as_ref().map(|budget| budget.tenant(&principal.tenant));
     let parsed = state
         .writer
         .run_cpu(move || {
+            let policy = tenant.as_deref().map_or(LinePolicy::All, LinePolicy::Tenant);
             let parsed = if gzip {
                 let text = body::gunzip(&raw, limit, &mut charge)?;
-                writer.parse(&text, precision, now, 1, usize::MAX)
+                writer.parse(&text, precision, now, (1, usize::MAX), policy)
             } else {
-                writer.parse(&raw, precision, now, 1, usize::MAX)
+                writer.parse(&raw, precision, now, (1, usize::MAX), policy)
             };
             drop(charge);
             Ok::<_, BodyError>(parsed)
@@ -137,7 +159,11 @@ async fn write(state: HttpState, precision: Precision, headers: HeaderMap, body:
         Ok(parsed) => parsed,
         Err(error) => return body_error(error),
     };
-    match state.writer.store(&mut parsed).await {
+    let stored = state.writer.store(&mut parsed).await;
+    if let (Ok(()), Some(rate)) = (&stored, &state.limits.rate) {
+        rate.charge(principal.rate_key(), parsed.points);
+    }
+    match stored {
         Ok(()) if parsed.error_count == 0 => StatusCode::NO_CONTENT.into_response(),
         Ok(()) => partial_write(&parsed),
         Err(error) => {
@@ -177,6 +203,14 @@ fn partial_write(parsed: &ParsedBody) -> Response {
         "errors": errors,
     });
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+/// 429 with `Retry-After` in whole seconds (at least 1, as the header cannot say less).
+fn rate_limited(limited: &RateLimited) -> Response {
+    let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, "too many requests", limited.to_string());
+    let seconds = limited.wait.as_secs() + u64::from(limited.wait.subsec_nanos() > 0);
+    response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds.max(1)));
+    response
 }
 
 fn body_error(error: BodyError) -> Response {

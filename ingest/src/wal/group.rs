@@ -30,6 +30,8 @@ pub struct GroupStats {
     pub records: AtomicU64,
     /// Bytes of the log now.
     pub bytes: AtomicU64,
+    /// How long each commit's write and fsync took.
+    pub commit_seconds: crate::histogram::Histogram,
 }
 
 /// Answers an append on the commit thread: its sequence once committed, or why not.
@@ -181,8 +183,10 @@ fn commit(wal: &mut Wal, waiting: &mut Vec<(u64, Done)>, stats: &GroupStats) {
     if waiting.is_empty() {
         return;
     }
+    let started = std::time::Instant::now();
     let result = wal.commit();
     if result.is_ok() {
+        stats.commit_seconds.observe(started.elapsed());
         stats.commits.fetch_add(1, Ordering::Relaxed);
         stats.records.fetch_add(waiting.len() as u64, Ordering::Relaxed);
         stats.bytes.store(wal.bytes(), Ordering::Relaxed);

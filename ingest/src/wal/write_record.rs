@@ -4,16 +4,22 @@
 //! a timestamp and bounds `max-future`, and the line length limit because a line over it was
 //! rejected live.
 //!
-//! Layout: version `2` (u8), precision (u8), receive time (ns, i64 LE), longest accepted line
-//! (bytes, u64 LE), then the body compressed with zstd (level 1: line protocol compresses about
-//! tenfold at several hundred MB/s).
+//! The lines a policy refused live (a tenant's series limit, which a replay cannot re-decide:
+//! the server's memory of known series is gone) are kept by number and skipped.
+//!
+//! Layout: version `3` (u8), precision (u8), receive time (ns, i64 LE), longest accepted line
+//! (bytes, u64 LE), the number of refused lines (u32 LE) and each line number (u64 LE,
+//! ascending), then the body compressed with zstd (level 1: line protocol compresses about
+//! tenfold at several hundred MB/s). Version 2 is version 3 without refused lines.
 
 use crate::point::Precision;
 
 /// Record kind of a write in the log.
 pub const KIND: u8 = 1;
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+/// Version 2 (before refused lines) is still read: a log written by it may be replayed.
+const VERSION_2: u8 = 2;
 const HEADER: usize = 18;
 const LEVEL: i32 = 1;
 const PRECISIONS: [Precision; 6] = [
@@ -34,6 +40,8 @@ pub struct WriteRecord {
     pub received_at: i64,
     /// The longest line accepted (TCP's `max-line-bytes`; unlimited over HTTP).
     pub max_line_bytes: u64,
+    /// Well-formed lines refused by a policy, ascending.
+    pub refused: Vec<u64>,
     /// The line protocol, uncompressed.
     pub body: Vec<u8>,
 }
@@ -58,12 +66,18 @@ impl WriteRecord {
         precision: Precision,
         received_at: i64,
         max_line_bytes: u64,
+        refused: &[u64],
         body: &[u8],
     ) -> std::io::Result<Vec<u8>> {
         let precision = PRECISIONS.iter().position(|&p| p == precision).unwrap_or(0) as u8;
         let mut out = vec![VERSION, precision];
         out.extend_from_slice(&received_at.to_le_bytes());
         out.extend_from_slice(&max_line_bytes.to_le_bytes());
+        let count = u32::try_from(refused.len()).map_err(std::io::Error::other)?;
+        out.extend_from_slice(&count.to_le_bytes());
+        for line in refused {
+            out.extend_from_slice(&line.to_le_bytes());
+        }
         out.extend_from_slice(&zstd::bulk::compress(body, LEVEL)?);
         Ok(out)
     }
@@ -75,15 +89,24 @@ impl WriteRecord {
     pub fn decode(payload: &[u8]) -> Result<Self, WriteRecordError> {
         let version = payload.first().copied().unwrap_or(0);
         let malformed = || WriteRecordError::Malformed(version);
-        if version != VERSION || payload.len() < HEADER {
+        if !(version == VERSION || version == VERSION_2) || payload.len() < HEADER {
             return Err(malformed());
         }
         let Some(&precision) = PRECISIONS.get(usize::from(payload[1])) else { return Err(malformed()) };
         let received_at = i64::from_le_bytes(payload[2..10].try_into().map_err(|_| malformed())?);
         let max_line_bytes = u64::from_le_bytes(payload[10..HEADER].try_into().map_err(|_| malformed())?);
+        let mut rest = &payload[HEADER..];
+        let mut refused = Vec::new();
+        if version == VERSION {
+            let count = rest.get(..4).ok_or_else(malformed)?;
+            let count = u32::from_le_bytes(count.try_into().map_err(|_| malformed())?) as usize;
+            let lines = rest.get(4..4 + count * 8).ok_or_else(malformed)?;
+            refused = lines.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())).collect();
+            rest = &rest[4 + count * 8..];
+        }
         let mut body = Vec::new();
-        zstd::stream::copy_decode(&payload[HEADER..], &mut body)?;
-        Ok(Self { precision, received_at, max_line_bytes, body })
+        zstd::stream::copy_decode(rest, &mut body)?;
+        Ok(Self { precision, received_at, max_line_bytes, refused, body })
     }
 }
 
@@ -103,9 +126,21 @@ mod tests {
                 .into_bytes()
             })
             .collect();
-        let record = WriteRecord { precision: Precision::Seconds, received_at: -42, max_line_bytes: 1 << 20, body };
-        let payload =
-            WriteRecord::encode(record.precision, record.received_at, record.max_line_bytes, &record.body).unwrap();
+        let record = WriteRecord {
+            precision: Precision::Seconds,
+            received_at: -42,
+            max_line_bytes: 1 << 20,
+            refused: vec![3, 17, 4999],
+            body,
+        };
+        let payload = WriteRecord::encode(
+            record.precision,
+            record.received_at,
+            record.max_line_bytes,
+            &record.refused,
+            &record.body,
+        )
+        .unwrap();
         assert!(payload.len() * 5 < record.body.len(), "{} of {}", payload.len(), record.body.len());
         assert_eq!(WriteRecord::decode(&payload).unwrap(), record);
         assert!(WriteRecord::decode(&payload[..9]).is_err());

@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_ingest::config::{HttpConfig, ModelConfig, TcpConfig};
+use augur_ingest::auth::Auth;
+use augur_ingest::config::{AuthConfig, HttpConfig, LimitsConfig, ModelConfig, TcpConfig};
 use augur_ingest::http::HttpState;
+use augur_ingest::limits::Limits;
 use augur_ingest::shutdown::{shutdown_channel, ShutdownTrigger};
 use augur_ingest::{PartitionReceiver, Point, Router, Writer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,11 +26,20 @@ pub(crate) struct Options {
     pub(crate) capacity: usize,
     pub(crate) http: HttpConfig,
     pub(crate) tcp: TcpConfig,
+    pub(crate) auth: AuthConfig,
+    pub(crate) limits: LimitsConfig,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { partitions: 3, capacity: 64 << 20, http: HttpConfig::default(), tcp: TcpConfig::default() }
+        Self {
+            partitions: 3,
+            capacity: 64 << 20,
+            http: HttpConfig::default(),
+            tcp: TcpConfig::default(),
+            auth: AuthConfig { enabled: false, tokens: Vec::new() },
+            limits: LimitsConfig::default(),
+        }
     }
 }
 
@@ -41,11 +52,14 @@ impl Server {
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (http_addr, tcp_addr) = (http.local_addr().unwrap(), tcp.local_addr().unwrap());
-        let app = augur_ingest::http::routes(HttpState::new(writer.clone(), options.http.clone()));
+        let limits = Arc::new(Limits::new(&options.limits));
+        let state =
+            HttpState::new(writer.clone(), options.http.clone(), Arc::new(Auth::new(&options.auth)), limits.clone());
+        let app = augur_ingest::http::routes(state);
         let http_config = options.http;
         let http_shutdown = shutdown.clone();
         tokio::spawn(async move { augur_ingest::http::serve(http, app, &http_config, http_shutdown).await });
-        tokio::spawn(augur_ingest::tcp::serve(tcp, writer.clone(), options.tcp, shutdown));
+        tokio::spawn(augur_ingest::tcp::serve(tcp, writer.clone(), options.tcp, limits, shutdown));
         Self { http: http_addr, tcp: tcp_addr, receivers, writer, _trigger: trigger }
     }
 

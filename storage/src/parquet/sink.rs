@@ -41,6 +41,10 @@ pub struct ParquetStats {
     pub bytes: AtomicU64,
     /// Rows written.
     pub rows: AtomicU64,
+    /// Of those, raw points (`raw/`): what conservation checks compare with points accepted.
+    pub raw_rows: AtomicU64,
+    /// Time spent encoding and writing files (ns).
+    pub write_nanos: AtomicU64,
     /// Failed file writes (their rows stay buffered and are retried).
     pub errors: AtomicU64,
     /// Temporary files of a crashed run removed at startup.
@@ -303,8 +307,10 @@ impl ParquetSink {
     /// Writes the buffer as files; on failure, `Err((batches written, error))`.
     fn write(&self, folder: &Path, epoch: Epoch, buffer: &Buffer) -> Result<(), (usize, StorageError)> {
         // Batches of one folder may differ in schema (a new tag, a field's type): one file each.
+        let raw = folder.starts_with(self.root.join("raw"));
         let mut start = 0;
         while start < buffer.batches.len() {
+            let started = Instant::now();
             let schema = buffer.batches[start].schema();
             let end = (start..buffer.batches.len())
                 .find(|&i| buffer.batches[i].schema() != schema)
@@ -315,6 +321,12 @@ impl ParquetSink {
             self.stats.files.fetch_add(1, Ordering::Relaxed);
             self.stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             self.stats.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            if raw {
+                self.stats.raw_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            }
+            self.stats
+                .write_nanos
+                .fetch_add(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
             start = end;
         }
         Ok(())
@@ -574,6 +586,7 @@ impl Sink for ParquetSink {
             ("augur_parquet_files_written_total", "Parquet files written.", &s.files),
             ("augur_parquet_bytes_written_total", "Bytes of Parquet files written.", &s.bytes),
             ("augur_parquet_rows_written_total", "Rows written to Parquet.", &s.rows),
+            ("augur_parquet_raw_rows_written_total", "Raw points written to Parquet (raw/).", &s.raw_rows),
             ("augur_parquet_write_errors_total", "Failed file writes (rows stay buffered and are retried).", &s.errors),
             (
                 "augur_parquet_folders_compacted_total",
@@ -604,9 +617,19 @@ impl Sink for ParquetSink {
             exposition::header(out, name, kind, help);
             exposition::sample(out, name, &[], value.load(Ordering::Relaxed));
         }
+        let name = "augur_parquet_write_seconds_total";
+        exposition::header(out, name, "counter", "Time spent encoding and writing Parquet files.");
+        exposition::sample(out, name, &[], s.write_nanos.load(Ordering::Relaxed) as f64 / 1e9);
+        let buffers = self.lock();
         let name = "augur_parquet_buffered_bytes";
         exposition::header(out, name, "gauge", "Bytes buffered for Parquet, not yet written.");
-        exposition::sample(out, name, &[], self.lock().bytes as u64);
+        exposition::sample(out, name, &[], buffers.bytes as u64);
+        let raw = self.root.join("raw");
+        let raw_rows: usize =
+            buffers.by_folder.iter().filter(|((folder, _), _)| folder.starts_with(&raw)).map(|(_, b)| b.rows).sum();
+        let name = "augur_parquet_buffered_raw_rows";
+        exposition::header(out, name, "gauge", "Raw points buffered for Parquet, not yet written.");
+        exposition::sample(out, name, &[], raw_rows);
     }
 }
 

@@ -177,6 +177,18 @@ impl Sink for PostgresSink {
         self.wait_for_every_shard(Message::Flush)
     }
 
+    fn shards(&self) -> Vec<crate::sink::ShardHealth> {
+        self.shards
+            .iter()
+            .map(|shard| crate::sink::ShardHealth {
+                shard: shard.name.clone(),
+                breaker_open: shard.stats.breaker_open.load(Ordering::Relaxed),
+                spool_batches: shard.stats.spool_batches.load(Ordering::Relaxed),
+                rows_written_total: shard.stats.rows_written.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
     fn render_metrics(&self, out: &mut String) {
         type Read = fn(&ShardStats) -> u64;
         let series: [(&str, &str, &str, Read); 9] = [
