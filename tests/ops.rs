@@ -145,3 +145,81 @@ fn without_tokens_the_server_refuses_to_start_unless_auth_is_off_explicitly() {
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("Authentication is off") && log.contains("beyond loopback"), "{log}");
 }
+
+/// Runs `program` with `args`; its exit code and stdout.
+fn run(program: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is needed for this test ({e}): apt-get install -y {program}"));
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn https_with_a_self_signed_certificate_made_here() {
+    let dir = TempDir::new("ops-tls");
+    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let (code, _) = run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
+    );
+    assert_eq!(code, 0, "openssl could not make a certificate");
+    let config = tokens_config(&dir);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = format!("[http]\ntls-cert = \"{cert}\"\ntls-key = \"{key}\"\n{text}");
+    std::fs::write(&config, text).unwrap();
+    let server = AugurServer::start_with_env(&["--config", &config], &[("AUGUR_AUTH__ENABLED", "true")]);
+    let https = format!("https://127.0.0.1:{}", server.http.port());
+
+    // curl, a real client, verifying the server against the certificate made above.
+    let status = |extra: &[&str]| {
+        let mut args = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", cert];
+        args.extend_from_slice(extra);
+        run("curl", &args)
+    };
+    assert_eq!(status(&[&format!("{https}/ping")]), (0, "204".into()));
+    let authorization = format!("Authorization: Token {WRITER}");
+    let write = [&format!("{https}/api/v2/write"), "-H", &authorization, "--data-binary", "cpu,host=a v=1"];
+    assert_eq!(status(&write), (0, "204".into()));
+    let admin = format!("Authorization: Token {ADMIN}");
+    assert_eq!(status(&[&format!("{https}/metrics"), "-H", &admin]), (0, "200".into()));
+
+    // No certificate check: curl refuses (60); plain HTTP on the TLS port gets no HTTP answer.
+    let (code, _) = run("curl", &["-s", "-o", "/dev/null", &format!("{https}/ping")]);
+    assert_eq!(code, 60, "curl must not trust a self-signed certificate it was not given");
+    let (code, out) =
+        run("curl", &["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{}/ping", server.http)]);
+    assert!(code != 0 && out == "000", "plain HTTP on the TLS port: curl exit {code}, status {out}");
+    assert!(server.terminate(Duration::from_secs(30)).success());
+
+    // A key that does not go with the certificate stops the start, naming the files.
+    std::fs::write(key, "not a key").unwrap();
+    let data = TempDir::new("ops-tls-bad");
+    let out = Command::new(augur_binary())
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--tcp-addr", "127.0.0.1:0", "--config", &config, "--data-dir"])
+        .arg(&data.0)
+        .env("AUGUR_AUTH__ENABLED", "true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("reading private key") && stderr.contains(key), "{stderr}");
+}

@@ -143,6 +143,10 @@ impl Server {
             recovery: recovery_stats,
         };
 
+        let tls = match (&config.http.tls_cert, &config.http.tls_key) {
+            (Some(cert), Some(key)) => Some(augur_ingest::tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let http = TcpListener::bind(config.http.addr)
             .await
             .with_context(|| format!("binding the HTTP listener to {}", config.http.addr))?;
@@ -181,7 +185,7 @@ impl Server {
         let listeners = vec![
             tokio::spawn({
                 let shutdown = shutdown.clone();
-                async move { augur_ingest::http::serve(http, app, &http_config, shutdown).await }
+                async move { augur_ingest::http::serve(http, app, &http_config, tls, shutdown).await }
             }),
             tokio::spawn(augur_ingest::tcp::serve(tcp, tcp_writer, config.tcp.clone(), limits, shutdown)),
             meter,

@@ -139,6 +139,12 @@ pub struct HttpConfig {
     /// Time a client has to send a request's body.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
+    /// With `tls-key`: serve HTTPS with this certificate chain (PEM). Both or neither.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -150,6 +156,8 @@ impl Default for HttpConfig {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -328,6 +336,10 @@ pub fn validate(model: &ModelConfig, router: &RouterConfig, http: &HttpConfig, t
     );
     check(http.max_connections > 0, "http.max-connections must be at least 1".into());
     check(tcp.max_connections > 0, "tcp.max-connections must be at least 1".into());
+    check(
+        http.tls_cert.is_some() == http.tls_key.is_some(),
+        "http.tls-cert and http.tls-key go together: set both for HTTPS, or neither".into(),
+    );
     check(
         !http.header_read_timeout.is_zero() && !http.body_read_timeout.is_zero(),
         "http.header-read-timeout and http.body-read-timeout must be above 0".into(),

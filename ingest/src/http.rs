@@ -1,19 +1,23 @@
 //! The HTTP listener: InfluxDB-compatible write endpoints, health and ping.
 //!
 //! [`routes`] gives the ingest endpoints as an axum router the engine extends with its own; [`serve`]
-//! runs the accept loop with a connection cap, header and body timeouts, and graceful shutdown.
+//! runs the accept loop with a connection cap, optional TLS, header and body timeouts, and
+//! graceful shutdown.
 
 mod body;
 mod reply;
 mod write;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
 use crate::auth::{self, Auth};
@@ -65,35 +69,62 @@ pub fn routes(state: HttpState) -> axum::Router {
         .method_not_allowed_fallback(reply::method_not_allowed)
 }
 
-/// Serves `app` on `listener` until `shutdown`, then lets requests in flight finish.
-pub async fn serve(listener: TcpListener, app: axum::Router, config: &HttpConfig, shutdown: Shutdown) {
+/// Serves `app` on `listener` until `shutdown`, then lets requests in flight finish. With `tls`,
+/// every connection is a TLS handshake first (bounded by the header timeout).
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    config: &HttpConfig,
+    tls: Option<TlsAcceptor>,
+    shutdown: Shutdown,
+) {
     let header_read_timeout = config.header_read_timeout;
-    accept_loop(listener, "http", config.max_connections, shutdown, |stream, peer, mut shutdown| {
+    accept_loop(listener, "http", config.max_connections, shutdown, |stream, peer, shutdown| {
         let _ = stream.set_nodelay(true);
-        // The client's address travels with each request, as axum's `ConnectInfo`: anonymous
-        // clients are rate-limited by it, and refusals are logged with it.
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            let mut app = app.clone();
-            async move { tower::Service::call(&mut app, request).await }
-        });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+        let (app, tls) = (app.clone(), tls.clone());
         async move {
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = shutdown.wait() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
+            let Some(tls) = tls else {
+                return serve_connection(stream, peer, app, header_read_timeout, shutdown).await;
             };
-            if let Err(error) = result {
-                debug!(%peer, %error, "HTTP connection ended with an error.");
+            match tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(stream, peer, app, header_read_timeout, shutdown).await,
+                Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed."),
+                Err(_) => debug!(%peer, "TLS handshake timed out."),
             }
         }
     })
     .await
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it ends or `shutdown`.
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    app: axum::Router,
+    header_read_timeout: Duration,
+    mut shutdown: Shutdown,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // The client's address travels with each request, as axum's `ConnectInfo`: anonymous clients
+    // are rate-limited by it, and refusals are logged with it.
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let mut app = app.clone();
+        async move { tower::Service::call(&mut app, request).await }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.wait() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        debug!(%peer, %error, "HTTP connection ended with an error.");
+    }
 }

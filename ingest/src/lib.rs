@@ -11,6 +11,7 @@
 //! - [`http`]: the HTTP listener: `/write`, `/api/v2/write`, `/health`, `/ping`.
 //! - [`auth`]: tokens and scopes, read from the credentials InfluxDB clients and browsers send.
 //! - [`limits`]: per-tenant rate limits and new-series budgets.
+//! - [`tls`]: the HTTP listener's optional TLS (rustls), from PEM files.
 //! - [`tcp`]: the newline-delimited TCP listener.
 //! - `listener`: the accept loop both share: connection cap, accept errors, orderly stop.
 //! - [`mod@write`]: parse a body into per-partition batches, then admit them.
@@ -36,6 +37,7 @@ pub mod router;
 pub mod series;
 pub mod shutdown;
 pub mod tcp;
+pub mod tls;
 pub mod wal;
 pub mod write;
 

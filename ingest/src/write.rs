@@ -334,3 +334,40 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::SeriesBudget;
+
+    fn writer() -> Writer {
+        let (router, receivers) = Router::new(2, 1 << 20);
+        std::mem::forget(receivers); // the channels stay open; nothing is admitted here
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        Writer::new(Arc::new(router), &ModelConfig::default(), Arc::new(pool))
+    }
+
+    #[test]
+    fn a_replay_skips_exactly_the_lines_a_series_budget_refused() {
+        let writer = writer();
+        let budget = SeriesBudget::new(2);
+        let tenant = budget.tenant(&"acme".into());
+        let body = b"m,h=a v=1 1\nm,h=b v=1 2\nbad\nm,h=c v=1 3\nm,h=a v=2 4\nm,h=d v=1 5\n";
+        let live = writer.parse(body, Precision::Nanoseconds, 0, (1, usize::MAX), LinePolicy::Tenant(&tenant));
+        assert_eq!((live.points, live.error_count), (3, 3), "{:?}", live.errors);
+        let refused: Vec<u64> =
+            live.errors.iter().filter(|e| matches!(e.reason, Reason::SeriesLimit(_))).map(|e| e.line as u64).collect();
+        assert_eq!(refused, [4, 6]);
+
+        // The server restarted: its memory of known series is gone, the log's list is not.
+        let replay = writer.parse(body, Precision::Nanoseconds, 0, (1, usize::MAX), LinePolicy::Skip(&refused));
+        assert_eq!(replay.points, 3);
+        let times = |parsed: &ParsedBody| -> Vec<i64> {
+            let mut t: Vec<i64> = parsed.batches.iter().flat_map(|(_, b)| b.iter().map(|p| p.time())).collect();
+            t.sort_unstable();
+            t
+        };
+        assert_eq!(times(&replay), times(&live));
+        assert_eq!(times(&live), [1, 2, 4]);
+    }
+}

@@ -149,4 +149,15 @@ mod tests {
         damaged.truncate(payload.len() - 3);
         assert!(WriteRecord::decode(&damaged).is_err());
     }
+
+    #[test]
+    fn a_version_2_record_reads_with_no_refused_lines() {
+        let mut payload = vec![2, 3];
+        payload.extend_from_slice(&7i64.to_le_bytes());
+        payload.extend_from_slice(&64u64.to_le_bytes());
+        payload.extend_from_slice(&zstd::bulk::compress(b"m v=1 1\n", LEVEL).unwrap());
+        let record = WriteRecord::decode(&payload).unwrap();
+        assert_eq!((record.precision, record.received_at, record.max_line_bytes), (Precision::Seconds, 7, 64));
+        assert_eq!((record.refused.len(), record.body.as_slice()), (0, &b"m v=1 1\n"[..]));
+    }
 }

@@ -58,7 +58,7 @@ impl Server {
         let app = augur_ingest::http::routes(state);
         let http_config = options.http;
         let http_shutdown = shutdown.clone();
-        tokio::spawn(async move { augur_ingest::http::serve(http, app, &http_config, http_shutdown).await });
+        tokio::spawn(async move { augur_ingest::http::serve(http, app, &http_config, None, http_shutdown).await });
         tokio::spawn(augur_ingest::tcp::serve(tcp, writer.clone(), options.tcp, limits, shutdown));
         Self { http: http_addr, tcp: tcp_addr, receivers, writer, _trigger: trigger }
     }
