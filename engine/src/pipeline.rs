@@ -21,7 +21,7 @@ use augur_ingest::{Barrier, Delivery, PartitionReceiver, PointBatch};
 use augur_storage::sink::{Epoch, Sink};
 use crossbeam_channel::Sender;
 use rayon::prelude::*;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::predict::events::{PredictConfig, PredictTotals, Predictor};
@@ -345,11 +345,18 @@ impl Partitions {
     /// When a state cannot be read or was taken under other resolutions.
     pub fn restore(&mut self, epoch: Epoch, states: &[PartitionState]) -> Result<(), SnapshotError> {
         let settings = (self.config.allowed_lateness, self.config.idle_timeout);
-        for (task, state) in self.tasks.iter_mut().zip(states) {
+        let mut decoded = Vec::with_capacity(states.len());
+        for state in states {
             let (windows, watermark) = snapshot::decode(&state.windows, self.config.resolutions.clone(), settings)?;
+            decoded.push((windows, watermark, Predictor::decode(&state.predictions, self.config.predict.clone())?));
+        }
+        if decoded.len() != self.tasks.len() {
+            decoded = self.repartition(decoded);
+        }
+        for (task, (windows, watermark, predictor)) in self.tasks.iter_mut().zip(decoded) {
             task.windows = windows;
             task.watermark = watermark;
-            task.predictor = Predictor::decode(&state.predictions, self.config.predict.clone())?;
+            task.predictor = predictor;
             task.totals.predict = task.predictor.totals();
             task.totals.active_series = task.windows.active_series() as u64;
             task.totals.watermark = task.watermark.value();
@@ -359,6 +366,23 @@ impl Partitions {
         }
         self.publish();
         Ok(())
+    }
+
+    /// States of another partition count, each series moved to the partition the router sends it
+    /// to now. Every partition takes the latest watermark: a window closed anywhere stays closed.
+    fn repartition(&self, old: Vec<(Windows, Watermark, Predictor)>) -> Vec<(Windows, Watermark, Predictor)> {
+        let n = self.tasks.len();
+        info!(from = old.len(), to = n, "Moving open windows and detectors to another partition count.");
+        let place = |series| augur_ingest::router::jump_hash(series, n);
+        let mut watermark = Watermark::new(self.config.allowed_lateness, self.config.idle_timeout);
+        let mut windows: Vec<Windows> = (0..n).map(|_| Windows::new(self.config.resolutions.clone())).collect();
+        let mut predictors: Vec<Predictor> = (0..n).map(|_| Predictor::new(self.config.predict.clone())).collect();
+        for (w, mark, p) in old {
+            watermark.merge(&mark);
+            w.move_into(&mut windows, place);
+            p.move_into(&mut predictors, place);
+        }
+        windows.into_iter().zip(predictors).map(|(w, p)| (w, watermark.clone(), p)).collect()
     }
 
     /// The published totals.

@@ -97,13 +97,6 @@ impl Server {
         let Recovered { checkpoint, wal, records, stats: recovery_stats } = recovered;
         let committed = checkpoint.as_ref().map_or(0, |c| c.epoch);
         if let Some(checkpoint) = &checkpoint {
-            if checkpoint.partitions.len() != partitions {
-                anyhow::bail!(
-                    "the data dir's last checkpoint has {} partitions and the config asks for {partitions}: set router.partitions = {} (moving open windows between partitions is not supported yet)",
-                    checkpoint.partitions.len(),
-                    checkpoint.partitions.len()
-                );
-            }
             tasks.restore(checkpoint.epoch, &checkpoint.partitions).context("restoring the checkpoint")?;
         }
         let pipelines = Pipelines::start(tasks, Arc::new(SystemClock)).context("starting the pipelines")?;

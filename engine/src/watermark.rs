@@ -65,6 +65,14 @@ impl Watermark {
         w.option_i64(self.last_data);
     }
 
+    /// Takes the later of the two on every count: when partitions are merged, windows another
+    /// partition already closed must stay closed (a point behind either is late).
+    pub fn merge(&mut self, other: &Watermark) {
+        self.value = self.value.max(other.value);
+        self.max_event = self.max_event.max(other.max_event);
+        self.last_data = self.last_data.max(other.last_data);
+    }
+
     /// Restores what [`Watermark::encode`] wrote into a watermark with these settings.
     ///
     /// # Errors

@@ -250,6 +250,29 @@ impl Windows {
         }
     }
 
+    /// Moves every series' open windows into `targets[place(series)]`: how a checkpoint taken
+    /// with one partition count is restored under another. Each series lives in exactly one
+    /// partition, so the targets never hold one already.
+    pub fn move_into(self, targets: &mut [Windows], place: impl Fn(SeriesId) -> usize) {
+        for (id, mut info) in self.series {
+            let target = &mut targets[place(id)];
+            info.measurement = Self::intern(&mut target.names, &info.measurement);
+            info.region = Self::intern(&mut target.names, &info.region);
+            target.series.insert(id, info);
+        }
+        for (level, windows) in self.levels.into_iter().enumerate() {
+            for (start, bucket) in windows {
+                for (id, mut fields) in bucket {
+                    let target = &mut targets[place(id)];
+                    for f in &mut fields {
+                        f.field = Self::intern(&mut target.names, &f.field);
+                    }
+                    target.levels[level].entry(start).or_default().insert(id, fields);
+                }
+            }
+        }
+    }
+
     /// Reads what [`Windows::encode`] wrote.
     ///
     /// # Errors

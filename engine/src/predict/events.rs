@@ -748,17 +748,32 @@ impl Predictor {
                     }
                     _ => return Err(r.corrupt()),
                 };
-                predictor.totals.open += u64::from(event.is_some());
-                if event.is_some() {
-                    predictor.open_anomalies.insert(id);
-                }
-                predictor.totals.open += u64::from(capacity.as_ref().is_some_and(|c| c.event.is_some()));
                 fields.push(FieldState { name, detector, last_time, event, capacity });
             }
-            predictor.series.insert(id, SeriesState { key, measurement, region, entity, fields });
+            predictor.adopt(id, SeriesState { key, measurement, region, entity, fields });
         }
         r.finish()?;
         Ok(predictor)
+    }
+
+    /// Takes over a series' detectors and open events.
+    fn adopt(&mut self, id: SeriesId, state: SeriesState) {
+        for field in &state.fields {
+            self.totals.open += u64::from(field.event.is_some());
+            if field.event.is_some() {
+                self.open_anomalies.insert(id);
+            }
+            self.totals.open += u64::from(field.capacity.as_ref().is_some_and(|c| c.event.is_some()));
+        }
+        self.series.insert(id, state);
+    }
+
+    /// Moves every series' state into `targets[place(series)]`: how a checkpoint taken with one
+    /// partition count is restored under another.
+    pub fn move_into(self, targets: &mut [Predictor], place: impl Fn(SeriesId) -> usize) {
+        for (id, state) in self.series {
+            targets[place(id)].adopt(id, state);
+        }
     }
 }
 
