@@ -10,7 +10,7 @@ use augur_suite::{column, cpu_with_spike, http, metric, parquet_files, read_parq
 fn a_spike_sent_over_http_becomes_one_event_in_parquet() {
     let dir = TempDir::new("predictions");
     let data = dir.0.join("data");
-    let server = AugurServer::start_in(&data, &[]);
+    let server = AugurServer::start_in(&data, &["--partitions", "1"]);
     let start = augur_storage::now_nanos() / MINUTE * MINUTE - 12 * 60 * MINUTE;
     let (status, reply) =
         http(server.http, "POST", "/write", cpu_with_spike(start, 0..600, (400..405, 50.0)).as_bytes());
@@ -78,9 +78,10 @@ fn a_spike_sent_over_http_becomes_one_event_in_parquet() {
     assert!(rows.iter().all(|r| r.1 == "usage" && r.2 == "web1" && r.4 > 80.0), "{rows:?}");
     assert!(risk_rows >= 1, "the host's risk change is written too");
 
-    // The detectors come back from the last checkpoint: after a restart a new extreme is an event
-    // at once (a fresh detector would still be warming up for 100 values).
-    let server = AugurServer::start_in(&data, &[]);
+    // The detectors come back from the last checkpoint, also under another partition count: after
+    // a restart a new extreme is an event at once (a fresh detector would still be warming up for
+    // 100 values).
+    let server = AugurServer::start_in(&data, &["--partitions", "3"]);
     let (status, reply) =
         http(server.http, "POST", "/write", cpu_with_spike(start, 600..640, (620..622, 120.0)).as_bytes());
     assert_eq!(status, 204, "{reply}");
