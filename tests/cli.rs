@@ -225,3 +225,23 @@ fn compact_merges_the_files_of_two_runs_and_refuses_while_a_server_runs() {
     assert_eq!(parquet_rows(&after), 3, "every point once");
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+#[test]
+fn tune_measures_each_partition_count_and_recommends_one() {
+    let out = Command::new(augur_binary())
+        .args(["tune", "--partitions", "2,1", "--duration", "1s", "--hosts", "200", "--batch", "200"])
+        .args(["--connections", "1", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("recommended: router.partitions = "), "{stdout}");
+    let tuning: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let trials = tuning["trials"].as_array().unwrap();
+    assert_eq!(trials.iter().map(|t| t["partitions"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2], "{stdout}");
+    for t in trials {
+        assert!(t["values_per_s"].as_f64().unwrap() > 0.0 && t["errors"] == 0, "{t}");
+        assert!(t["server_cores"].as_f64().unwrap() > 0.0 && t["peak_rss_mib"].as_f64().unwrap() > 0.0, "{t}");
+    }
+    assert!([1, 2].contains(&tuning["recommended"].as_u64().unwrap()));
+}

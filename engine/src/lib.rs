@@ -21,6 +21,7 @@
 //!   status page; `augur partitions`.
 //! - [`metrics`]: the text `GET /metrics` serves, in the Prometheus format.
 //! - [`loadgen`]: `augur loadgen`, the TSBS-shaped load generator.
+//! - [`tune`]: `augur tune`, the server under load at several partition counts, measured.
 //! - [`local_postgres`]: throwaway PostgreSQL servers for the demo and the tests.
 //! - [`demo`]: `augur demo`, the one-command tour.
 
@@ -43,5 +44,6 @@ pub mod rollup;
 pub mod server;
 pub mod snapshot;
 pub mod stores;
+pub mod tune;
 pub mod watermark;
 pub mod window;

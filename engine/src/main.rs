@@ -1,4 +1,5 @@
-//! The `augur` binary: `serve`, `demo`, `loadgen`, `partitions`, `compact`, `check-config`, `eval`.
+//! The `augur` binary: `serve`, `demo`, `loadgen`, `partitions`, `tune`, `compact`, `check-config`,
+//! `eval`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,6 +64,9 @@ enum Command {
         #[arg(long, env = "AUGUR_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Measure this machine: run the server at several partition counts under `loadgen` and
+    /// recommend one.
+    Tune(augur_engine::tune::TuneOptions),
     /// Merge the small Parquet files of each partition folder (run while no server uses the dir).
     Compact(CompactArgs),
     /// Check a config file (with environment overrides) and print the result.
@@ -160,6 +164,12 @@ fn run(command: Command, format: LogFormat) -> anyhow::Result<()> {
             init_logging("warn");
             let table = runtime()?.block_on(augur_engine::ops::client::run(&url, token.as_deref()))?;
             print!("{table}");
+            Ok(())
+        }
+        Command::Tune(options) => {
+            init_logging("warn");
+            let tuning = runtime()?.block_on(augur_engine::tune::run(&options))?;
+            tuning.print(options.json);
             Ok(())
         }
         Command::Compact(args) => {
