@@ -299,6 +299,8 @@ mod tests {
             token: "0123456789abcdef".into(),
             scopes: vec![augur_ingest::config::Scope::Admin],
             tenant: None,
+            points_per_second: None,
+            burst_points: None,
         });
         config.validate().unwrap();
         config.tcp.addr = ([0, 0, 0, 0], 8094).into();

@@ -15,7 +15,6 @@ use augur_ingest::wal::group::GroupCommit;
 use augur_ingest::{Router, Writer};
 use augur_storage::postgres::HotQuery;
 use augur_storage::sink::Sink;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -140,11 +139,9 @@ impl Server {
             (Some(cert), Some(key)) => Some(augur_ingest::tls::acceptor(cert, key)?),
             _ => None,
         };
-        let http = TcpListener::bind(config.http.addr)
-            .await
+        let http = augur_ingest::listener::bind(config.http.addr)
             .with_context(|| format!("binding the HTTP listener to {}", config.http.addr))?;
-        let tcp = TcpListener::bind(config.tcp.addr)
-            .await
+        let tcp = augur_ingest::listener::bind(config.tcp.addr)
             .with_context(|| format!("binding the TCP listener to {}", config.tcp.addr))?;
         let (http_addr, tcp_addr) = (http.local_addr()?, tcp.local_addr()?);
 

@@ -24,6 +24,7 @@ use tracing::warn;
 
 use crate::config::{AuthConfig, Scope};
 use crate::http::error_response;
+use crate::limits::Rate;
 use crate::point::now_nanos;
 
 /// Who made a request: a configured token, or an anonymous client when auth is off.
@@ -33,6 +34,8 @@ pub struct Principal {
     pub name: Arc<str>,
     /// The account limits count against: the token's tenant, else its name; `""` when anonymous.
     pub tenant: Arc<str>,
+    /// The token's own rate limit, if it has one (else `[limits]` applies).
+    pub rate: Option<Rate>,
     scopes: Vec<Scope>,
 }
 
@@ -40,7 +43,7 @@ impl Principal {
     /// An unauthenticated client (auth off): every scope, named by its address.
     pub fn anonymous(addr: Option<SocketAddr>) -> Self {
         let name = addr.map_or_else(|| "anonymous".to_owned(), |a| a.ip().to_string());
-        Self { name: name.into(), tenant: "".into(), scopes: vec![Scope::Admin] }
+        Self { name: name.into(), tenant: "".into(), rate: None, scopes: vec![Scope::Admin] }
     }
 
     /// Whether this principal may use routes needing `scope`.
@@ -110,6 +113,7 @@ impl Auth {
                 principal: Arc::new(Principal {
                     name: t.name.as_str().into(),
                     tenant: t.tenant.as_deref().unwrap_or(&t.name).into(),
+                    rate: t.points_per_second.and_then(|n| Rate::new(n, t.burst_points.unwrap_or(0))),
                     scopes: t.scopes.clone(),
                 }),
             })
@@ -272,6 +276,8 @@ mod tests {
             token: token.into(),
             scopes,
             tenant: tenant.map(Into::into),
+            points_per_second: None,
+            burst_points: None,
         };
         Auth::new(&AuthConfig {
             enabled: true,

@@ -133,6 +133,8 @@ pub struct HttpConfig {
     pub max_inflight_bytes: u64,
     /// Open connections at most; more are closed on accept.
     pub max_connections: usize,
+    /// Largest request head (request line and headers); larger ones get 431.
+    pub max_header_bytes: usize,
     /// Time a client has to send a request's headers (also bounds idle keep-alive connections).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
@@ -154,6 +156,7 @@ impl Default for HttpConfig {
             max_body_bytes: 32 << 20,
             max_inflight_bytes: 256 << 20,
             max_connections: 1024,
+            max_header_bytes: 64 << 10,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             tls_cert: None,
@@ -244,6 +247,12 @@ pub struct TokenConfig {
     /// The account its limits count against (default: its name). Tokens of one tenant share them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// This token's own rate, instead of `limits.points-per-second`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points_per_second: Option<u64>,
+    /// This token's own burst, instead of `limits.burst-points`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst_points: Option<u64>,
 }
 
 impl std::fmt::Debug for TokenConfig {
@@ -253,6 +262,8 @@ impl std::fmt::Debug for TokenConfig {
             .field("token", &"<redacted>")
             .field("scopes", &self.scopes)
             .field("tenant", &self.tenant)
+            .field("points_per_second", &self.points_per_second)
+            .field("burst_points", &self.burst_points)
             .finish()
     }
 }
@@ -335,6 +346,10 @@ pub fn validate(model: &ModelConfig, router: &RouterConfig, http: &HttpConfig, t
         ),
     );
     check(http.max_connections > 0, "http.max-connections must be at least 1".into());
+    check(
+        (8192..=16 << 20).contains(&http.max_header_bytes),
+        format!("http.max-header-bytes = {} must be between 8 KiB and 16 MiB", http.max_header_bytes),
+    );
     check(tcp.max_connections > 0, "tcp.max-connections must be at least 1".into());
     check(
         http.tls_cert.is_some() == http.tls_key.is_some(),

@@ -78,16 +78,16 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: Shutdown,
 ) {
-    let header_read_timeout = config.header_read_timeout;
+    let limits = (config.header_read_timeout, config.max_header_bytes);
     accept_loop(listener, "http", config.max_connections, shutdown, |stream, peer, shutdown| {
         let _ = stream.set_nodelay(true);
         let (app, tls) = (app.clone(), tls.clone());
         async move {
             let Some(tls) = tls else {
-                return serve_connection(stream, peer, app, header_read_timeout, shutdown).await;
+                return serve_connection(stream, peer, app, limits, shutdown).await;
             };
-            match tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
-                Ok(Ok(stream)) => serve_connection(stream, peer, app, header_read_timeout, shutdown).await,
+            match tokio::time::timeout(limits.0, tls.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(stream, peer, app, limits, shutdown).await,
                 Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed."),
                 Err(_) => debug!(%peer, "TLS handshake timed out."),
             }
@@ -101,7 +101,7 @@ async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
     app: axum::Router,
-    header_read_timeout: Duration,
+    (header_read_timeout, max_header_bytes): (Duration, usize),
     mut shutdown: Shutdown,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -111,7 +111,21 @@ async fn serve_connection<I>(
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let mut app = app.clone();
-        async move { tower::Service::call(&mut app, request).await }
+        async move {
+            // hyper bounds the head only loosely (a head read whole is parsed whatever its size):
+            // the limit is kept here, before any handler runs.
+            let head: usize = request.uri().path().len()
+                + request.uri().query().map_or(0, str::len)
+                + request.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
+            if head > max_header_bytes {
+                return Ok(error_response(
+                    axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request header fields too large",
+                    format!("the request head is {head} bytes, over the limit of {max_header_bytes} (http.max-header-bytes)"),
+                ));
+            }
+            tower::Service::call(&mut app, request).await
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);

@@ -13,7 +13,8 @@
 //! - [`limits`]: per-tenant rate limits and new-series budgets.
 //! - [`tls`]: the HTTP listener's optional TLS (rustls), from PEM files.
 //! - [`tcp`]: the newline-delimited TCP listener.
-//! - `listener`: the accept loop both share: connection cap, accept errors, orderly stop.
+//! - [`listener`]: binding with a deep accept queue, and the accept loop both listeners share:
+//!   connection cap, accept errors, orderly stop.
 //! - [`mod@write`]: parse a body into per-partition batches, then admit them.
 //! - [`line_protocol`]: the zero-copy line-protocol parser and renderer.
 //! - [`point`]: the data model: typed field values, points, precision.
@@ -31,7 +32,7 @@ pub mod histogram;
 pub mod http;
 pub mod limits;
 pub mod line_protocol;
-mod listener;
+pub mod listener;
 pub mod point;
 pub mod router;
 pub mod series;

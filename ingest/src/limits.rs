@@ -23,8 +23,8 @@ const SERIES_SHARDS: usize = 16;
 /// The limits every listener applies.
 #[derive(Debug, Default)]
 pub struct Limits {
-    /// `None` when `limits.points-per-second` is 0.
-    pub rate: Option<RateLimiter>,
+    /// Points per second, per tenant.
+    pub rate: RateLimiter,
     /// `None` when `limits.new-series-per-hour` is 0.
     pub series: Option<SeriesBudget>,
 }
@@ -32,12 +32,24 @@ pub struct Limits {
 impl Limits {
     /// The limits `config` sets.
     pub fn new(config: &LimitsConfig) -> Self {
-        let rate = (config.points_per_second > 0).then(|| {
-            let burst = if config.burst_points == 0 { config.points_per_second } else { config.burst_points };
-            RateLimiter::new(config.points_per_second, burst)
-        });
         let series = (config.new_series_per_hour > 0).then(|| SeriesBudget::new(config.new_series_per_hour));
-        Self { rate, series }
+        Self { rate: RateLimiter::new(Rate::new(config.points_per_second, config.burst_points)), series }
+    }
+}
+
+/// A rate of points with a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Points per second on average.
+    pub per_second: u64,
+    /// Points at once above it.
+    pub burst: u64,
+}
+
+impl Rate {
+    /// `per_second` with `burst` (0: one second's worth); `None` when `per_second` is 0 (no limit).
+    pub fn new(per_second: u64, burst: u64) -> Option<Self> {
+        (per_second > 0).then(|| Self { per_second, burst: if burst == 0 { per_second } else { burst } })
     }
 }
 
@@ -56,10 +68,10 @@ pub struct RateLimited {
 }
 
 /// Token buckets per tenant.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RateLimiter {
-    per_second: u64,
-    burst: u64,
+    /// The rate of tenants without one of their own; `None`: unlimited.
+    default: Option<Rate>,
     buckets: Mutex<HashMap<Arc<str>, Bucket>>,
 }
 
@@ -70,46 +82,49 @@ struct Bucket {
     at: Instant,
 }
 
+impl Bucket {
+    /// The level now, refilled at `rate` since it was last touched, capped at the burst.
+    fn refill(&mut self, rate: Rate, now: Instant) {
+        let earned = now.duration_since(self.at).as_secs_f64() * rate.per_second as f64;
+        self.level = (self.level + earned).min(rate.burst as f64);
+        self.at = now;
+    }
+}
+
 impl RateLimiter {
-    /// `per_second` points on average, `burst` at once.
-    pub fn new(per_second: u64, burst: u64) -> Self {
-        Self { per_second, burst, buckets: Mutex::default() }
+    /// Buckets at `default` for tenants without a rate of their own (`None`: unlimited).
+    pub fn new(default: Option<Rate>) -> Self {
+        Self { default, buckets: Mutex::default() }
     }
 
-    fn refill(&self, bucket: &mut Bucket, now: Instant) {
-        let earned = now.duration_since(bucket.at).as_secs_f64() * self.per_second as f64;
-        bucket.level = (bucket.level + earned).min(self.burst as f64);
-        bucket.at = now;
-    }
-
-    /// Whether `key` may write now.
+    /// Whether `key` may write now, at its own rate if it has one (a token's), else the default.
     ///
     /// # Errors
     /// [`RateLimited`] while its bucket is empty or in debt.
-    pub fn check(&self, key: &Arc<str>) -> Result<(), RateLimited> {
+    pub fn check(&self, key: &Arc<str>, own: Option<Rate>) -> Result<(), RateLimited> {
+        let Some(rate) = own.or(self.default) else { return Ok(()) };
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() >= MAX_IDLE_BUCKETS && !buckets.contains_key(key) {
-            buckets.retain(|_, b| {
-                let earned = now.duration_since(b.at).as_secs_f64() * self.per_second as f64;
-                b.level + earned < self.burst as f64
-            });
+            // Forget buckets that were full long enough ago (idle tenants, departed addresses).
+            buckets.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(60) || b.level < 0.0);
         }
-        let bucket = buckets.entry(key.clone()).or_insert(Bucket { level: self.burst as f64, at: now });
-        self.refill(bucket, now);
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket { level: rate.burst as f64, at: now });
+        bucket.refill(rate, now);
         if bucket.level > 0.0 {
             return Ok(());
         }
-        let wait = Duration::from_millis(((-bucket.level / self.per_second as f64) * 1000.0).ceil() as u64 + 1);
-        Err(RateLimited { key: key.clone(), per_second: self.per_second, burst: self.burst, wait })
+        let wait = Duration::from_millis(((-bucket.level / rate.per_second as f64) * 1000.0).ceil() as u64 + 1);
+        Err(RateLimited { key: key.clone(), per_second: rate.per_second, burst: rate.burst, wait })
     }
 
     /// Takes `points` from `key`'s bucket (it may go into debt).
-    pub fn charge(&self, key: &Arc<str>, points: usize) {
+    pub fn charge(&self, key: &Arc<str>, own: Option<Rate>, points: usize) {
+        let Some(rate) = own.or(self.default) else { return };
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        let bucket = buckets.entry(key.clone()).or_insert(Bucket { level: self.burst as f64, at: now });
-        self.refill(bucket, now);
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket { level: rate.burst as f64, at: now });
+        bucket.refill(rate, now);
         bucket.level -= points as f64;
     }
 }
@@ -222,15 +237,22 @@ mod tests {
 
     #[test]
     fn a_bucket_lets_a_burst_through_then_charges_the_debt() {
-        let limiter = RateLimiter::new(1000, 2000);
+        let limiter = RateLimiter::new(Rate::new(1000, 2000));
         let key: Arc<str> = "fleet".into();
-        assert!(limiter.check(&key).is_ok());
-        limiter.charge(&key, 5000); // one large request overdraws by 3000
-        let limited = limiter.check(&key).unwrap_err();
+        assert!(limiter.check(&key, None).is_ok());
+        limiter.charge(&key, None, 5000); // one large request overdraws by 3000
+        let limited = limiter.check(&key, None).unwrap_err();
         assert!(limited.wait > Duration::from_millis(2900) && limited.wait < Duration::from_millis(3100), "{limited}");
         assert!(limited.to_string().contains("1000 points/s (burst 2000)"), "{limited}");
         let other: Arc<str> = "other".into();
-        assert!(limiter.check(&other).is_ok(), "another tenant has its own bucket");
+        assert!(limiter.check(&other, None).is_ok(), "another tenant has its own bucket");
+        let own = Rate::new(100, 0);
+        assert_eq!(own, Some(Rate { per_second: 100, burst: 100 }));
+        limiter.charge(&other, own, 300);
+        assert!(limiter.check(&other, own).unwrap_err().to_string().contains("100 points/s (burst 100)"));
+        let unlimited = RateLimiter::new(None);
+        unlimited.charge(&key, None, 1 << 40);
+        assert!(unlimited.check(&key, None).is_ok(), "no default rate: only tokens with their own are limited");
     }
 
     #[test]

@@ -19,6 +19,22 @@ const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
 /// memory, of buffers): such conditions pass, so the loop waits instead of spinning or giving up.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// Connections the kernel queues for the accept loop: a fleet reconnecting at once after a restart
+/// must not find a full queue (the kernel then drops SYNs and clients wait a second or more).
+/// The kernel caps it at `net.core.somaxconn`.
+const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a [`BACKLOG`]-deep accept queue (the usual default is 128).
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// Accepts connections on `listener` until `shutdown`, running `handle` for each in its own task,
 /// at most `max_connections` at once (more are closed on accept). Waits for every connection task
 /// before returning; tasks get the shutdown signal to finish their work in flight. No accept error

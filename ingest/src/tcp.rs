@@ -152,13 +152,11 @@ impl Connection {
     /// that wait at shutdown are dropped (TCP has no acknowledgement to take back).
     async fn ingest(&mut self, lines: bytes::Bytes, shutdown: &Shutdown) -> bool {
         // Over the rate, stop reading until the debt is paid: TCP flow control slows the sender.
-        if let Some(rate) = &self.limits.rate {
-            while let Err(limited) = rate.check(self.principal.rate_key()) {
-                let mut shutdown = shutdown.clone();
-                tokio::select! {
-                    () = tokio::time::sleep(limited.wait) => {}
-                    () = shutdown.wait() => return false,
-                }
+        while let Err(limited) = self.limits.rate.check(self.principal.rate_key(), None) {
+            let mut shutdown = shutdown.clone();
+            tokio::select! {
+                () = tokio::time::sleep(limited.wait) => {}
+                () = shutdown.wait() => return false,
             }
         }
         let now = now_nanos();
@@ -172,9 +170,7 @@ impl Connection {
         loop {
             match self.writer.store(&mut parsed).await {
                 Ok(()) => {
-                    if let Some(rate) = &self.limits.rate {
-                        rate.charge(self.principal.rate_key(), parsed.points);
-                    }
+                    self.limits.rate.charge(self.principal.rate_key(), None, parsed.points);
                     return true;
                 }
                 Err(error) if error.is_retryable() && !shutdown.is_triggered() => {

@@ -111,11 +111,9 @@ async fn write(
 ) -> Response {
     let now = now_nanos();
     // Before reading the body: a client over its rate costs us as little as possible.
-    if let Some(rate) = &state.limits.rate {
-        if let Err(limited) = rate.check(principal.rate_key()) {
-            state.writer.stats().requests_rate_limited.fetch_add(1, Ordering::Relaxed);
-            return rate_limited(&limited);
-        }
+    if let Err(limited) = state.limits.rate.check(principal.rate_key(), principal.rate) {
+        state.writer.stats().requests_rate_limited.fetch_add(1, Ordering::Relaxed);
+        return rate_limited(&limited);
     }
     if let Err(error) = content_type_ok(&headers) {
         return error.into_response();
@@ -160,8 +158,8 @@ async fn write(
         Err(error) => return body_error(error),
     };
     let stored = state.writer.store(&mut parsed).await;
-    if let (Ok(()), Some(rate)) = (&stored, &state.limits.rate) {
-        rate.charge(principal.rate_key(), parsed.points);
+    if stored.is_ok() {
+        state.limits.rate.charge(principal.rate_key(), principal.rate, parsed.points);
     }
     match stored {
         Ok(()) if parsed.error_count == 0 => StatusCode::NO_CONTENT.into_response(),

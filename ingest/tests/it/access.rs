@@ -19,6 +19,8 @@ fn with_tokens(limits: LimitsConfig) -> Options {
         token: token.into(),
         scopes,
         tenant: None,
+        points_per_second: None,
+        burst_points: None,
     };
     Options {
         auth: AuthConfig {
