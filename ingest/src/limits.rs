@@ -49,7 +49,7 @@ pub struct Rate {
 impl Rate {
     /// `per_second` with `burst` (0: one second's worth); `None` when `per_second` is 0 (no limit).
     pub fn new(per_second: u64, burst: u64) -> Option<Self> {
-        (per_second > 0).then(|| Self { per_second, burst: if burst == 0 { per_second } else { burst } })
+        (per_second > 0).then_some(Self { per_second, burst: if burst == 0 { per_second } else { burst } })
     }
 }
 
