@@ -37,6 +37,16 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
   fi
 fi
 
+step "Prometheus (the metrics test has a real one scrape Augur)"
+if ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y --no-install-recommends prometheus || { apt-get update && apt-get install -y --no-install-recommends prometheus; }
+  else
+    echo "Prometheus is needed: apt-get install -y prometheus" >&2
+    exit 1
+  fi
+fi
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
