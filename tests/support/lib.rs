@@ -6,11 +6,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `augur` binary of this build (`target/<profile>/augur`).
+/// The `augur` binary of this build (`target/<profile>/augur`), or `$AUGUR_BIN` (measurements by
+/// hand run the tests against `target/release/augur`).
 ///
 /// # Panics
 /// When it has not been built; `scripts/test.sh` builds it first.
 pub fn augur_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("AUGUR_BIN") {
+        return PathBuf::from(path);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/augur
     let path = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("augur");
