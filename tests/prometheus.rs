@@ -71,8 +71,8 @@ fn a_real_prometheus_scrapes_the_metrics_with_a_token() {
     let accepted = loop {
         let up = prometheus.query("up%7Bjob%3D%22augur%22%7D");
         let accepted = prometheus.query("sum(augur_ingest_points_accepted_total)");
-        if up == Some(1.0) && accepted.is_some() {
-            break accepted.unwrap();
+        if let (true, Some(accepted)) = (up == Some(1.0), accepted) {
+            break accepted;
         }
         assert!(Instant::now() < deadline, "Prometheus did not scrape Augur: up = {up:?}");
         std::thread::sleep(Duration::from_millis(250));
