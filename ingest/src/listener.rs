@@ -24,7 +24,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// The kernel caps it at `net.core.somaxconn`.
 const BACKLOG: u32 = 4096;
 
-/// A listener on `addr` with a [`BACKLOG`]-deep accept queue (the usual default is 128).
+/// A listener on `addr` with a 4096-deep accept queue (the usual default is 128).
 ///
 /// # Errors
 /// When the address cannot be bound.

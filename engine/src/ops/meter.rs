@@ -12,7 +12,7 @@ use crate::pipeline::PipelineStats;
 
 /// The span rates are measured over.
 const WINDOW: Duration = Duration::from_secs(10);
-/// How often [`LoadMeter::run`] samples.
+/// How often the server samples (see `meter_loop` in `server.rs`).
 pub const EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ struct Sample {
     values: u64,
 }
 
-/// Rates over the last [`WINDOW`] (zeros until two samples exist).
+/// Rates over the last 10 s (zeros until two samples exist).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rates {
     /// Seconds between the samples compared.
