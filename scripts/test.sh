@@ -17,35 +17,26 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   fi
 fi
 
-step "PostgreSQL server binaries (the hot-tier tests start their own servers)"
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+# Installs Debian package(s) when root with apt-get; otherwise stops, saying what to install.
+need_packages() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get install -y postgresql || { apt-get update && apt-get install -y postgresql; }
+    apt-get install -y --no-install-recommends "$@" || { apt-get update && apt-get install -y --no-install-recommends "$@"; }
   else
-    echo "PostgreSQL's server binaries are needed: apt-get install -y postgresql" >&2
+    echo "needed: apt-get install -y $*" >&2
     exit 1
   fi
+}
+
+step "PostgreSQL server binaries (the hot-tier tests start their own servers)"
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  need_packages postgresql
 fi
 
 step "headless Chromium (the status-page test loads the page in a real browser)"
-if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }
-  else
-    echo "headless Chromium is needed: apt-get install -y chromium" >&2
-    exit 1
-  fi
-fi
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need_packages chromium
 
 step "Prometheus (the metrics test has a real one scrape Augur)"
-if ! command -v prometheus >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get install -y --no-install-recommends prometheus || { apt-get update && apt-get install -y --no-install-recommends prometheus; }
-  else
-    echo "Prometheus is needed: apt-get install -y prometheus" >&2
-    exit 1
-  fi
-fi
+command -v prometheus >/dev/null 2>&1 || need_packages prometheus
 
 step "cargo fmt --check"
 cargo fmt --all --check

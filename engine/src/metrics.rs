@@ -150,8 +150,7 @@ pub fn render(ops: &Ops) -> String {
     }
     let name = "augur_ingest_requests_rejected_total";
     header(&mut out, name, "counter", "HTTP requests refused before parsing, per reason (auth, rate_limit).");
-    let rate_limited: u64 =
-        ops.writers.iter().map(|(_, w)| w.stats().requests_rate_limited.load(Ordering::Relaxed)).sum();
+    let rate_limited = crate::ops::total(&ops.writers, |s| s.requests_rate_limited.load(Ordering::Relaxed));
     sample(&mut out, name, &[("reason", "auth")], ops.auth.refused());
     sample(&mut out, name, &[("reason", "rate_limit")], rate_limited);
     ops.requests.render(&mut out);

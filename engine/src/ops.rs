@@ -143,6 +143,11 @@ impl Ops {
     }
 }
 
+/// One ingest counter summed over every protocol's writer.
+pub fn total(writers: &[(&'static str, Writer)], read: fn(&augur_ingest::write::WriteStats) -> u64) -> u64 {
+    writers.iter().map(|(_, w)| read(w.stats())).sum()
+}
+
 /// Max over mean of `loads`; `None` when they are all zero.
 pub fn skew(loads: &[f64]) -> Option<f64> {
     let mean = loads.iter().sum::<f64>() / loads.len().max(1) as f64;
@@ -199,9 +204,7 @@ async fn status(State(ops): State<Ops>) -> Json<impl Serialize> {
             regions.entry(region).or_default().1 += n;
         }
     }
-    let sum = |read: fn(&augur_ingest::write::WriteStats) -> u64| -> u64 {
-        ops.writers.iter().map(|(_, w)| read(w.stats())).sum()
-    };
+    let sum = |read| total(&ops.writers, read);
     let ingest = IngestStatus {
         points_accepted_total: sum(|s| s.points_accepted.load(Relaxed)),
         values_accepted_total: sum(|s| s.values_accepted.load(Relaxed)),

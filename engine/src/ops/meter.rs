@@ -58,8 +58,7 @@ impl LoadMeter {
                 *regions.entry(region).or_default() += n;
             }
         }
-        let sum =
-            |read: fn(&augur_ingest::write::WriteStats) -> u64| writers.iter().map(|(_, w)| read(w.stats())).sum();
+        let sum = |read| super::total(writers, read);
         let sample = Sample {
             at: Instant::now(),
             partitions,
