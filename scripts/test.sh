@@ -35,8 +35,12 @@ fi
 step "headless Chromium (the status-page test loads the page in a real browser)"
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need_packages chromium
 
-step "Prometheus (the metrics test has a real one scrape Augur)"
+step "Prometheus and its node exporter (real ones scrape Augur and remote-write into it)"
 command -v prometheus >/dev/null 2>&1 || need_packages prometheus
+command -v prometheus-node-exporter >/dev/null 2>&1 || need_packages prometheus-node-exporter
+
+step "collectd (a real one sends Graphite plaintext and write_http JSON to Augur)"
+[ -x /usr/sbin/collectd ] || need_packages collectd-core
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -151,10 +151,13 @@ impl Server {
         }
         let auth = Arc::new(Auth::new(&config.auth));
         let limits = Arc::new(Limits::new(&config.limits));
-        let (http_writer, tcp_writer) = (writer.with_own_stats(), writer.with_own_stats());
+        let http_state = HttpState::new(&writer, config.http.clone(), auth.clone(), limits.clone());
+        let tcp_writer = writer.with_own_stats();
+        let mut writers = http_state.writers();
+        writers.extend([("tcp", tcp_writer.clone()), ("replay", writer.clone())]);
         let (trigger, shutdown) = shutdown_channel();
         let ops = Ops {
-            writers: vec![("http", http_writer.clone()), ("tcp", tcp_writer.clone()), ("replay", writer.clone())],
+            writers,
             pipelines: pipelines.stats().clone(),
             durability,
             risk: risk.clone(),
@@ -167,7 +170,7 @@ impl Server {
         let meter = tokio::spawn(meter_loop(ops.clone(), shutdown.clone()));
         let reads = api::routes(hot, config.pipeline().resolutions).merge(api::risk_routes(risk));
         let app =
-            augur_ingest::http::routes(HttpState::new(http_writer, config.http.clone(), auth.clone(), limits.clone()))
+            augur_ingest::http::routes(http_state)
                 .merge(require(reads, auth.clone(), Scope::Read))
                 .merge(require(ops::routes(ops.clone()), auth, Scope::Admin))
                 .layer(axum::middleware::from_fn_with_state(ops.requests.clone(), ops::requests::record));

@@ -5,6 +5,7 @@
 //! graceful shutdown.
 
 mod body;
+mod protocols;
 mod reply;
 mod write;
 
@@ -32,7 +33,8 @@ pub use reply::error_response;
 /// What the HTTP handlers share.
 #[derive(Debug, Clone)]
 pub struct HttpState {
-    writer: Writer,
+    /// One per [`Protocol`], so each has its own counters.
+    writers: Arc<[Writer]>,
     config: Arc<HttpConfig>,
     /// Bytes of request bodies held in memory, in KiB permits: bounds ingest memory under any
     /// number of concurrent writers.
@@ -43,14 +45,53 @@ pub struct HttpState {
 
 impl HttpState {
     /// State for the handlers: writes go to `writer` once `auth` let them in and within `limits`.
-    pub fn new(writer: Writer, config: HttpConfig, auth: Arc<Auth>, limits: Arc<Limits>) -> Self {
+    pub fn new(writer: &Writer, config: HttpConfig, auth: Arc<Auth>, limits: Arc<Limits>) -> Self {
         let inflight_kib = usize::try_from(config.max_inflight_bytes / 1024).unwrap_or(usize::MAX);
         Self {
-            writer,
+            writers: Protocol::ALL.iter().map(|_| writer.with_own_stats()).collect(),
             inflight: Arc::new(Semaphore::new(inflight_kib.min(Semaphore::MAX_PERMITS))),
             config: Arc::new(config),
             auth,
             limits,
+        }
+    }
+}
+
+impl HttpState {
+    fn writer(&self, protocol: Protocol) -> &Writer {
+        &self.writers[protocol as usize]
+    }
+
+    /// Each protocol's writer, named as `/metrics` labels it.
+    pub fn writers(&self) -> Vec<(&'static str, Writer)> {
+        Protocol::ALL.iter().map(|&p| (p.label(), self.writer(p).clone())).collect()
+    }
+}
+
+/// The protocols the HTTP listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    LineProtocol,
+    Prometheus,
+}
+
+impl Protocol {
+    const ALL: [Self; 2] = [Self::LineProtocol, Self::Prometheus];
+
+    /// The `protocol` label of its counters.
+    fn label(self) -> &'static str {
+        match self {
+            // Line protocol over HTTP was the only HTTP protocol when the label was chosen.
+            Self::LineProtocol => "http",
+            Self::Prometheus => "prometheus",
+        }
+    }
+
+    /// Its name in error messages.
+    fn describe(self) -> &'static str {
+        match self {
+            Self::LineProtocol => "line protocol",
+            Self::Prometheus => "Prometheus remote write",
         }
     }
 }
@@ -61,6 +102,7 @@ pub fn routes(state: HttpState) -> axum::Router {
     let writes = axum::Router::new()
         .route("/write", post(write::write_v1))
         .route("/api/v2/write", post(write::write_v2))
+        .route("/api/v1/write", post(protocols::prometheus))
         .with_state(state.clone());
     auth::require(writes, state.auth.clone(), Scope::Write)
         .route("/health", get(reply::health))

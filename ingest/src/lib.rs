@@ -17,6 +17,7 @@
 //!   connection cap, accept errors, orderly stop.
 //! - [`mod@write`]: parse a body into per-partition batches, then admit them.
 //! - [`line_protocol`]: the zero-copy line-protocol parser and renderer.
+//! - [`protocols`]: the other protocols agents speak, each turned into line protocol.
 //! - [`point`]: the data model: typed field values, points, precision.
 //! - [`series`]: canonical series keys and stable series ids.
 //! - [`batch`]: `PointBatch`, the columnar unit that travels through the channels.
@@ -34,6 +35,7 @@ pub mod limits;
 pub mod line_protocol;
 pub mod listener;
 pub mod point;
+pub mod protocols;
 pub mod router;
 pub mod series;
 pub mod shutdown;

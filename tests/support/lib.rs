@@ -385,3 +385,46 @@ pub fn cpu_with_spike(
         })
         .collect()
 }
+
+/// Every raw row of `measurement` under `data_dir`, as JSON objects: `time` (ns), the tags, the
+/// fields, and `region` from the Hive folder. Tags a row lacks are absent.
+pub fn raw_rows(data_dir: &std::path::Path, measurement: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type, TimestampNanosecondType, UInt64Type};
+    use arrow_array::Array;
+    use serde_json::Value;
+    let folder = format!("/raw/{}/", augur_storage::parquet::layout::escape(measurement));
+    let mut rows = Vec::new();
+    for path in parquet_files(data_dir).0.iter().filter(|p| p.to_string_lossy().contains(&folder)) {
+        let region = path
+            .components()
+            .find_map(|c| c.as_os_str().to_str()?.strip_prefix("region="))
+            .unwrap_or_else(|| panic!("no region folder in {}", path.display()))
+            .to_owned();
+        for batch in read_parquet(path) {
+            for row in 0..batch.num_rows() {
+                let mut out = serde_json::Map::new();
+                out.insert("region".into(), region.clone().into());
+                for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+                    if array.is_null(row) {
+                        continue;
+                    }
+                    let value: Value = match field.data_type() {
+                        arrow_schema::DataType::Utf8 => array.as_string::<i32>().value(row).into(),
+                        arrow_schema::DataType::Float64 => array.as_primitive::<Float64Type>().value(row).into(),
+                        arrow_schema::DataType::Int64 => array.as_primitive::<Int64Type>().value(row).into(),
+                        arrow_schema::DataType::UInt64 => array.as_primitive::<UInt64Type>().value(row).into(),
+                        arrow_schema::DataType::Boolean => array.as_boolean().value(row).into(),
+                        arrow_schema::DataType::Timestamp(..) => {
+                            array.as_primitive::<TimestampNanosecondType>().value(row).into()
+                        }
+                        other => panic!("raw column {} has an unexpected type {other}", field.name()),
+                    };
+                    out.insert(field.name().clone(), value);
+                }
+                rows.push(out);
+            }
+        }
+    }
+    rows
+}

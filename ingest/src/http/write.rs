@@ -1,4 +1,5 @@
-//! `POST /write` (InfluxDB v1) and `POST /api/v2/write` (v2).
+//! `POST /write` (InfluxDB v1) and `POST /api/v2/write` (v2), and the path every write endpoint
+//! shares: limits, body, decoding, parsing, storing.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,10 +14,11 @@ use serde_json::json;
 
 use super::body::{self, BodyError, Charge};
 use super::reply::{error_response, unavailable, ApiError};
-use super::HttpState;
+use super::{HttpState, Protocol};
 use crate::auth::Principal;
 use crate::limits::RateLimited;
 use crate::point::{now_nanos, Precision};
+use crate::protocols::{Converted, DecodeError};
 use crate::write::{LinePolicy, ParsedBody, StoreError};
 
 /// Query parameters of `/write`. `db`, `rp`, `u`, `p` and `consistency` are accepted and not used
@@ -68,37 +70,177 @@ fn bad_precision(given: &str, allowed: &str) -> Response {
     )
 }
 
-/// Content types real line-protocol clients send: none, text (Telegraf, influxdb-client),
+/// A write endpoint's body: its content types and encodings, and how it becomes line protocol.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Format {
+    /// Whose counters the request goes to.
+    pub(super) protocol: Protocol,
+    /// Content-Type essences accepted (lowercase); `""` accepts a request without one.
+    pub(super) content_types: &'static [&'static str],
+    /// Content-Encodings accepted beside identity. `gzip` is undone here; any other (Prometheus'
+    /// `snappy`) is the decoder's to undo.
+    pub(super) encodings: &'static [&'static str],
+    pub(super) decode: Decode,
+}
+
+/// How a body becomes points.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Decode {
+    /// Line protocol with timestamps at this precision.
+    LineProtocol(Precision),
+    /// Another protocol, turned into line protocol by a decoder given the body, its Content-Type
+    /// essence and the size limit for anything it decompresses.
+    Converted(fn(&[u8], &str, u64) -> Result<Converted, DecodeError>),
+}
+
+/// Line protocol. The content types real clients send: none, text (Telegraf, influxdb-client),
 /// octet-stream (influxdb-python) and form-urlencoded (`curl --data-binary`).
-fn content_type_ok(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    match essence.as_str() {
-        "text/plain" | "application/octet-stream" | "application/x-www-form-urlencoded" => Ok(()),
-        _ => Err(ApiError::new(
+const LINE_PROTOCOL_TYPES: &[&str] = &["", "text/plain", "application/octet-stream", "application/x-www-form-urlencoded"];
+
+fn line_protocol(precision: Precision) -> Format {
+    Format {
+        protocol: Protocol::LineProtocol,
+        content_types: LINE_PROTOCOL_TYPES,
+        encodings: &["gzip", "x-gzip"],
+        decode: Decode::LineProtocol(precision),
+    }
+}
+
+/// The Content-Type essence, if the format accepts it.
+fn content_type(headers: &HeaderMap, format: &Format) -> Result<String, ApiError> {
+    let value = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("<not ASCII>"));
+    let essence = value.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if format.content_types.contains(&essence.as_str()) {
+        return Ok(essence);
+    }
+    let accepted: Vec<_> = format.content_types.iter().filter(|t| !t.is_empty()).copied().collect();
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported media type",
+        format!(
+            "Content-Type `{}` is not accepted by {}: send {}",
+            value.unwrap_or("(none)"),
+            format.protocol.describe(),
+            accepted.join(" or ")
+        ),
+    ))
+}
+
+/// Whether the body is gzip; `Err` for an encoding the format does not take.
+fn is_gzip(headers: &HeaderMap, format: &Format) -> Result<bool, ApiError> {
+    let encoding = headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
+    match encoding {
+        None => Ok(false),
+        Some(e) if e.is_empty() || e == "identity" => Ok(false),
+        Some(e) if format.encodings.contains(&e.as_str()) => Ok(e == "gzip" || e == "x-gzip"),
+        Some(e) => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported media type",
             format!(
-                "Content-Type `{}` is not line protocol: send text/plain (or no Content-Type)",
-                value.to_str().unwrap_or("<not ASCII>")
+                "Content-Encoding `{e}` is not accepted by {}: send {} or identity",
+                format.protocol.describe(),
+                format.encodings.join(" or ")
             ),
         )),
     }
 }
 
-/// Whether the body is gzip; `Err` for an encoding we do not speak.
-fn is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
-    match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase()) {
-        None => Ok(false),
-        Some(e) if e.is_empty() || e == "identity" => Ok(false),
-        Some(e) if e == "gzip" || e == "x-gzip" => Ok(true),
-        Some(e) => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported media type",
-            format!("Content-Encoding `{e}` is not supported: send gzip or identity"),
-        )),
+/// A stored request: its points, and what was refused in it.
+#[derive(Debug)]
+pub(super) struct Stored {
+    pub(super) parsed: ParsedBody,
+    /// For another protocol: the body as line protocol, and the items its decoder refused.
+    pub(super) converted: Option<Converted>,
+}
+
+impl Stored {
+    /// Items refused: bad lines, or points and samples.
+    pub(super) fn error_count(&self) -> usize {
+        self.parsed.error_count + self.converted.as_ref().map_or(0, |c| c.error_count)
+    }
+
+    /// The first [`crate::write::MAX_REPORTED_ERRORS`] refusals, each naming the item. A line of a
+    /// converted body is quoted, as its number means nothing to the client.
+    pub(super) fn errors(&self) -> Vec<String> {
+        let Some(converted) = &self.converted else {
+            return self.parsed.errors.iter().map(ToString::to_string).collect();
+        };
+        let mut errors = converted.errors.clone();
+        let mut lines = converted.lines.split(|&b| b == b'\n').enumerate().peekable();
+        for error in &self.parsed.errors {
+            let line = lines.find(|(i, _)| i + 1 == error.line).map_or(&[][..], |(_, l)| l);
+            let text = String::from_utf8_lossy(&line[..line.len().min(200)]);
+            errors.push(format!("point `{text}`: {}", error.reason));
+        }
+        errors.truncate(crate::write::MAX_REPORTED_ERRORS);
+        errors
+    }
+}
+
+/// Reads, decodes, parses and stores one write request; `Err` is the reply when nothing was
+/// stored. Every write endpoint goes through here, so each has the same limits, shedding and log.
+pub(super) async fn store(
+    state: HttpState,
+    principal: Arc<Principal>,
+    format: Format,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Stored, Response> {
+    let now = now_nanos();
+    let writer = state.writer(format.protocol).clone();
+    // Before reading the body: a client over its rate costs us as little as possible.
+    if let Err(limited) = state.limits.rate.check(principal.rate_key(), principal.rate) {
+        writer.stats().requests_rate_limited.fetch_add(1, Ordering::Relaxed);
+        return Err(rate_limited(&limited));
+    }
+    let essence = content_type(&headers, &format).map_err(IntoResponse::into_response)?;
+    let gzip = is_gzip(&headers, &format).map_err(IntoResponse::into_response)?;
+    let limit = state.config.max_body_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(body_error(BodyError::TooLarge { limit, after: "" }));
+    }
+    // Shed before reading and parsing when a partition is already full: the request would be
+    // refused after the work anyway, and under overload that wasted work is what slows the rest.
+    if let Some(full) = writer.router().full_partition() {
+        return Err(unavailable(format!("{full}; nothing of this request was stored")));
+    }
+    let mut charge = Charge::new(state.inflight.clone());
+    let raw = body::read(body, limit, state.config.body_read_timeout, &mut charge).await.map_err(body_error)?;
+    let tenant = state.limits.series.as_ref().map(|budget| budget.tenant(&principal.tenant));
+    let cpu = writer.clone();
+    let decoded = writer
+        .run_cpu(move || {
+            let policy = tenant.as_deref().map_or(LinePolicy::All, LinePolicy::Tenant);
+            let gunzipped = if gzip { Some(body::gunzip(&raw, limit, &mut charge).map_err(body_error)?) } else { None };
+            let text = gunzipped.as_deref().unwrap_or(&raw);
+            let stored = match format.decode {
+                Decode::LineProtocol(precision) => {
+                    let parsed = cpu.parse(text, precision, now, (1, usize::MAX), policy);
+                    Stored { parsed, converted: None }
+                }
+                Decode::Converted(decode) => {
+                    let converted = decode(text, &essence, limit).map_err(decode_error)?;
+                    cpu.stats().lines_invalid.fetch_add(converted.error_count as u64, Ordering::Relaxed);
+                    let parsed = cpu.parse(&converted.lines, Precision::Nanoseconds, now, (1, usize::MAX), policy);
+                    Stored { parsed, converted: Some(converted) }
+                }
+            };
+            drop(charge);
+            Ok::<_, Response>(stored)
+        })
+        .await;
+    let mut stored = decoded?;
+    let result = writer.store(&mut stored.parsed).await;
+    match result {
+        Ok(()) => {
+            state.limits.rate.charge(principal.rate_key(), principal.rate, stored.parsed.points);
+            Ok(stored)
+        }
+        Err(error) => {
+            writer.shed(&stored.parsed);
+            Err(store_error(&error))
+        }
     }
 }
 
@@ -109,65 +251,10 @@ async fn write(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let now = now_nanos();
-    // Before reading the body: a client over its rate costs us as little as possible.
-    if let Err(limited) = state.limits.rate.check(principal.rate_key(), principal.rate) {
-        state.writer.stats().requests_rate_limited.fetch_add(1, Ordering::Relaxed);
-        return rate_limited(&limited);
-    }
-    if let Err(error) = content_type_ok(&headers) {
-        return error.into_response();
-    }
-    let gzip = match is_gzip(&headers) {
-        Ok(gzip) => gzip,
-        Err(error) => return error.into_response(),
-    };
-    let limit = state.config.max_body_bytes;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return body_error(BodyError::TooLarge { limit, after: "" });
-    }
-    // Shed before reading and parsing when a partition is already full: the request would be
-    // refused after the work anyway, and under overload that wasted work is what slows the rest.
-    if let Some(full) = state.writer.router().full_partition() {
-        return unavailable(format!("{full}; nothing of this request was stored"));
-    }
-    let mut charge = Charge::new(state.inflight.clone());
-    let raw = match body::read(body, limit, state.config.body_read_timeout, &mut charge).await {
-        Ok(raw) => raw,
-        Err(error) => return body_error(error),
-    };
-    let writer = state.writer.clone();
-    let tenant = state.limits.series.as_ref().map(|budget| budget.tenant(&principal.tenant));
-    let parsed = state
-        .writer
-        .run_cpu(move || {
-            let policy = tenant.as_deref().map_or(LinePolicy::All, LinePolicy::Tenant);
-            let parsed = if gzip {
-                let text = body::gunzip(&raw, limit, &mut charge)?;
-                writer.parse(&text, precision, now, (1, usize::MAX), policy)
-            } else {
-                writer.parse(&raw, precision, now, (1, usize::MAX), policy)
-            };
-            drop(charge);
-            Ok::<_, BodyError>(parsed)
-        })
-        .await;
-    let mut parsed = match parsed {
-        Ok(parsed) => parsed,
-        Err(error) => return body_error(error),
-    };
-    let stored = state.writer.store(&mut parsed).await;
-    if stored.is_ok() {
-        state.limits.rate.charge(principal.rate_key(), principal.rate, parsed.points);
-    }
-    match stored {
-        Ok(()) if parsed.error_count == 0 => StatusCode::NO_CONTENT.into_response(),
-        Ok(()) => partial_write(&parsed),
-        Err(error) => {
-            state.writer.shed(&parsed);
-            store_error(&error)
-        }
+    match store(state, principal, line_protocol(precision), headers, body).await {
+        Ok(stored) if stored.error_count() == 0 => StatusCode::NO_CONTENT.into_response(),
+        Ok(stored) => partial_write(&stored.parsed),
+        Err(response) => response,
     }
 }
 
@@ -209,6 +296,17 @@ fn rate_limited(limited: &RateLimited) -> Response {
     let seconds = limited.wait.as_secs() + u64::from(limited.wait.subsec_nanos() > 0);
     response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds.max(1)));
     response
+}
+
+/// 400 naming what of the body could not be read; nothing of it was stored.
+fn decode_error(error: DecodeError) -> Response {
+    let message = format!("{error}; nothing of this request was stored");
+    match error {
+        DecodeError::TooLarge(_) => error_response(StatusCode::PAYLOAD_TOO_LARGE, "request too large", message),
+        DecodeError::Compression { .. } | DecodeError::Message { .. } => {
+            error_response(StatusCode::BAD_REQUEST, "invalid", message)
+        }
+    }
 }
 
 fn body_error(error: BodyError) -> Response {
