@@ -73,10 +73,11 @@ impl HttpState {
 pub(crate) enum Protocol {
     LineProtocol,
     Prometheus,
+    JsonLines,
 }
 
 impl Protocol {
-    const ALL: [Self; 2] = [Self::LineProtocol, Self::Prometheus];
+    const ALL: [Self; 3] = [Self::LineProtocol, Self::Prometheus, Self::JsonLines];
 
     /// The `protocol` label of its counters.
     fn label(self) -> &'static str {
@@ -84,6 +85,7 @@ impl Protocol {
             // Line protocol over HTTP was the only HTTP protocol when the label was chosen.
             Self::LineProtocol => "http",
             Self::Prometheus => "prometheus",
+            Self::JsonLines => "jsonlines",
         }
     }
 
@@ -92,6 +94,7 @@ impl Protocol {
         match self {
             Self::LineProtocol => "line protocol",
             Self::Prometheus => "Prometheus remote write",
+            Self::JsonLines => "JSON lines",
         }
     }
 }
@@ -103,6 +106,7 @@ pub fn routes(state: HttpState) -> axum::Router {
         .route("/write", post(write::write_v1))
         .route("/api/v2/write", post(write::write_v2))
         .route("/api/v1/write", post(protocols::prometheus))
+        .route("/api/v1/points", post(protocols::json_lines))
         .with_state(state.clone());
     auth::require(writes, state.auth.clone(), Scope::Write)
         .route("/health", get(reply::health))

@@ -5,14 +5,17 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
 
-use super::reply::error_response;
-use super::write::{store, Decode, Format, Stored};
+use super::write::{bad_precision, store, Decode, Format, Stored};
 use super::{HttpState, Protocol};
 use crate::auth::Principal;
+use crate::point::Precision;
 use crate::protocols;
 
 /// `POST /api/v1/write`: Prometheus remote write 1.0.
@@ -30,7 +33,7 @@ pub(super) async fn prometheus(
         protocol: Protocol::Prometheus,
         content_types: &["", "application/x-protobuf"],
         encodings: &["snappy"],
-        decode: Decode::Converted(|body, _, limit| protocols::prometheus::decode(body, limit)),
+        decode: Decode::Converted(|body, request| protocols::prometheus::decode(body, request.limit), Precision::Nanoseconds),
     };
     match store(state, principal, FORMAT, headers, body).await {
         Ok(stored) if stored.error_count() == 0 => StatusCode::NO_CONTENT.into_response(),
@@ -39,14 +42,54 @@ pub(super) async fn prometheus(
     }
 }
 
-/// 400 naming the items refused; the rest of the request was stored.
+/// Query parameters of `/api/v1/points`.
+#[derive(Debug, Deserialize)]
+pub(super) struct PointsParams {
+    precision: Option<String>,
+}
+
+/// `POST /api/v1/points`: JSON lines. 204 once stored; 400 naming each bad line by number (the
+/// good lines were stored), as for line protocol.
+pub(super) async fn json_lines(
+    State(state): State<HttpState>,
+    Extension(principal): Extension<Arc<Principal>>,
+    Query(params): Query<PointsParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let precision = match params.precision.as_deref().map(|p| (p, Precision::from_v2(p))) {
+        None => Precision::Nanoseconds,
+        Some((_, Some(precision))) => precision,
+        Some((p, None)) => return bad_precision(p, "ns, us, ms, s"),
+    };
+    let format = Format {
+        protocol: Protocol::JsonLines,
+        content_types: &["", "application/x-ndjson", "application/jsonl", "application/json", "text/plain"],
+        encodings: &["gzip", "x-gzip"],
+        decode: Decode::Converted(|body, request| Ok(protocols::json_lines::decode(body, request)), precision),
+    };
+    match store(state, principal, format, headers, body).await {
+        Ok(stored) if stored.error_count() == 0 => StatusCode::NO_CONTENT.into_response(),
+        Ok(stored) => rejected_items(&stored, "line(s)"),
+        Err(response) => response,
+    }
+}
+
+/// 400 naming the items refused (the first [`crate::write::MAX_REPORTED_ERRORS`]); the rest of
+/// the request was stored.
 fn rejected_items(stored: &Stored, items: &str) -> Response {
     let errors = stored.errors();
-    let message = format!(
-        "{} {items} rejected, {} point(s) stored; first: {}",
-        stored.error_count(),
-        stored.parsed.points,
-        errors.first().map_or("", String::as_str)
-    );
-    error_response(StatusCode::BAD_REQUEST, "invalid", message)
+    let body = json!({
+        "code": "invalid",
+        "message": format!(
+            "{} {items} rejected, {} point(s) stored; first: {}",
+            stored.error_count(),
+            stored.parsed.points,
+            errors.first().map_or("", String::as_str)
+        ),
+        "accepted_points": stored.parsed.points,
+        "rejected": stored.error_count(),
+        "errors": errors,
+    });
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }

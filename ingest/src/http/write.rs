@@ -18,7 +18,7 @@ use super::{HttpState, Protocol};
 use crate::auth::Principal;
 use crate::limits::RateLimited;
 use crate::point::{now_nanos, Precision};
-use crate::protocols::{Converted, DecodeError};
+use crate::protocols::{Converted, DecodeError, Request};
 use crate::write::{LinePolicy, ParsedBody, StoreError};
 
 /// Query parameters of `/write`. `db`, `rp`, `u`, `p` and `consistency` are accepted and not used
@@ -62,7 +62,7 @@ pub(super) async fn write_v2(
     }
 }
 
-fn bad_precision(given: &str, allowed: &str) -> Response {
+pub(super) fn bad_precision(given: &str, allowed: &str) -> Response {
     error_response(
         StatusCode::BAD_REQUEST,
         "invalid",
@@ -88,9 +88,8 @@ pub(super) struct Format {
 pub(super) enum Decode {
     /// Line protocol with timestamps at this precision.
     LineProtocol(Precision),
-    /// Another protocol, turned into line protocol by a decoder given the body, its Content-Type
-    /// essence and the size limit for anything it decompresses.
-    Converted(fn(&[u8], &str, u64) -> Result<Converted, DecodeError>),
+    /// Another protocol, turned into line protocol by a decoder.
+    Converted(fn(&[u8], &Request<'_>) -> Result<Converted, DecodeError>, Precision),
 }
 
 /// Line protocol. The content types real clients send: none, text (Telegraf, influxdb-client),
@@ -159,19 +158,13 @@ impl Stored {
         self.parsed.error_count + self.converted.as_ref().map_or(0, |c| c.error_count)
     }
 
-    /// The first [`crate::write::MAX_REPORTED_ERRORS`] refusals, each naming the item. A line of a
-    /// converted body is quoted, as its number means nothing to the client.
+    /// The first [`crate::write::MAX_REPORTED_ERRORS`] refusals, each naming the item.
     pub(super) fn errors(&self) -> Vec<String> {
         let Some(converted) = &self.converted else {
             return self.parsed.errors.iter().map(ToString::to_string).collect();
         };
         let mut errors = converted.errors.clone();
-        let mut lines = converted.lines.split(|&b| b == b'\n').enumerate().peekable();
-        for error in &self.parsed.errors {
-            let line = lines.find(|(i, _)| i + 1 == error.line).map_or(&[][..], |(_, l)| l);
-            let text = String::from_utf8_lossy(&line[..line.len().min(200)]);
-            errors.push(format!("point `{text}`: {}", error.reason));
-        }
+        errors.extend(self.parsed.errors.iter().map(|e| converted.describe(e.line, &e.reason)));
         errors.truncate(crate::write::MAX_REPORTED_ERRORS);
         errors
     }
@@ -219,8 +212,9 @@ pub(super) async fn store(
                     let parsed = cpu.parse(text, precision, now, (1, usize::MAX), policy);
                     Stored { parsed, converted: None }
                 }
-                Decode::Converted(decode) => {
-                    let converted = decode(text, &essence, limit).map_err(decode_error)?;
+                Decode::Converted(decode, precision) => {
+                    let request = Request { content_type: &essence, limit, precision };
+                    let converted = decode(text, &request).map_err(decode_error)?;
                     cpu.stats().lines_invalid.fetch_add(converted.error_count as u64, Ordering::Relaxed);
                     let parsed = cpu.parse(&converted.lines, Precision::Nanoseconds, now, (1, usize::MAX), policy);
                     Stored { parsed, converted: Some(converted) }

@@ -10,7 +10,6 @@
 use prost::Message;
 
 use super::{Converted, DecodeError};
-use crate::line_protocol::render_point;
 use crate::point::FieldValue;
 
 /// `prometheus/prompb/types.proto` and `remote.proto`, the fields remote write 1.0 sends.
@@ -73,8 +72,9 @@ pub fn decode(body: &[u8], limit: u64) -> Result<Converted, DecodeError> {
 }
 
 fn convert(request: &prompb::WriteRequest) -> Converted {
-    let mut out = Converted::default();
+    let mut out = Converted::new("series");
     for (index, series) in request.timeseries.iter().enumerate() {
+        let number = index + 1;
         let mut name = None;
         let mut tags: Vec<(&str, &str)> = Vec::with_capacity(series.labels.len());
         for label in &series.labels {
@@ -86,15 +86,15 @@ fn convert(request: &prompb::WriteRequest) -> Converted {
         }
         let describe = || {
             let labels: Vec<String> = series.labels.iter().map(|l| format!("{}={:?}", l.name, l.value)).collect();
-            format!("series {} {{{}}}", index + 1, labels.join(", "))
+            format!("{{{}}}", labels.join(", "))
         };
         let Some(name) = name.filter(|n| !n.is_empty()) else {
-            out.reject(|| format!("{}: no `__name__` label", describe()));
+            out.reject(number, || format!("{}: no `__name__` label", describe()));
             continue;
         };
         tags.sort_unstable();
         if let Some(pair) = tags.windows(2).find(|p| p[0].0 == p[1].0) {
-            out.reject(|| format!("{}: label `{}` appears twice", describe(), pair[0].0));
+            out.reject(number, || format!("{}: label `{}` appears twice", describe(), pair[0].0));
             continue;
         }
         for sample in &series.samples {
@@ -103,14 +103,14 @@ fn convert(request: &prompb::WriteRequest) -> Converted {
                 continue;
             }
             if !sample.value.is_finite() {
-                out.reject(|| format!("{}: sample at {} ms is {} (cannot be stored)", describe(), sample.timestamp, sample.value));
+                out.reject(number, || format!("{}: sample at {} ms is {} (cannot be stored)", describe(), sample.timestamp, sample.value));
                 continue;
             }
             let Some(time) = sample.timestamp.checked_mul(1_000_000) else {
-                out.reject(|| format!("{}: timestamp {} ms is out of range", describe(), sample.timestamp));
+                out.reject(number, || format!("{}: timestamp {} ms is out of range", describe(), sample.timestamp));
                 continue;
             };
-            render_point(&mut out.lines, name, tags.iter().copied(), [("value", FieldValue::Float(sample.value))], Some(time));
+            out.point(number, name, tags.iter().copied(), [("value", FieldValue::Float(sample.value))], Some(time));
         }
     }
     out
@@ -157,7 +157,7 @@ mod tests {
             "node_load1,instance=a:9100,job=node value=0.5 1700000000000000000\nup,region=eu value=1.0 1700000000000000000\n"
         );
         assert_eq!((converted.skipped, converted.error_count), (1, 2));
-        assert!(converted.errors[0].contains("series 3 {job=\"x\"}: no `__name__` label"), "{:?}", converted.errors);
+        assert!(converted.errors[0].contains("series 3: {job=\"x\"}: no `__name__` label"), "{:?}", converted.errors);
         assert!(converted.errors[1].contains("is inf (cannot be stored)"), "{:?}", converted.errors);
     }
 
