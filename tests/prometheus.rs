@@ -146,10 +146,7 @@ fn a_real_prometheus_remote_writes_a_node_exporters_series() {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let (_, metrics) = http_with(server.http, "GET", "/metrics", &[("Authorization", &admin)], b"");
-        let accepted = metrics
-            .lines()
-            .find(|l| l.starts_with("augur_ingest_points_accepted_total{protocol=\"prometheus\"}"))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+        let accepted = metric(&metrics, "augur_ingest_points_accepted_total{protocol=\"prometheus\"}");
         if accepted.is_some_and(|n| n > 0) && prometheus.query("node_memory_MemTotal_bytes").is_some() {
             // Three more scrape intervals, so the sample Prometheus answers with has been sent.
             std::thread::sleep(Duration::from_secs(4));

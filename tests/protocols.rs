@@ -48,8 +48,7 @@ fn json_lines_store_good_lines_and_name_bad_ones() {
     assert!(errors[1].starts_with("line 4: ") && errors[1].contains("future"), "{errors:?}");
 
     let gzipped = gzip(br#"{"measurement":"cpu","tags":{"host":"e","region":"eu"},"fields":{"usage":0.9}}"#);
-    let (status, reply) =
-        http_with(server.http, "POST", "/api/v1/points", &[("Content-Encoding", "gzip")], &gzipped);
+    let (status, reply) = http_with(server.http, "POST", "/api/v1/points", &[("Content-Encoding", "gzip")], &gzipped);
     assert_eq!(status, 204, "{reply}");
     let (status, reply) = http(server.http, "POST", "/api/v1/points?precision=fortnights", b"");
     assert_eq!(status, 400, "{reply}");

@@ -169,11 +169,10 @@ impl Server {
         };
         let meter = tokio::spawn(meter_loop(ops.clone(), shutdown.clone()));
         let reads = api::routes(hot, config.pipeline().resolutions).merge(api::risk_routes(risk));
-        let app =
-            augur_ingest::http::routes(http_state)
-                .merge(require(reads, auth.clone(), Scope::Read))
-                .merge(require(ops::routes(ops.clone()), auth, Scope::Admin))
-                .layer(axum::middleware::from_fn_with_state(ops.requests.clone(), ops::requests::record));
+        let app = augur_ingest::http::routes(http_state)
+            .merge(require(reads, auth.clone(), Scope::Read))
+            .merge(require(ops::routes(ops.clone()), auth, Scope::Admin))
+            .layer(axum::middleware::from_fn_with_state(ops.requests.clone(), ops::requests::record));
         let http_config = config.http.clone();
         let listeners = vec![
             tokio::spawn({

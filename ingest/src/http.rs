@@ -71,19 +71,20 @@ impl HttpState {
 /// The protocols the HTTP listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Protocol {
-    LineProtocol,
+    /// InfluxDB line protocol.
+    Influx,
     Prometheus,
     JsonLines,
 }
 
 impl Protocol {
-    const ALL: [Self; 3] = [Self::LineProtocol, Self::Prometheus, Self::JsonLines];
+    const ALL: [Self; 3] = [Self::Influx, Self::Prometheus, Self::JsonLines];
 
     /// The `protocol` label of its counters.
     fn label(self) -> &'static str {
         match self {
             // Line protocol over HTTP was the only HTTP protocol when the label was chosen.
-            Self::LineProtocol => "http",
+            Self::Influx => "http",
             Self::Prometheus => "prometheus",
             Self::JsonLines => "jsonlines",
         }
@@ -92,7 +93,7 @@ impl Protocol {
     /// Its name in error messages.
     fn describe(self) -> &'static str {
         match self {
-            Self::LineProtocol => "line protocol",
+            Self::Influx => "line protocol",
             Self::Prometheus => "Prometheus remote write",
             Self::JsonLines => "JSON lines",
         }

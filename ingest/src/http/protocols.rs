@@ -33,7 +33,10 @@ pub(super) async fn prometheus(
         protocol: Protocol::Prometheus,
         content_types: &["", "application/x-protobuf"],
         encodings: &["snappy"],
-        decode: Decode::Converted(|body, request| protocols::prometheus::decode(body, request.limit), Precision::Nanoseconds),
+        decode: Decode::Converted(
+            |body, request| protocols::prometheus::decode(body, request.limit),
+            Precision::Nanoseconds,
+        ),
     };
     match store(state, principal, FORMAT, headers, body).await {
         Ok(stored) if stored.error_count() == 0 => StatusCode::NO_CONTENT.into_response(),

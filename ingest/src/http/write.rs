@@ -94,11 +94,12 @@ pub(super) enum Decode {
 
 /// Line protocol. The content types real clients send: none, text (Telegraf, influxdb-client),
 /// octet-stream (influxdb-python) and form-urlencoded (`curl --data-binary`).
-const LINE_PROTOCOL_TYPES: &[&str] = &["", "text/plain", "application/octet-stream", "application/x-www-form-urlencoded"];
+const LINE_PROTOCOL_TYPES: &[&str] =
+    &["", "text/plain", "application/octet-stream", "application/x-www-form-urlencoded"];
 
 fn line_protocol(precision: Precision) -> Format {
     Format {
-        protocol: Protocol::LineProtocol,
+        protocol: Protocol::Influx,
         content_types: LINE_PROTOCOL_TYPES,
         encodings: &["gzip", "x-gzip"],
         decode: Decode::LineProtocol(precision),
@@ -205,7 +206,11 @@ pub(super) async fn store(
     let decoded = writer
         .run_cpu(move || {
             let policy = tenant.as_deref().map_or(LinePolicy::All, LinePolicy::Tenant);
-            let gunzipped = if gzip { Some(body::gunzip(&raw, limit, &mut charge).map_err(body_error)?) } else { None };
+            let gunzipped = if gzip {
+                Some(body::gunzip(&raw, limit, &mut charge).map_err(|e| Box::new(body_error(e)))?)
+            } else {
+                None
+            };
             let text = gunzipped.as_deref().unwrap_or(&raw);
             let stored = match format.decode {
                 Decode::LineProtocol(precision) => {
@@ -214,17 +219,17 @@ pub(super) async fn store(
                 }
                 Decode::Converted(decode, precision) => {
                     let request = Request { content_type: &essence, limit, precision };
-                    let converted = decode(text, &request).map_err(decode_error)?;
+                    let converted = decode(text, &request).map_err(|e| Box::new(decode_error(e)))?;
                     cpu.stats().lines_invalid.fetch_add(converted.error_count as u64, Ordering::Relaxed);
                     let parsed = cpu.parse(&converted.lines, Precision::Nanoseconds, now, (1, usize::MAX), policy);
                     Stored { parsed, converted: Some(converted) }
                 }
             };
             drop(charge);
-            Ok::<_, Response>(stored)
+            Ok::<_, Box<Response>>(stored)
         })
         .await;
-    let mut stored = decoded?;
+    let mut stored = decoded.map_err(|response| *response)?;
     let result = writer.store(&mut stored.parsed).await;
     match result {
         Ok(()) => {

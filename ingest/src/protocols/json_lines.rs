@@ -162,4 +162,54 @@ mod tests {
         assert_eq!(converted.error_count, 1);
         assert!(converted.errors[0].contains("not an integer in range at precision s"), "{:?}", converted.errors);
     }
+
+    /// A JSON line as a client library would write it.
+    fn json_point() -> impl proptest::strategy::Strategy<Value = (serde_json::Value, String)> {
+        use proptest::prelude::*;
+        let name = "[a-zA-Z_][a-zA-Z0-9_ .,=\\\\\"-]{0,12}";
+        (name, proptest::collection::btree_map(name, name, 0..4), name, -1e12f64..1e12, 0i64..2_000_000_000_000)
+            .prop_map(|(measurement, tags, field, value, time)| {
+                let point = serde_json::json!({
+                    "measurement": measurement, "tags": tags, "fields": { field.clone(): value }, "time": time
+                });
+                (point, field)
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// Any bytes: no panic, and each non-blank line is a point or one error naming it.
+        #[test]
+        fn any_body_gives_a_point_or_an_error_per_line(body in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let converted = lines(&String::from_utf8_lossy(&body), Precision::Nanoseconds);
+            let items = body.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).count();
+            proptest::prop_assert_eq!(converted.sources.len() + converted.error_count, items);
+        }
+
+        /// What a client writes is what the line-protocol parser reads back.
+        #[test]
+        fn points_round_trip_through_line_protocol((point, field) in json_point()) {
+            let converted = lines(&format!("{point}\n"), Precision::Milliseconds);
+            let mut parser = crate::line_protocol::Parser::new(&converted.lines, Precision::Nanoseconds, 0, 1);
+            match parser.next() {
+                Some(Ok(line)) => {
+                    let owned = line.to_point();
+                    proptest::prop_assert_eq!(&owned.measurement, point["measurement"].as_str().unwrap());
+                    proptest::prop_assert_eq!(owned.time, point["time"].as_i64().unwrap() * 1_000_000);
+                    let tags: BTreeMap<String, String> = owned.tags.iter().cloned().collect();
+                    let sent: BTreeMap<String, String> = serde_json::from_value(point["tags"].clone()).unwrap();
+                    proptest::prop_assert_eq!(tags, sent);
+                    proptest::prop_assert_eq!(&owned.fields[0].0, &field);
+                    proptest::prop_assert_eq!(owned.fields[0].1.clone(), FieldValue::Float(point["fields"][&field].as_f64().unwrap()));
+                }
+                // Empty names and tag values are refused by the parser, as in line protocol.
+                Some(Err(error)) => proptest::prop_assert!(
+                    point["measurement"] == "" || field.is_empty() || point["tags"].as_object().unwrap().iter().any(|(k, v)| k.is_empty() || v == ""),
+                    "{error} for {point}"
+                ),
+                None => proptest::prop_assert!(false, "no line for {point}: {:?}", converted.errors),
+            }
+        }
+    }
 }

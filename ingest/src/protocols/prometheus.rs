@@ -103,7 +103,9 @@ fn convert(request: &prompb::WriteRequest) -> Converted {
                 continue;
             }
             if !sample.value.is_finite() {
-                out.reject(number, || format!("{}: sample at {} ms is {} (cannot be stored)", describe(), sample.timestamp, sample.value));
+                out.reject(number, || {
+                    format!("{}: sample at {} ms is {} (cannot be stored)", describe(), sample.timestamp, sample.value)
+                });
                 continue;
             }
             let Some(time) = sample.timestamp.checked_mul(1_000_000) else {
@@ -170,5 +172,21 @@ mod tests {
         assert!(error.to_string().starts_with("invalid protobuf WriteRequest"), "{error}");
         let big = snap::raw::Encoder::new().compress_vec(&vec![0; 4096]).unwrap();
         assert!(matches!(decode(&big, 1024), Err(DecodeError::TooLarge(1024))));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// Any bytes, as a frame or inside a valid frame: an error or points, never a panic, and
+        /// never more than the limit decompressed.
+        #[test]
+        fn any_body_decodes_or_is_refused(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = decode(&bytes, 1 << 16);
+            let framed = snap::raw::Encoder::new().compress_vec(&bytes).unwrap();
+            if let Ok(converted) = decode(&framed, 1 << 16) {
+                let lines = converted.lines.iter().filter(|&&b| b == b'\n').count();
+                proptest::prop_assert_eq!(lines, converted.sources.len());
+            }
+        }
     }
 }

@@ -53,8 +53,7 @@ impl Server {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (http_addr, tcp_addr) = (http.local_addr().unwrap(), tcp.local_addr().unwrap());
         let limits = Arc::new(Limits::new(&options.limits));
-        let state =
-            HttpState::new(writer.clone(), options.http.clone(), Arc::new(Auth::new(&options.auth)), limits.clone());
+        let state = HttpState::new(&writer, options.http.clone(), Arc::new(Auth::new(&options.auth)), limits.clone());
         let app = augur_ingest::http::routes(state);
         let http_config = options.http;
         let http_shutdown = shutdown.clone();
