@@ -9,10 +9,9 @@ use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::json;
 
-use super::write::{bad_precision, store, Decode, Format, Stored};
+use super::write::{store, Decode, Format, PrecisionParam, Stored};
 use super::{HttpState, Protocol};
 use crate::auth::Principal;
 use crate::point::Precision;
@@ -38,17 +37,7 @@ pub(super) async fn prometheus(
             Precision::Nanoseconds,
         ),
     };
-    match store(state, principal, FORMAT, headers, body).await {
-        Ok(stored) if stored.error_count() == 0 => StatusCode::NO_CONTENT.into_response(),
-        Ok(stored) => rejected_items(&stored, "sample(s)"),
-        Err(response) => response,
-    }
-}
-
-/// Query parameters of `/api/v1/points`.
-#[derive(Debug, Deserialize)]
-pub(super) struct PointsParams {
-    precision: Option<String>,
+    answer(store(state, principal, FORMAT, headers, body).await, "sample(s)")
 }
 
 /// `POST /api/v1/points`: JSON lines. 204 once stored; 400 naming each bad line by number (the
@@ -56,14 +45,13 @@ pub(super) struct PointsParams {
 pub(super) async fn json_lines(
     State(state): State<HttpState>,
     Extension(principal): Extension<Arc<Principal>>,
-    Query(params): Query<PointsParams>,
+    Query(params): Query<PrecisionParam>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let precision = match params.precision.as_deref().map(|p| (p, Precision::from_v2(p))) {
-        None => Precision::Nanoseconds,
-        Some((_, Some(precision))) => precision,
-        Some((p, None)) => return bad_precision(p, "ns, us, ms, s"),
+    let precision = match params.read(Precision::from_v2, "ns, us, ms, s") {
+        Ok(precision) => precision,
+        Err(error) => return error.into_response(),
     };
     let format = Format {
         protocol: Protocol::JsonLines,
@@ -71,9 +59,14 @@ pub(super) async fn json_lines(
         encodings: &["gzip", "x-gzip"],
         decode: Decode::Converted(|body, request| Ok(protocols::json_lines::decode(body, request)), precision),
     };
-    match store(state, principal, format, headers, body).await {
+    answer(store(state, principal, format, headers, body).await, "line(s)")
+}
+
+/// 204 when all was stored; 400 naming the `items` refused otherwise.
+fn answer(stored: Result<Stored, Response>, items: &str) -> Response {
+    match stored {
         Ok(stored) if stored.error_count() == 0 => StatusCode::NO_CONTENT.into_response(),
-        Ok(stored) => rejected_items(&stored, "line(s)"),
+        Ok(stored) => rejected_items(&stored, items),
         Err(response) => response,
     }
 }

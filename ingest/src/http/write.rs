@@ -21,53 +21,51 @@ use crate::point::{now_nanos, Precision};
 use crate::protocols::{Converted, DecodeError, Request};
 use crate::write::{LinePolicy, ParsedBody, StoreError};
 
-/// Query parameters of `/write`. `db`, `rp`, `u`, `p` and `consistency` are accepted and not used
-/// (Augur has one keyspace; the region tag partitions it).
+/// The `precision` query parameter of the write endpoints. Other parameters (`db`, `rp`, `u`,
+/// `p`, `consistency` of v1; `org`, `bucket` of v2) are accepted and not used: Augur has one
+/// keyspace, and the region tag partitions it.
 #[derive(Debug, Deserialize)]
-pub(super) struct V1Params {
+pub(super) struct PrecisionParam {
     precision: Option<String>,
 }
 
-/// Query parameters of `/api/v2/write`. `org` and `bucket` are accepted and not used.
-#[derive(Debug, Deserialize)]
-pub(super) struct V2Params {
-    precision: Option<String>,
+impl PrecisionParam {
+    /// The precision asked for (ns when none), read by `parse`; a 400 listing `allowed` otherwise.
+    pub(super) fn read(&self, parse: fn(&str) -> Option<Precision>, allowed: &str) -> Result<Precision, ApiError> {
+        match self.precision.as_deref() {
+            None => Ok(Precision::Nanoseconds),
+            Some(given) => parse(given).ok_or_else(|| {
+                let message = format!("invalid precision `{given}`: expected one of {allowed}");
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+            }),
+        }
+    }
 }
 
 pub(super) async fn write_v1(
     State(state): State<HttpState>,
     Extension(principal): Extension<Arc<Principal>>,
-    Query(params): Query<V1Params>,
+    Query(params): Query<PrecisionParam>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match params.precision.as_deref().map(|p| (p, Precision::from_v1(p))) {
-        None => write(state, principal, Precision::Nanoseconds, headers, body).await,
-        Some((_, Some(precision))) => write(state, principal, precision, headers, body).await,
-        Some((p, None)) => bad_precision(p, "n, u, ms, s, m, h"),
+    match params.read(Precision::from_v1, "n, u, ms, s, m, h") {
+        Ok(precision) => write(state, principal, precision, headers, body).await,
+        Err(error) => error.into_response(),
     }
 }
 
 pub(super) async fn write_v2(
     State(state): State<HttpState>,
     Extension(principal): Extension<Arc<Principal>>,
-    Query(params): Query<V2Params>,
+    Query(params): Query<PrecisionParam>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match params.precision.as_deref().map(|p| (p, Precision::from_v2(p))) {
-        None => write(state, principal, Precision::Nanoseconds, headers, body).await,
-        Some((_, Some(precision))) => write(state, principal, precision, headers, body).await,
-        Some((p, None)) => bad_precision(p, "ns, us, ms, s"),
+    match params.read(Precision::from_v2, "ns, us, ms, s") {
+        Ok(precision) => write(state, principal, precision, headers, body).await,
+        Err(error) => error.into_response(),
     }
-}
-
-pub(super) fn bad_precision(given: &str, allowed: &str) -> Response {
-    error_response(
-        StatusCode::BAD_REQUEST,
-        "invalid",
-        format!("invalid precision `{given}`: expected one of {allowed}"),
-    )
 }
 
 /// A write endpoint's body: its content types and encodings, and how it becomes line protocol.
