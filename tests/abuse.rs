@@ -173,7 +173,8 @@ fn abusers_get_their_answers_quickly_and_the_legitimate_client_keeps_writing() {
         (slow.join().unwrap(), legit)
     });
 
-    let abuser_cores = (own_cpu_seconds() - cpu_before) / abuse_started.elapsed().as_secs_f64();
+    let abuse_seconds = abuse_started.elapsed().as_secs_f64();
+    let abuser_cores = (own_cpu_seconds() - cpu_before) / abuse_seconds;
     let ratio = legit["values_per_s"].as_f64().unwrap() / alone["values_per_s"].as_f64().unwrap();
     println!(
         "legitimate client: alone {:.0} values/s (p99 {} ms), under abuse {:.0} values/s (p99 {} ms): {:.0}%; the abusers themselves used {abuser_cores:.2} of the machine's cores",
@@ -197,8 +198,15 @@ fn abusers_get_their_answers_quickly_and_the_legitimate_client_keeps_writing() {
         assert!(seen.slowest < Duration::from_secs(2), "{what}: an answer took {:?}", seen.slowest);
     }
     let noisy = seen[3].lock().unwrap();
-    let stored = noisy.statuses.iter().filter(|&&s| s == 204).count();
-    assert!(stored * 4 < noisy.statuses.len(), "the noisy tenant got {stored} of {} through", noisy.statuses.len());
+    // The token's bucket: its burst, its rate over the abuse, and the one request it may owe (a
+    // request is let in while the balance is positive, then charged). Not a share of requests:
+    // how many the client manages to send depends on how loaded the machine is.
+    let stored_points = 1000.0 * noisy.statuses.iter().filter(|&&s| s == 204).count() as f64;
+    let allowed = 5000.0 + 5000.0 * abuse_seconds + 1000.0;
+    assert!(
+        stored_points <= allowed,
+        "the noisy tenant stored {stored_points} points in {abuse_seconds:.1} s; its bucket allows {allowed}"
+    );
 
     let (most, cut, longest) = slow;
     println!("slow connections: {most} open at once, {cut} cut off, the longest lived {longest:?}");
