@@ -41,6 +41,21 @@ command -v prometheus-node-exporter >/dev/null 2>&1 || need_packages prometheus-
 
 step "collectd (a real one sends Graphite plaintext and write_http JSON to Augur)"
 [ -x /usr/sbin/collectd ] || need_packages collectd-core
+# collectd-core leaves its plugins' libraries to Recommends: write_http needs yajl and curl.
+if ldd /usr/lib/collectd/write_http.so | grep -q 'not found'; then
+  need_packages libyajl2 libcurl3-gnutls
+fi
+
+step "Python venv with the real clients (OpenTelemetry SDK, statsd) and the Parquet readers"
+command -v python3 >/dev/null || { echo "python3 is needed: apt-get install -y python3 python3-venv" >&2; exit 1; }
+venv=target/test-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" || { echo "cannot create a venv: apt-get install -y python3-venv" >&2; exit 1; }
+fi
+# Pinned: the versions the tests were written against.
+"$venv/bin/pip" install --quiet --disable-pip-version-check duckdb==2.0.0 polars==2.1.0 pyarrow==26.0.1 \
+  opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2 statsd==4.0.1
+export AUGUR_TEST_PYTHON="$PWD/$venv/bin/python"
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -66,13 +81,6 @@ else
 fi
 
 step "interop: the Parquet tree read by DuckDB, Polars and pyarrow"
-command -v python3 >/dev/null || { echo "python3 is needed for the interop test: apt-get install -y python3 python3-venv" >&2; exit 1; }
-venv=target/test-venv
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv" || { echo "cannot create a venv: apt-get install -y python3-venv" >&2; exit 1; }
-fi
-# Pinned: the versions the interop test was written against.
-"$venv/bin/pip" install --quiet --disable-pip-version-check duckdb==2.0.0 polars==2.1.0 pyarrow==26.0.1
 "$venv/bin/python" tests/interop/parquet_readers.py target/debug/augur
 
 step "benchmarks compile"

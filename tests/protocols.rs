@@ -114,3 +114,74 @@ fn bad_remote_write_bodies_get_clear_errors() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!((rows[0]["value"].as_f64(), rows[0]["time"].as_i64()), (Some(1.0), Some(2_000_000)));
 }
+
+#[test]
+fn otlp_answers_as_its_spec_requires() {
+    let server = AugurServer::start(&[]);
+    let json = [("Content-Type", "application/json")];
+    // OTLP/JSON as the spec writes it: one good data point, one that cannot be stored.
+    let body = r#"{"resourceMetrics":[{"resource":{"attributes":[{"key":"host.name","value":{"stringValue":"web1"}}]},
+      "scopeMetrics":[{"metrics":[{"name":"temp","gauge":{"dataPoints":[
+        {"asDouble":21.5,"timeUnixNano":"1700000000000000000"},{"asDouble":"NaN","timeUnixNano":"1700000000000000000"}]}}]}]}]}"#;
+    let (status, reply) = http_with(server.http, "POST", "/v1/metrics", &json, body.as_bytes());
+    // A partial success is a 200 (OTLP clients would otherwise send the stored point again).
+    assert_eq!(status, 200, "{reply}");
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["partialSuccess"]["rejectedDataPoints"], "1", "{reply}");
+    let message = reply["partialSuccess"]["errorMessage"].as_str().unwrap();
+    assert!(message.contains("metric 1: `temp`, data point 2: `value` is NaN"), "{message}");
+    let gzipped = gzip(body.replace(r#""NaN""#, "22.5").as_bytes());
+    let (status, reply) = http_with(
+        server.http,
+        "POST",
+        "/v1/metrics",
+        &[("Content-Type", "application/json"), ("Content-Encoding", "gzip")],
+        &gzipped,
+    );
+    assert_eq!((status, reply.as_str()), (200, "{}"));
+    // Errors are google.rpc.Status messages in the request's encoding.
+    let (status, reply) = http_with(server.http, "POST", "/v1/metrics", &json, b"{\"resourceMetrics\": 5}");
+    assert_eq!(status, 400, "{reply}");
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["code"], 3, "{reply}");
+    assert!(reply["message"].as_str().unwrap().contains("invalid OTLP/JSON"), "{reply}");
+    let protobuf = [("Content-Type", "application/x-protobuf")];
+    let (status, reply) = http_with(server.http, "POST", "/v1/metrics", &protobuf, b"\x0a\x0a\x0a\x03");
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.contains("invalid protobuf ExportMetricsServiceRequest"), "{reply}");
+    let (status, reply) = http_with(server.http, "POST", "/v1/metrics", &[("Content-Type", "text/plain")], b"x");
+    assert_eq!(status, 415, "{reply}");
+    assert!(reply.contains("not accepted by OTLP/HTTP metrics"), "{reply}");
+    others_still_write(&server);
+
+    let data = TempDir(server.data_dir.clone());
+    assert!(server.terminate_keeping_data(Duration::from_secs(60)).success());
+    let mut values: Vec<f64> = raw_rows(&data.0, "temp").iter().map(|r| r["value"].as_f64().unwrap()).collect();
+    values.sort_by(f64::total_cmp);
+    assert_eq!(values, [21.5, 21.5, 22.5]);
+}
+
+#[test]
+fn collectd_value_lists_are_stored_and_bad_ones_named() {
+    let server = AugurServer::start(&[]);
+    let body = r#"[{"values":[0.5,0.25,0.125],"dstypes":["gauge","gauge","gauge"],"dsnames":["shortterm","midterm","longterm"],
+        "time":1700000000.25,"interval":10.0,"host":"web1","plugin":"load","plugin_instance":"","type":"load","type_instance":""},
+      {"values":[1],"dsnames":["value"],"time":"soon","host":"web1","plugin":"load","type":"load"}]"#;
+    let (status, reply) =
+        http_with(server.http, "POST", "/collectd", &[("Content-Type", "application/json")], body.as_bytes());
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.contains("value list 2: invalid type: string"), "{reply}");
+    assert!(reply.contains("1 point(s) stored"), "{reply}");
+    let (status, reply) = http(server.http, "POST", "/collectd", b"[{");
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.contains("invalid collectd JSON"), "{reply}");
+    others_still_write(&server);
+
+    let data = TempDir(server.data_dir.clone());
+    assert!(server.terminate_keeping_data(Duration::from_secs(60)).success());
+    let rows = raw_rows(&data.0, "load");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0]["shortterm"].as_f64(), rows[0]["longterm"].as_f64()), (Some(0.5), Some(0.125)));
+    assert_eq!((rows[0]["host"].as_str(), rows[0]["type"].as_str()), (Some("web1"), Some("load")));
+    assert_eq!(rows[0]["time"], 1_700_000_000_250_000_000_i64);
+}

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use augur_ingest::config::{AuthConfig, HttpConfig, LimitsConfig, ModelConfig, RouterConfig, TcpConfig, WalConfig};
+use augur_ingest::config::{
+    AuthConfig, HttpConfig, LimitsConfig, ModelConfig, OtlpConfig, RouterConfig, TcpConfig, WalConfig,
+};
 use augur_storage::parquet::ParquetConfig;
 use augur_storage::postgres::PostgresConfig;
 use serde::{Deserialize, Serialize};
@@ -32,6 +34,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[tcp]`: the TCP listener.
     pub tcp: TcpConfig,
+    /// `[otlp]`: how OTLP attributes become tags.
+    pub otlp: OtlpConfig,
     /// `[wal]`: the write-ahead log under `<data-dir>/wal`.
     pub wal: WalConfig,
     /// `[parquet]`: the Parquet files under `<data-dir>/parquet`.
@@ -234,6 +238,7 @@ impl Config {
         let mut problems = augur_ingest::config::validate(&self.model, &self.router, &self.http, &self.tcp);
         self.engine.validate(&mut problems);
         problems.extend(self.wal.validate());
+        problems.extend(self.otlp.validate());
         problems.extend(self.predict.validate());
         if let Some(resolution) = &self.predict.resolution {
             let known: Vec<String> = self.pipeline().resolutions.into_iter().map(|r| r.name).collect();

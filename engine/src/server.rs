@@ -151,7 +151,8 @@ impl Server {
         }
         let auth = Arc::new(Auth::new(&config.auth));
         let limits = Arc::new(Limits::new(&config.limits));
-        let http_state = HttpState::new(&writer, config.http.clone(), auth.clone(), limits.clone());
+        let http_state =
+            HttpState::new(&writer, config.http.clone(), config.otlp.clone(), auth.clone(), limits.clone());
         let tcp_writer = writer.with_own_stats();
         let mut writers = http_state.writers();
         writers.extend([("tcp", tcp_writer.clone()), ("replay", writer.clone())]);

@@ -191,6 +191,54 @@ impl Default for TcpConfig {
     }
 }
 
+/// `[otlp]`: how OTLP attributes become tags.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OtlpConfig {
+    /// Attributes stored as tags of another name: `"host.name" = "host"`. Map an attribute to
+    /// `model.region-tag` to place its points in that region.
+    pub tag_names: std::collections::BTreeMap<String, String>,
+    /// Attributes that never become tags; a trailing `*` matches any rest. By default the SDK's
+    /// own name and version, which would otherwise split every series at each SDK upgrade.
+    pub drop_attributes: Vec<String>,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            tag_names: [("host.name", "host"), ("cloud.region", "region")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            drop_attributes: vec!["telemetry.sdk.*".into(), "telemetry.distro.*".into()],
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// Whether the attribute `key` is left out.
+    pub fn drops(&self, key: &str) -> bool {
+        self.drop_attributes.iter().any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => key == pattern,
+        })
+    }
+
+    /// Every problem of this section.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (attribute, tag) in &self.tag_names {
+            if tag.is_empty() || tag == "time" {
+                problems.push(format!("otlp.tag-names: `{attribute}` cannot become the tag `{tag}`"));
+            }
+        }
+        if let Some(empty) = self.drop_attributes.iter().find(|p| p.is_empty() || *p == "*") {
+            problems.push(format!("otlp.drop-attributes: `{empty}` would drop every attribute or none"));
+        }
+        problems
+    }
+}
+
 /// What a token may do. `admin` implies `read` and `write`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
 use crate::auth::{self, Auth};
-use crate::config::{HttpConfig, Scope};
+use crate::config::{HttpConfig, OtlpConfig, Scope};
 use crate::limits::Limits;
 use crate::listener::accept_loop;
 use crate::shutdown::Shutdown;
@@ -36,6 +36,7 @@ pub struct HttpState {
     /// One per [`Protocol`], so each has its own counters.
     writers: Arc<[Writer]>,
     config: Arc<HttpConfig>,
+    otlp: Arc<OtlpConfig>,
     /// Bytes of request bodies held in memory, in KiB permits: bounds ingest memory under any
     /// number of concurrent writers.
     inflight: Arc<Semaphore>,
@@ -44,13 +45,15 @@ pub struct HttpState {
 }
 
 impl HttpState {
-    /// State for the handlers: writes go to `writer` once `auth` let them in and within `limits`.
-    pub fn new(writer: &Writer, config: HttpConfig, auth: Arc<Auth>, limits: Arc<Limits>) -> Self {
+    /// State for the handlers: writes go to `writer` once `auth` let them in and within `limits`;
+    /// OTLP attributes become tags as `otlp` says.
+    pub fn new(writer: &Writer, config: HttpConfig, otlp: OtlpConfig, auth: Arc<Auth>, limits: Arc<Limits>) -> Self {
         let inflight_kib = usize::try_from(config.max_inflight_bytes / 1024).unwrap_or(usize::MAX);
         Self {
             writers: Protocol::ALL.iter().map(|_| writer.with_own_stats()).collect(),
             inflight: Arc::new(Semaphore::new(inflight_kib.min(Semaphore::MAX_PERMITS))),
             config: Arc::new(config),
+            otlp: Arc::new(otlp),
             auth,
             limits,
         }
@@ -74,11 +77,13 @@ pub(crate) enum Protocol {
     /// InfluxDB line protocol.
     Influx,
     Prometheus,
+    Otlp,
+    Collectd,
     JsonLines,
 }
 
 impl Protocol {
-    const ALL: [Self; 3] = [Self::Influx, Self::Prometheus, Self::JsonLines];
+    const ALL: [Self; 5] = [Self::Influx, Self::Prometheus, Self::Otlp, Self::Collectd, Self::JsonLines];
 
     /// The `protocol` label of its counters.
     fn label(self) -> &'static str {
@@ -86,6 +91,8 @@ impl Protocol {
             // Line protocol over HTTP was the only HTTP protocol when the label was chosen.
             Self::Influx => "http",
             Self::Prometheus => "prometheus",
+            Self::Otlp => "otlp",
+            Self::Collectd => "collectd",
             Self::JsonLines => "jsonlines",
         }
     }
@@ -95,6 +102,8 @@ impl Protocol {
         match self {
             Self::Influx => "line protocol",
             Self::Prometheus => "Prometheus remote write",
+            Self::Otlp => "OTLP/HTTP metrics",
+            Self::Collectd => "collectd write_http",
             Self::JsonLines => "JSON lines",
         }
     }
@@ -108,6 +117,8 @@ pub fn routes(state: HttpState) -> axum::Router {
         .route("/api/v2/write", post(write::write_v2))
         .route("/api/v1/write", post(protocols::prometheus))
         .route("/api/v1/points", post(protocols::json_lines))
+        .route("/v1/metrics", post(protocols::otlp))
+        .route("/collectd", post(protocols::collectd))
         .with_state(state.clone());
     auth::require(writes, state.auth.clone(), Scope::Write)
         .route("/health", get(reply::health))

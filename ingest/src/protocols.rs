@@ -5,9 +5,13 @@
 //!
 //! # Layout
 //! - [`prometheus`]: Prometheus remote write 1.0 (snappy-compressed protobuf).
+//! - [`otlp`]: OpenTelemetry OTLP/HTTP metrics (protobuf or JSON).
+//! - [`collectd`]: collectd's `write_http` JSON.
 //! - [`json_lines`]: one JSON object per line, Augur's own simple format.
 
+pub mod collectd;
 pub mod json_lines;
+pub mod otlp;
 pub mod prometheus;
 
 use crate::line_protocol::render_point;
@@ -22,6 +26,8 @@ pub struct Request<'a> {
     pub limit: u64,
     /// The unit of bare integer timestamps, where the protocol lets the client choose.
     pub precision: crate::point::Precision,
+    /// How OTLP attributes become tags.
+    pub otlp: &'a crate::config::OtlpConfig,
 }
 
 /// A body turned into line protocol.

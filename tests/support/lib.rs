@@ -188,11 +188,29 @@ pub fn http_with(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &
     );
     stream.write_all(head.as_bytes()).expect("send head");
     stream.write_all(body).expect("send body");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("read response");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    // Lossy: a protobuf answer is shown, not decoded.
+    let raw = String::from_utf8_lossy(&raw);
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, body.to_owned())
+}
+
+/// The Python of the venv `scripts/test.sh` makes with the real client libraries (OpenTelemetry's
+/// SDK, statsd), or `$AUGUR_TEST_PYTHON`.
+///
+/// # Panics
+/// When there is none: the message says how to make it.
+pub fn venv_python() -> PathBuf {
+    let path = std::env::var_os("AUGUR_TEST_PYTHON")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/python"), PathBuf::from);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test.sh, which creates the venv and installs the Python clients the tests use",
+        path.display()
+    );
+    path
 }
 
 /// A metric in a `/metrics` text: `name` summed over all its labels, or with labels

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Extension, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::write::{store, Decode, Format, PrecisionParam, Stored};
+use super::write::{essence, store, Decode, Format, PrecisionParam, Stored};
 use super::{HttpState, Protocol};
 use crate::auth::Principal;
 use crate::point::Precision;
@@ -60,6 +60,75 @@ pub(super) async fn json_lines(
         decode: Decode::Converted(|body, request| Ok(protocols::json_lines::decode(body, request)), precision),
     };
     answer(store(state, principal, format, headers, body).await, "line(s)")
+}
+
+/// `POST /v1/metrics`: OTLP/HTTP metrics, protobuf or JSON.
+///
+/// As the OTLP spec requires: 200 with an `ExportMetricsServiceResponse` once stored, with
+/// `partial_success` counting and naming the data points refused (the rest were stored: OTLP
+/// clients do not retry a 200); every other answer carries a `google.rpc.Status`. 400 and 413
+/// are not retried, 429 and 503 (with `Retry-After`) are, and come only when nothing was stored.
+/// Each body is in the request's encoding.
+pub(super) async fn otlp(
+    State(state): State<HttpState>,
+    Extension(principal): Extension<Arc<Principal>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    const FORMAT: Format = Format {
+        protocol: Protocol::Otlp,
+        content_types: &["application/x-protobuf", protocols::otlp::JSON],
+        encodings: &["gzip"],
+        decode: Decode::Converted(protocols::otlp::decode, Precision::Nanoseconds),
+    };
+    let json = essence(&headers) == protocols::otlp::JSON;
+    let content_type = if json { protocols::otlp::JSON } else { "application/x-protobuf" };
+    match store(state, principal, FORMAT, headers, body).await {
+        Ok(stored) => {
+            let errors = stored.errors();
+            let message = match errors.len() {
+                0 => String::new(),
+                n if n < stored.error_count() => {
+                    format!("{}; and {} more", errors.join("; "), stored.error_count() - n)
+                }
+                _ => errors.join("; "),
+            };
+            let body = protocols::otlp::response(stored.error_count(), &message, json);
+            (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        Err(response) => {
+            // Our JSON error reply, re-encoded as the Status the spec asks for; headers such as
+            // Retry-After stay.
+            let (mut parts, body) = response.into_parts();
+            let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|reply| reply["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            let body = protocols::otlp::status(parts.status.as_u16(), &message, json);
+            parts.headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(body))
+        }
+    }
+}
+
+/// `POST /collectd`: collectd's `write_http` plugin with `Format "JSON"`. 204 once stored; 400
+/// naming each value list refused (the rest were stored; collectd logs the answer and does not
+/// send the request again).
+pub(super) async fn collectd(
+    State(state): State<HttpState>,
+    Extension(principal): Extension<Arc<Principal>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    const FORMAT: Format = Format {
+        protocol: Protocol::Collectd,
+        content_types: &["", "application/json"],
+        encodings: &["gzip"],
+        decode: Decode::Converted(|body, _| protocols::collectd::decode(body), Precision::Nanoseconds),
+    };
+    answer(store(state, principal, FORMAT, headers, body).await, "value list(s)")
 }
 
 /// 204 when all was stored; 400 naming the `items` refused otherwise.

@@ -104,10 +104,16 @@ fn line_protocol(precision: Precision) -> Format {
     }
 }
 
+/// The Content-Type essence, lowercase (`""` when absent).
+pub(super) fn essence(headers: &HeaderMap) -> String {
+    let value = headers.get(header::CONTENT_TYPE).map_or("", |v| v.to_str().unwrap_or("<not ASCII>"));
+    value.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
 /// The Content-Type essence, if the format accepts it.
 fn content_type(headers: &HeaderMap, format: &Format) -> Result<String, ApiError> {
     let value = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("<not ASCII>"));
-    let essence = value.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = essence(headers);
     if format.content_types.contains(&essence.as_str()) {
         return Ok(essence);
     }
@@ -200,7 +206,7 @@ pub(super) async fn store(
     let mut charge = Charge::new(state.inflight.clone());
     let raw = body::read(body, limit, state.config.body_read_timeout, &mut charge).await.map_err(body_error)?;
     let tenant = state.limits.series.as_ref().map(|budget| budget.tenant(&principal.tenant));
-    let cpu = writer.clone();
+    let (cpu, otlp) = (writer.clone(), state.otlp.clone());
     let decoded = writer
         .run_cpu(move || {
             let policy = tenant.as_deref().map_or(LinePolicy::All, LinePolicy::Tenant);
@@ -216,7 +222,7 @@ pub(super) async fn store(
                     Stored { parsed, converted: None }
                 }
                 Decode::Converted(decode, precision) => {
-                    let request = Request { content_type: &essence, limit, precision };
+                    let request = Request { content_type: &essence, limit, precision, otlp: &otlp };
                     let converted = decode(text, &request).map_err(|e| Box::new(decode_error(e)))?;
                     cpu.stats().lines_invalid.fetch_add(converted.error_count as u64, Ordering::Relaxed);
                     let parsed = cpu.parse(&converted.lines, Precision::Nanoseconds, now, (1, usize::MAX), policy);

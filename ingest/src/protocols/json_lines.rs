@@ -117,7 +117,10 @@ mod tests {
     use crate::point::Precision;
 
     fn lines(body: &str, precision: Precision) -> Converted {
-        decode(body.as_bytes(), &Request { content_type: "", limit: 1 << 20, precision })
+        decode(
+            body.as_bytes(),
+            &Request { content_type: "", limit: 1 << 20, precision, otlp: &crate::config::OtlpConfig::default() },
+        )
     }
 
     #[test]

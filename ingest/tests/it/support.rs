@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use augur_ingest::auth::Auth;
-use augur_ingest::config::{AuthConfig, HttpConfig, LimitsConfig, ModelConfig, TcpConfig};
+use augur_ingest::config::{AuthConfig, HttpConfig, LimitsConfig, ModelConfig, OtlpConfig, TcpConfig};
 use augur_ingest::http::HttpState;
 use augur_ingest::limits::Limits;
 use augur_ingest::shutdown::{shutdown_channel, ShutdownTrigger};
@@ -53,7 +53,8 @@ impl Server {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (http_addr, tcp_addr) = (http.local_addr().unwrap(), tcp.local_addr().unwrap());
         let limits = Arc::new(Limits::new(&options.limits));
-        let state = HttpState::new(&writer, options.http.clone(), Arc::new(Auth::new(&options.auth)), limits.clone());
+        let auth = Arc::new(Auth::new(&options.auth));
+        let state = HttpState::new(&writer, options.http.clone(), OtlpConfig::default(), auth, limits.clone());
         let app = augur_ingest::http::routes(state);
         let http_config = options.http;
         let http_shutdown = shutdown.clone();
