@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use augur_ingest::config::{
-    AuthConfig, HttpConfig, LimitsConfig, ModelConfig, OtlpConfig, RouterConfig, TcpConfig, WalConfig,
+    AuthConfig, GraphiteConfig, HttpConfig, LimitsConfig, ModelConfig, OtlpConfig, RouterConfig, TcpConfig, WalConfig,
 };
 use augur_storage::parquet::ParquetConfig;
 use augur_storage::postgres::PostgresConfig;
@@ -36,6 +36,8 @@ pub struct Config {
     pub tcp: TcpConfig,
     /// `[otlp]`: how OTLP attributes become tags.
     pub otlp: OtlpConfig,
+    /// `[graphite]`: the Graphite plaintext listener (off by default).
+    pub graphite: GraphiteConfig,
     /// `[wal]`: the write-ahead log under `<data-dir>/wal`.
     pub wal: WalConfig,
     /// `[parquet]`: the Parquet files under `<data-dir>/parquet`.
@@ -239,6 +241,12 @@ impl Config {
         self.engine.validate(&mut problems);
         problems.extend(self.wal.validate());
         problems.extend(self.otlp.validate());
+        problems.extend(self.graphite.templates().err().unwrap_or_default());
+        if let Some(addr) = self.graphite.addr.filter(|a| self.auth.enabled && !a.ip().is_loopback()) {
+            problems.push(format!(
+                "graphite.addr = {addr} is beyond loopback, and Graphite carries no credentials: bind it to 127.0.0.1 or set auth.enabled = false"
+            ));
+        }
         problems.extend(self.predict.validate());
         if let Some(resolution) = &self.predict.resolution {
             let known: Vec<String> = self.pipeline().resolutions.into_iter().map(|r| r.name).collect();

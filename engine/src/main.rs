@@ -124,6 +124,9 @@ struct ServeArgs {
     /// TCP listen address (`[tcp] addr`).
     #[arg(long)]
     tcp_addr: Option<SocketAddr>,
+    /// Graphite plaintext listen address (`[graphite] addr`; none: no listener).
+    #[arg(long)]
+    graphite_addr: Option<SocketAddr>,
     /// Number of partitions (`[router] partitions`; 0 = one per core).
     #[arg(long)]
     partitions: Option<usize>,
@@ -201,6 +204,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(addr) = args.tcp_addr {
         config.tcp.addr = addr;
     }
+    if let Some(addr) = args.graphite_addr {
+        config.graphite.addr = Some(addr);
+    }
     if let Some(partitions) = args.partitions {
         config.router.partitions = partitions;
     }
@@ -245,7 +251,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let server = Server::start(&config, stores.sink, stores.hot, recovered).await?;
     // Tests and scripts read the bound addresses (port 0 picks free ones) from this line.
-    println!("augur listening http={} tcp={}", server.http_addr(), server.tcp_addr());
+    let graphite = server.graphite_addr().map(|a| format!(" graphite={a}")).unwrap_or_default();
+    println!("augur listening http={} tcp={}{graphite}", server.http_addr(), server.tcp_addr());
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}

@@ -11,10 +11,12 @@ use augur_ingest::config::Scope;
 use augur_ingest::http::HttpState;
 use augur_ingest::limits::Limits;
 use augur_ingest::shutdown::{shutdown_channel, ShutdownTrigger};
+use augur_ingest::tcp::Lines;
 use augur_ingest::wal::group::GroupCommit;
 use augur_ingest::{Router, Writer};
 use augur_storage::postgres::HotQuery;
 use augur_storage::sink::Sink;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -32,6 +34,7 @@ use crate::recovery::{self, Recovered};
 pub struct Server {
     http_addr: SocketAddr,
     tcp_addr: SocketAddr,
+    graphite_addr: Option<SocketAddr>,
     trigger: ShutdownTrigger,
     listeners: Vec<JoinHandle<()>>,
     pipelines: Pipelines,
@@ -144,6 +147,14 @@ impl Server {
         let tcp = augur_ingest::listener::bind(config.tcp.addr)
             .with_context(|| format!("binding the TCP listener to {}", config.tcp.addr))?;
         let (http_addr, tcp_addr) = (http.local_addr()?, tcp.local_addr()?);
+        let graphite = match config.graphite.addr {
+            Some(addr) => Some(
+                augur_ingest::listener::bind(addr)
+                    .with_context(|| format!("binding the Graphite listener to {addr}"))?,
+            ),
+            None => None,
+        };
+        let graphite_addr = graphite.as_ref().map(TcpListener::local_addr).transpose()?;
 
         let beyond_loopback = !http_addr.ip().is_loopback() || !tcp_addr.ip().is_loopback();
         if !config.auth.enabled && beyond_loopback {
@@ -153,9 +164,13 @@ impl Server {
         let limits = Arc::new(Limits::new(&config.limits));
         let http_state =
             HttpState::new(&writer, config.http.clone(), config.otlp.clone(), auth.clone(), limits.clone());
-        let tcp_writer = writer.with_own_stats();
+        let (tcp_writer, graphite_writer) = (writer.with_own_stats(), writer.with_own_stats());
         let mut writers = http_state.writers();
-        writers.extend([("tcp", tcp_writer.clone()), ("replay", writer.clone())]);
+        writers.extend([
+            ("tcp", tcp_writer.clone()),
+            ("graphite", graphite_writer.clone()),
+            ("replay", writer.clone()),
+        ]);
         let (trigger, shutdown) = shutdown_channel();
         let ops = Ops {
             writers,
@@ -175,16 +190,35 @@ impl Server {
             .merge(require(ops::routes(ops.clone()), auth, Scope::Admin))
             .layer(axum::middleware::from_fn_with_state(ops.requests.clone(), ops::requests::record));
         let http_config = config.http.clone();
-        let listeners = vec![
+        let mut listeners = vec![
             tokio::spawn({
                 let shutdown = shutdown.clone();
                 async move { augur_ingest::http::serve(http, app, &http_config, tls, shutdown).await }
             }),
-            tokio::spawn(augur_ingest::tcp::serve(tcp, tcp_writer, config.tcp.clone(), limits, shutdown)),
+            tokio::spawn(augur_ingest::tcp::serve(
+                tcp,
+                tcp_writer,
+                (config.tcp.clone(), Lines::LineProtocol),
+                limits.clone(),
+                shutdown.clone(),
+            )),
             meter,
         ];
+        if let Some(graphite) = graphite {
+            // Validated with the configuration.
+            let templates = config.graphite.templates().map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+            let lines = Lines::Graphite(Arc::new(templates));
+            let tcp = config.tcp.clone();
+            listeners.push(tokio::spawn(augur_ingest::tcp::serve(
+                graphite,
+                graphite_writer,
+                (tcp, lines),
+                limits,
+                shutdown,
+            )));
+        }
         info!(%http_addr, %tcp_addr, partitions, threads, "Augur is listening.");
-        Ok(Self { http_addr, tcp_addr, trigger, listeners, pipelines, writer, checkpointer, sink })
+        Ok(Self { http_addr, tcp_addr, graphite_addr, trigger, listeners, pipelines, writer, checkpointer, sink })
     }
 
     /// The bound HTTP address (useful with port 0).
@@ -195,6 +229,11 @@ impl Server {
     /// The bound TCP address.
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
+    }
+
+    /// The bound Graphite address, when that listener is on.
+    pub fn graphite_addr(&self) -> Option<SocketAddr> {
+        self.graphite_addr
     }
 
     /// The pipelines' published totals.

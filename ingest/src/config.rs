@@ -191,6 +191,37 @@ impl Default for TcpConfig {
     }
 }
 
+/// `[graphite]`: the Graphite plaintext listener (TCP). It shares `[tcp]`'s connection count,
+/// idle timeout and line limit.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GraphiteConfig {
+    /// Address to listen on (carbon's is 2003); none, the default, is no listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<SocketAddr>,
+    /// `[filter] template [tag=value,...]` lines that turn dotted paths into points
+    /// (docs/protocols.md); none: the whole path is the measurement.
+    pub templates: Vec<String>,
+    /// Joins several parts a template gives one name.
+    pub separator: String,
+}
+
+impl Default for GraphiteConfig {
+    fn default() -> Self {
+        Self { addr: None, templates: Vec::new(), separator: ".".into() }
+    }
+}
+
+impl GraphiteConfig {
+    /// The compiled templates.
+    ///
+    /// # Errors
+    /// Every bad template.
+    pub fn templates(&self) -> Result<crate::protocols::graphite::Templates, Vec<String>> {
+        crate::protocols::graphite::Templates::new(&self.templates, &self.separator)
+    }
+}
+
 /// `[otlp]`: how OTLP attributes become tags.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]

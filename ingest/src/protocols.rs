@@ -7,9 +7,11 @@
 //! - [`prometheus`]: Prometheus remote write 1.0 (snappy-compressed protobuf).
 //! - [`otlp`]: OpenTelemetry OTLP/HTTP metrics (protobuf or JSON).
 //! - [`collectd`]: collectd's `write_http` JSON.
+//! - [`graphite`]: Graphite plaintext (`path value timestamp`, tagged paths), mapped by templates.
 //! - [`json_lines`]: one JSON object per line, Augur's own simple format.
 
 pub mod collectd;
+pub mod graphite;
 pub mod json_lines;
 pub mod otlp;
 pub mod prometheus;

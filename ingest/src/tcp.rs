@@ -1,4 +1,5 @@
-//! The TCP listener: newline-delimited line protocol, as Telegraf's `socket_writer` sends it.
+//! The TCP listeners: newline-delimited line protocol, as Telegraf's `socket_writer` sends it,
+//! and Graphite plaintext, as carbon takes it (collectd's `write_graphite`, most agents).
 //!
 //! A connection is never dropped for a bad line: bad lines are counted and logged (at most one log
 //! line per connection per 10 s). When a partition is full the connection stops reading
@@ -6,6 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,7 @@ use crate::limits::Limits;
 use crate::line_protocol::{LineError, Reason};
 use crate::listener::accept_loop;
 use crate::point::{now_nanos, Precision};
+use crate::protocols::graphite;
 use crate::shutdown::Shutdown;
 use crate::write::{LinePolicy, ParsedBody, Writer};
 
@@ -30,13 +33,37 @@ const READ_CHUNK: usize = 64 << 10;
 /// Longest wait between two admission attempts while partitions are full.
 const MAX_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serves line protocol on `listener` until `shutdown`, then lets connections finish what they
+/// What a TCP listener's lines are.
+#[derive(Debug, Clone)]
+pub enum Lines {
+    /// InfluxDB line protocol.
+    LineProtocol,
+    /// Graphite plaintext, mapped to points by these templates.
+    Graphite(Arc<graphite::Templates>),
+}
+
+impl Lines {
+    fn protocol(&self) -> &'static str {
+        match self {
+            Self::LineProtocol => "tcp",
+            Self::Graphite(_) => "graphite",
+        }
+    }
+}
+
+/// Serves `lines` on `listener` until `shutdown`, then lets connections finish what they
 /// received. TCP carries no credentials: a client is anonymous, rate-limited by its address, and
 /// its new series count against the anonymous tenant `""`.
-pub async fn serve(listener: TcpListener, writer: Writer, config: TcpConfig, limits: Arc<Limits>, shutdown: Shutdown) {
+pub async fn serve(
+    listener: TcpListener,
+    writer: Writer,
+    (config, lines): (TcpConfig, Lines),
+    limits: Arc<Limits>,
+    shutdown: Shutdown,
+) {
     let config = Arc::new(config);
-    accept_loop(listener, "tcp", config.max_connections, shutdown, |stream, peer, shutdown| {
-        let connection = Connection::new(writer.clone(), config.clone(), limits.clone(), peer);
+    accept_loop(listener, lines.protocol(), config.max_connections, shutdown, |stream, peer, shutdown| {
+        let connection = Connection::new(writer.clone(), config.clone(), lines.clone(), limits.clone(), peer);
         async move {
             if let Err(error) = connection.run(stream, shutdown).await {
                 debug!(%peer, %error, "TCP connection ended with an error.");
@@ -49,6 +76,7 @@ pub async fn serve(listener: TcpListener, writer: Writer, config: TcpConfig, lim
 struct Connection {
     writer: Writer,
     config: Arc<TcpConfig>,
+    lines: Lines,
     limits: Arc<Limits>,
     principal: Principal,
     peer: String,
@@ -60,10 +88,11 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(writer: Writer, config: Arc<TcpConfig>, limits: Arc<Limits>, peer: SocketAddr) -> Self {
+    fn new(writer: Writer, config: Arc<TcpConfig>, lines: Lines, limits: Arc<Limits>, peer: SocketAddr) -> Self {
         Self {
             writer,
             config,
+            lines,
             limits,
             principal: Principal::anonymous(Some(peer)),
             peer: peer.to_string(),
@@ -134,8 +163,8 @@ impl Connection {
                     column: self.config.max_line_bytes + 1,
                     reason: Reason::LineTooLong(self.config.max_line_bytes),
                 };
-                self.writer.stats().lines_invalid.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.report(1, Some(&error));
+                self.writer.stats().lines_invalid.fetch_add(1, Ordering::Relaxed);
+                self.report(1, Some(error.to_string()));
                 buf.clear();
                 scanned = 0;
                 skipping = true;
@@ -161,10 +190,10 @@ impl Connection {
         }
         let now = now_nanos();
         let first_line = self.next_line;
-        let mut parsed = self.parse(lines.clone(), now, first_line).await;
-        self.next_line = parsed.last_line + 1;
-        if parsed.error_count > 0 {
-            self.report(parsed.error_count, parsed.errors.first());
+        let (mut parsed, last_line, first_error) = self.parse(lines.clone(), now, first_line).await;
+        self.next_line = last_line + 1;
+        if let Some(first) = first_error {
+            self.report(parsed.error_count, Some(first));
         }
         let mut backoff = Duration::from_millis(1);
         loop {
@@ -178,7 +207,7 @@ impl Connection {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     if parsed.batches.is_empty() {
                         // The log refused the request and took its batches: parse it again.
-                        parsed = self.parse(lines.clone(), now, first_line).await;
+                        parsed = self.parse(lines.clone(), now, first_line).await.0;
                     }
                 }
                 Err(_) => {
@@ -189,27 +218,52 @@ impl Connection {
         }
     }
 
-    async fn parse(&self, lines: bytes::Bytes, now: i64, first_line: usize) -> ParsedBody {
-        let (writer, max_line_bytes) = (self.writer.clone(), self.config.max_line_bytes);
+    /// Parses complete lines numbered from `first_line`: the points, the number of the last line,
+    /// and the first error (if any) naming its line.
+    async fn parse(&self, lines: bytes::Bytes, now: i64, first_line: usize) -> (ParsedBody, usize, Option<String>) {
+        let (writer, max_line_bytes, format) = (self.writer.clone(), self.config.max_line_bytes, self.lines.clone());
         let tenant = self.limits.series.as_ref().map(|budget| budget.tenant(&self.principal.tenant));
         self.writer
             .run_cpu(move || {
                 let policy = tenant.as_deref().map_or(LinePolicy::All, LinePolicy::Tenant);
-                writer.parse(&lines, Precision::Nanoseconds, now, (first_line, max_line_bytes), policy)
+                match format {
+                    Lines::LineProtocol => {
+                        let parsed =
+                            writer.parse(&lines, Precision::Nanoseconds, now, (first_line, max_line_bytes), policy);
+                        let (last, first) = (parsed.last_line, parsed.errors.first().map(ToString::to_string));
+                        (parsed, last, first)
+                    }
+                    Lines::Graphite(templates) => {
+                        let converted = graphite::decode(&lines, &templates, first_line, now);
+                        writer.stats().lines_invalid.fetch_add(converted.error_count as u64, Ordering::Relaxed);
+                        let mut parsed =
+                            writer.parse(&converted.lines, Precision::Nanoseconds, now, (1, usize::MAX), policy);
+                        let first = converted
+                            .errors
+                            .first()
+                            .cloned()
+                            .or_else(|| parsed.errors.first().map(|e| converted.describe(e.line, &e.reason)));
+                        parsed.error_count += converted.error_count;
+                        // Every line of the chunk is counted, so numbers go on across reads.
+                        let count = memchr::memchr_iter(b'\n', &lines).count() + usize::from(!lines.ends_with(b"\n"));
+                        let last = first_line + count.max(1) - 1;
+                        (parsed, last, first)
+                    }
+                }
             })
             .await
     }
 
     /// Counts bad lines and logs them, at most once per [`LOG_EVERY`].
-    fn report(&mut self, count: usize, first: Option<&LineError>) {
+    fn report(&mut self, count: usize, first: Option<String>) {
         self.bad_lines += count;
         self.unlogged_bad_lines += count;
         if self.last_log.is_some_and(|at| at.elapsed() < LOG_EVERY) {
             return;
         }
         self.last_log = Some(Instant::now());
-        let first = first.map(ToString::to_string).unwrap_or_default();
-        warn!(peer = %self.peer, bad_lines = self.unlogged_bad_lines, %first, "Bad line protocol on TCP.");
+        let (protocol, first) = (self.lines.protocol(), first.unwrap_or_default());
+        warn!(peer = %self.peer, protocol, bad_lines = self.unlogged_bad_lines, %first, "Bad lines on TCP.");
         self.unlogged_bad_lines = 0;
     }
 }

@@ -63,6 +63,8 @@ pub struct AugurServer {
     pub http: SocketAddr,
     /// The bound TCP address.
     pub tcp: SocketAddr,
+    /// The bound Graphite address, when that listener is on.
+    pub graphite: Option<SocketAddr>,
     /// The data dir.
     pub data_dir: PathBuf,
     /// Removes the data dir on drop, unless the test keeps it for a restart.
@@ -121,7 +123,8 @@ impl AugurServer {
                 .unwrap_or_else(|| panic!("no {key} address in {line:?}"))
         };
         let (http, tcp) = (addr("http="), addr("tcp="));
-        Self { child, http, tcp, data_dir, owned_dir }
+        let graphite = line.contains("graphite=").then(|| addr("graphite="));
+        Self { child, http, tcp, graphite, data_dir, owned_dir }
     }
 
     /// As [`AugurServer::terminate`], but the data dir stays (the caller removes it).

@@ -59,7 +59,13 @@ impl Server {
         let http_config = options.http;
         let http_shutdown = shutdown.clone();
         tokio::spawn(async move { augur_ingest::http::serve(http, app, &http_config, None, http_shutdown).await });
-        tokio::spawn(augur_ingest::tcp::serve(tcp, writer.clone(), options.tcp, limits, shutdown));
+        tokio::spawn(augur_ingest::tcp::serve(
+            tcp,
+            writer.clone(),
+            (options.tcp, augur_ingest::tcp::Lines::LineProtocol),
+            limits,
+            shutdown,
+        ));
         Self { http: http_addr, tcp: tcp_addr, receivers, writer, _trigger: trigger }
     }
 
