@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use augur_ingest::config::{
-    AuthConfig, GraphiteConfig, HttpConfig, LimitsConfig, ModelConfig, OtlpConfig, RouterConfig, TcpConfig, WalConfig,
+    AuthConfig, GraphiteConfig, HttpConfig, LimitsConfig, ModelConfig, OtlpConfig, RouterConfig, StatsdConfig,
+    TcpConfig, WalConfig,
 };
 use augur_storage::parquet::ParquetConfig;
 use augur_storage::postgres::PostgresConfig;
@@ -38,6 +39,8 @@ pub struct Config {
     pub otlp: OtlpConfig,
     /// `[graphite]`: the Graphite plaintext listener (off by default).
     pub graphite: GraphiteConfig,
+    /// `[statsd]`: the StatsD listener (off by default).
+    pub statsd: StatsdConfig,
     /// `[wal]`: the write-ahead log under `<data-dir>/wal`.
     pub wal: WalConfig,
     /// `[parquet]`: the Parquet files under `<data-dir>/parquet`.
@@ -242,10 +245,13 @@ impl Config {
         problems.extend(self.wal.validate());
         problems.extend(self.otlp.validate());
         problems.extend(self.graphite.templates().err().unwrap_or_default());
-        if let Some(addr) = self.graphite.addr.filter(|a| self.auth.enabled && !a.ip().is_loopback()) {
-            problems.push(format!(
-                "graphite.addr = {addr} is beyond loopback, and Graphite carries no credentials: bind it to 127.0.0.1 or set auth.enabled = false"
-            ));
+        problems.extend(self.statsd.validate());
+        for (key, addr) in [("graphite.addr", self.graphite.addr), ("statsd.addr", self.statsd.addr)] {
+            if let Some(addr) = addr.filter(|a| self.auth.enabled && !a.ip().is_loopback()) {
+                problems.push(format!(
+                    "{key} = {addr} is beyond loopback, and the protocol carries no credentials: bind it to 127.0.0.1 or set auth.enabled = false"
+                ));
+            }
         }
         problems.extend(self.predict.validate());
         if let Some(resolution) = &self.predict.resolution {

@@ -127,6 +127,9 @@ struct ServeArgs {
     /// Graphite plaintext listen address (`[graphite] addr`; none: no listener).
     #[arg(long)]
     graphite_addr: Option<SocketAddr>,
+    /// StatsD listen address, UDP (`[statsd] addr`; none: no listener).
+    #[arg(long)]
+    statsd_addr: Option<SocketAddr>,
     /// Number of partitions (`[router] partitions`; 0 = one per core).
     #[arg(long)]
     partitions: Option<usize>,
@@ -207,6 +210,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(addr) = args.graphite_addr {
         config.graphite.addr = Some(addr);
     }
+    if let Some(addr) = args.statsd_addr {
+        config.statsd.addr = Some(addr);
+    }
     if let Some(partitions) = args.partitions {
         config.router.partitions = partitions;
     }
@@ -252,7 +258,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let server = Server::start(&config, stores.sink, stores.hot, recovered).await?;
     // Tests and scripts read the bound addresses (port 0 picks free ones) from this line.
     let graphite = server.graphite_addr().map(|a| format!(" graphite={a}")).unwrap_or_default();
-    println!("augur listening http={} tcp={}{graphite}", server.http_addr(), server.tcp_addr());
+    let statsd = server.statsd_addr().map(|a| format!(" statsd={a}")).unwrap_or_default();
+    println!("augur listening http={} tcp={}{graphite}{statsd}", server.http_addr(), server.tcp_addr());
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}

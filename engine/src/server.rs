@@ -35,6 +35,7 @@ pub struct Server {
     http_addr: SocketAddr,
     tcp_addr: SocketAddr,
     graphite_addr: Option<SocketAddr>,
+    statsd_addr: Option<SocketAddr>,
     trigger: ShutdownTrigger,
     listeners: Vec<JoinHandle<()>>,
     pipelines: Pipelines,
@@ -155,6 +156,13 @@ impl Server {
             None => None,
         };
         let graphite_addr = graphite.as_ref().map(TcpListener::local_addr).transpose()?;
+        let statsd = match config.statsd.addr {
+            Some(addr) => Some(
+                std::net::UdpSocket::bind(addr).with_context(|| format!("binding the StatsD listener to {addr}"))?,
+            ),
+            None => None,
+        };
+        let statsd_addr = statsd.as_ref().map(std::net::UdpSocket::local_addr).transpose()?;
 
         let beyond_loopback = !http_addr.ip().is_loopback() || !tcp_addr.ip().is_loopback();
         if !config.auth.enabled && beyond_loopback {
@@ -164,11 +172,13 @@ impl Server {
         let limits = Arc::new(Limits::new(&config.limits));
         let http_state =
             HttpState::new(&writer, config.http.clone(), config.otlp.clone(), auth.clone(), limits.clone());
-        let (tcp_writer, graphite_writer) = (writer.with_own_stats(), writer.with_own_stats());
+        let (tcp_writer, graphite_writer, statsd_writer) =
+            (writer.with_own_stats(), writer.with_own_stats(), writer.with_own_stats());
         let mut writers = http_state.writers();
         writers.extend([
             ("tcp", tcp_writer.clone()),
             ("graphite", graphite_writer.clone()),
+            ("statsd", statsd_writer.clone()),
             ("replay", writer.clone()),
         ]);
         let (trigger, shutdown) = shutdown_channel();
@@ -213,12 +223,32 @@ impl Server {
                 graphite,
                 graphite_writer,
                 (tcp, lines),
-                limits,
-                shutdown,
+                limits.clone(),
+                shutdown.clone(),
             )));
         }
+        if let Some(socket) = statsd {
+            let (statsd_config, runtime) = (config.statsd.clone(), tokio::runtime::Handle::current());
+            listeners.push(tokio::task::spawn_blocking(move || {
+                let served = augur_ingest::udp::serve(socket, statsd_writer, &statsd_config, limits, runtime, shutdown);
+                if let Err(error) = served {
+                    error!(%error, "The StatsD listener stopped.");
+                }
+            }));
+        }
         info!(%http_addr, %tcp_addr, partitions, threads, "Augur is listening.");
-        Ok(Self { http_addr, tcp_addr, graphite_addr, trigger, listeners, pipelines, writer, checkpointer, sink })
+        Ok(Self {
+            http_addr,
+            tcp_addr,
+            graphite_addr,
+            statsd_addr,
+            trigger,
+            listeners,
+            pipelines,
+            writer,
+            checkpointer,
+            sink,
+        })
     }
 
     /// The bound HTTP address (useful with port 0).
@@ -234,6 +264,11 @@ impl Server {
     /// The bound Graphite address, when that listener is on.
     pub fn graphite_addr(&self) -> Option<SocketAddr> {
         self.graphite_addr
+    }
+
+    /// The bound StatsD address (UDP), when that listener is on.
+    pub fn statsd_addr(&self) -> Option<SocketAddr> {
+        self.statsd_addr
     }
 
     /// The pipelines' published totals.

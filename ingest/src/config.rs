@@ -222,6 +222,50 @@ impl GraphiteConfig {
     }
 }
 
+/// `[statsd]`: the StatsD listener (UDP).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StatsdConfig {
+    /// Address to listen on (StatsD's is 8125); none, the default, is no listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<SocketAddr>,
+    /// How long metrics aggregate before they are stored as points.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Distinct metrics (name, type, tags) held in one interval; more are refused until the next.
+    pub max_keys: usize,
+    /// The percentiles timers report, each in (0, 100].
+    pub percentiles: Vec<f64>,
+}
+
+impl Default for StatsdConfig {
+    fn default() -> Self {
+        Self {
+            addr: None,
+            flush_interval: Duration::from_secs(10),
+            max_keys: 100_000,
+            percentiles: vec![50.0, 90.0, 95.0, 99.0],
+        }
+    }
+}
+
+impl StatsdConfig {
+    /// Every problem of this section.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.flush_interval < Duration::from_millis(100) || self.flush_interval > Duration::from_secs(3600) {
+            problems.push(format!("statsd.flush-interval = {:?} must be between 100ms and 1h", self.flush_interval));
+        }
+        if self.max_keys == 0 {
+            problems.push("statsd.max-keys must be at least 1".into());
+        }
+        if let Some(p) = self.percentiles.iter().find(|p| !(**p > 0.0 && **p <= 100.0)) {
+            problems.push(format!("statsd.percentiles: {p} is not in (0, 100]"));
+        }
+        problems
+    }
+}
+
 /// `[otlp]`: how OTLP attributes become tags.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]

@@ -12,7 +12,8 @@
 //! - [`auth`]: tokens and scopes, read from the credentials InfluxDB clients and browsers send.
 //! - [`limits`]: per-tenant rate limits and new-series budgets.
 //! - [`tls`]: the HTTP listener's optional TLS (rustls), from PEM files.
-//! - [`tcp`]: the newline-delimited TCP listener.
+//! - [`tcp`]: the newline-delimited TCP listeners: line protocol and Graphite.
+//! - [`udp`]: the StatsD listener, aggregating on a thread of its own.
 //! - [`listener`]: binding with a deep accept queue, and the accept loop both listeners share:
 //!   connection cap, accept errors, orderly stop.
 //! - [`mod@write`]: parse a body into per-partition batches, then admit them.
@@ -41,6 +42,7 @@ pub mod series;
 pub mod shutdown;
 pub mod tcp;
 pub mod tls;
+pub mod udp;
 pub mod wal;
 pub mod write;
 

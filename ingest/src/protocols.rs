@@ -8,6 +8,7 @@
 //! - [`otlp`]: OpenTelemetry OTLP/HTTP metrics (protobuf or JSON).
 //! - [`collectd`]: collectd's `write_http` JSON.
 //! - [`graphite`]: Graphite plaintext (`path value timestamp`, tagged paths), mapped by templates.
+//! - [`statsd`]: StatsD lines, aggregated per flush interval.
 //! - [`json_lines`]: one JSON object per line, Augur's own simple format.
 
 pub mod collectd;
@@ -15,6 +16,7 @@ pub mod graphite;
 pub mod json_lines;
 pub mod otlp;
 pub mod prometheus;
+pub mod statsd;
 
 use crate::line_protocol::render_point;
 use crate::point::FieldValue;

@@ -65,6 +65,8 @@ pub struct AugurServer {
     pub tcp: SocketAddr,
     /// The bound Graphite address, when that listener is on.
     pub graphite: Option<SocketAddr>,
+    /// The bound StatsD address (UDP), when that listener is on.
+    pub statsd: Option<SocketAddr>,
     /// The data dir.
     pub data_dir: PathBuf,
     /// Removes the data dir on drop, unless the test keeps it for a restart.
@@ -124,7 +126,8 @@ impl AugurServer {
         };
         let (http, tcp) = (addr("http="), addr("tcp="));
         let graphite = line.contains("graphite=").then(|| addr("graphite="));
-        Self { child, http, tcp, graphite, data_dir, owned_dir }
+        let statsd = line.contains("statsd=").then(|| addr("statsd="));
+        Self { child, http, tcp, graphite, statsd, data_dir, owned_dir }
     }
 
     /// As [`AugurServer::terminate`], but the data dir stays (the caller removes it).
