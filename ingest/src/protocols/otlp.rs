@@ -28,7 +28,7 @@ use prost::Message;
 use super::{Converted, DecodeError, Request};
 use crate::config::OtlpConfig;
 use crate::point::FieldValue;
-use proto::{Data, KeyValue, Number, Value};
+use proto::{Data, DataPoint, KeyValue, Number, Value};
 
 /// The Content-Type of OTLP/JSON; anything else the endpoint takes is protobuf.
 pub const JSON: &str = "application/json";
@@ -110,69 +110,27 @@ fn convert(request: &proto::ExportMetricsServiceRequest, config: &OtlpConfig) ->
             match &metric.data {
                 None => metric_out.reject(0, "the metric has no data (gauge, sum, histogram, ...)".into()),
                 Some(Data::Gauge(gauge)) => {
-                    for (index, point) in gauge.data_points.iter().enumerate() {
-                        metric_out.number(index, point, "value", false, config);
-                    }
+                    metric_out.points(&gauge.data_points, false, |p| number_fields(p, "value"), config);
                 }
                 Some(Data::Sum(sum)) => {
-                    let Some(delta) = is_delta(sum.aggregation_temporality) else {
-                        metric_out.reject(0, "the sum has no aggregation temporality".into());
-                        continue;
-                    };
-                    let field = if sum.is_monotonic { "total" } else { "value" };
-                    for (index, point) in sum.data_points.iter().enumerate() {
-                        metric_out.number(index, point, field, delta, config);
+                    if let Some(delta) = metric_out.temporality(sum.aggregation_temporality, "sum") {
+                        let field = if sum.is_monotonic { "total" } else { "value" };
+                        metric_out.points(&sum.data_points, delta, |p| number_fields(p, field), config);
                     }
                 }
                 Some(Data::Histogram(histogram)) => {
-                    let Some(delta) = is_delta(histogram.aggregation_temporality) else {
-                        metric_out.reject(0, "the histogram has no aggregation temporality".into());
-                        continue;
-                    };
-                    for (index, point) in histogram.data_points.iter().enumerate() {
-                        let fields = histogram_fields(point);
-                        metric_out.fields(
-                            index,
-                            &point.attributes,
-                            point.time_unix_nano,
-                            point.flags,
-                            delta,
-                            fields,
-                            config,
-                        );
+                    if let Some(delta) = metric_out.temporality(histogram.aggregation_temporality, "histogram") {
+                        metric_out.points(&histogram.data_points, delta, histogram_fields, config);
                     }
                 }
                 Some(Data::ExponentialHistogram(histogram)) => {
-                    let Some(delta) = is_delta(histogram.aggregation_temporality) else {
-                        metric_out.reject(0, "the exponential histogram has no aggregation temporality".into());
-                        continue;
-                    };
-                    for (index, point) in histogram.data_points.iter().enumerate() {
-                        let fields = exponential_fields(point);
-                        metric_out.fields(
-                            index,
-                            &point.attributes,
-                            point.time_unix_nano,
-                            point.flags,
-                            delta,
-                            fields,
-                            config,
-                        );
+                    let temporality = histogram.aggregation_temporality;
+                    if let Some(delta) = metric_out.temporality(temporality, "exponential histogram") {
+                        metric_out.points(&histogram.data_points, delta, exponential_fields, config);
                     }
                 }
                 Some(Data::Summary(summary)) => {
-                    for (index, point) in summary.data_points.iter().enumerate() {
-                        let fields = summary_fields(point);
-                        metric_out.fields(
-                            index,
-                            &point.attributes,
-                            point.time_unix_nano,
-                            point.flags,
-                            false,
-                            fields,
-                            config,
-                        );
-                    }
+                    metric_out.points(&summary.data_points, false, summary_fields, config);
                 }
             }
         }
@@ -208,27 +166,31 @@ impl MetricOut<'_> {
         self.out.reject(self.number, || format!("`{metric}`, data point {}: {reason}", index + 1));
     }
 
-    fn number(&mut self, index: usize, point: &proto::NumberDataPoint, field: &str, delta: bool, config: &OtlpConfig) {
-        let fields = match point.value {
-            // A point flagged as having no value is skipped before its fields are looked at.
-            None => Err("the data point has no value".to_owned()),
-            Some(Number::AsInt(n)) => Ok(vec![(field.to_owned(), FieldValue::Integer(n))]),
-            Some(Number::AsDouble(v)) => finite(field, v).map(|v| vec![(field.to_owned(), v)]),
-        };
-        self.fields(index, &point.attributes, point.time_unix_nano, point.flags, delta, fields, config);
+    /// Whether the metric is delta; `None` (and the metric refused) when its temporality is
+    /// unspecified, which the spec forbids for `kind`.
+    fn temporality(&mut self, temporality: i32, kind: &str) -> Option<bool> {
+        let delta = is_delta(temporality);
+        if delta.is_none() {
+            self.reject(0, format!("the {kind} has no aggregation temporality"));
+        }
+        delta
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn fields(
+    /// Each of `points`, with the fields `fields_of` gives it.
+    fn points<P: DataPoint>(
         &mut self,
-        index: usize,
-        attributes: &[KeyValue],
-        time_unix_nano: u64,
-        flags: u32,
+        points: &[P],
         delta: bool,
-        fields: Fields,
+        fields_of: impl Fn(&P) -> Fields,
         config: &OtlpConfig,
     ) {
+        for (index, point) in points.iter().enumerate() {
+            self.point(index, point, delta, fields_of(point), config);
+        }
+    }
+
+    fn point(&mut self, index: usize, point: &impl DataPoint, delta: bool, fields: Fields, config: &OtlpConfig) {
+        let (attributes, time_unix_nano, flags) = (point.attributes(), point.time_unix_nano(), point.flags());
         if flags & proto::NO_RECORDED_VALUE != 0 {
             self.out.skipped += 1;
             return;
@@ -258,6 +220,16 @@ impl MetricOut<'_> {
             fields.iter().map(|(k, v)| (k.as_str(), *v)),
             time,
         );
+    }
+}
+
+/// A number point's one field, named `field`.
+fn number_fields(point: &proto::NumberDataPoint, field: &str) -> Fields {
+    match point.value {
+        // A point flagged as having no value is skipped before its fields are looked at.
+        None => Err("the data point has no value".to_owned()),
+        Some(Number::AsInt(n)) => Ok(vec![(field.to_owned(), FieldValue::Integer(n))]),
+        Some(Number::AsDouble(v)) => finite(field, v).map(|v| vec![(field.to_owned(), v)]),
     }
 }
 

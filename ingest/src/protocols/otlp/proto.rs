@@ -123,6 +123,31 @@ pub(crate) struct Summary {
     pub(crate) data_points: Vec<SummaryDataPoint>,
 }
 
+/// What every kind of data point has beside its values.
+pub(crate) trait DataPoint {
+    fn attributes(&self) -> &[KeyValue];
+    fn time_unix_nano(&self) -> u64;
+    fn flags(&self) -> u32;
+}
+
+macro_rules! data_point {
+    ($($point:ty),*) => {$(
+        impl DataPoint for $point {
+            fn attributes(&self) -> &[KeyValue] {
+                &self.attributes
+            }
+            fn time_unix_nano(&self) -> u64 {
+                self.time_unix_nano
+            }
+            fn flags(&self) -> u32 {
+                self.flags
+            }
+        }
+    )*};
+}
+
+data_point!(NumberDataPoint, HistogramDataPoint, ExponentialHistogramDataPoint, SummaryDataPoint);
+
 #[derive(Clone, PartialEq, prost::Message, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct NumberDataPoint {
