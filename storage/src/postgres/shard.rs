@@ -122,6 +122,9 @@ struct Intake {
     draining: Arc<AtomicBool>,
     /// Flushes to answer once the batch in flight is committed or spooled.
     flushes: Vec<SyncSender<()>>,
+    /// Final flushes waiting for their replay attempt. They may arrive in the middle of an
+    /// attempt, so the main loop, not the arrival, runs the replay.
+    flushes_to_replay: Vec<SyncSender<()>>,
     /// The sink is gone.
     closed: bool,
 }
@@ -158,7 +161,15 @@ impl ShardWriter {
             days: HashSet::new(),
             last_retention: None,
         };
-        let intake = Intake { messages, spool, stats, draining, flushes: Vec::new(), closed: false };
+        let intake = Intake {
+            messages,
+            spool,
+            stats,
+            draining,
+            flushes: Vec::new(),
+            flushes_to_replay: Vec::new(),
+            closed: false,
+        };
         intake.publish_spool();
         Self { conn, intake, rejected, breaker: Breaker { retry_at: None, backoff: Breaker::FIRST_RETRY } }
     }
@@ -174,6 +185,17 @@ impl ShardWriter {
             warn!(shard = %self.name(), %error, "Shard unavailable at start; will retry.");
         }
         loop {
+            if !self.intake.flushes_to_replay.is_empty() {
+                let waiting = std::mem::take(&mut self.intake.flushes_to_replay);
+                // A reachable shard gets what its spool holds before the flush is answered (at
+                // shutdown, PostgreSQL is then complete, not just the spool): one attempt now,
+                // whatever the backoff says, and on while it succeeds.
+                self.breaker.retry_now();
+                while !self.intake.spool.is_empty() && self.breaker.allows_attempt() {
+                    self.replay_one().await;
+                }
+                self.intake.flushes.extend(waiting);
+            }
             // Everything received so far is committed or spooled.
             for done in self.intake.flushes.drain(..) {
                 let _ = done.send(());
@@ -189,16 +211,7 @@ impl ShardWriter {
             tokio::select! {
                 message = self.intake.messages.recv() => match message {
                     None => self.intake.closed = true,
-                    Some(Message::Flush(done)) => {
-                        // A reachable shard gets what its spool holds before the flush is answered
-                        // (at shutdown, PostgreSQL is then complete, not just the spool): one
-                        // attempt now, whatever the backoff says, and on while it succeeds.
-                        self.breaker.retry_now();
-                        while !self.intake.spool.is_empty() && self.breaker.allows_attempt() {
-                            self.replay_one().await;
-                        }
-                        self.intake.flushes.push(done);
-                    }
+                    Some(Message::Flush(done)) => self.intake.flushes_to_replay.push(done),
                     Some(Message::Sync(done)) => self.intake.flushes.push(done),
                     Some(Message::Batch(batch)) => self.take(batch).await,
                 },
@@ -348,7 +361,8 @@ impl Intake {
     async fn take(&mut self, message: Option<Message>) {
         match message {
             None => self.closed = true,
-            Some(Message::Flush(done) | Message::Sync(done)) => self.flushes.push(done),
+            Some(Message::Flush(done)) => self.flushes_to_replay.push(done),
+            Some(Message::Sync(done)) => self.flushes.push(done),
             Some(Message::Batch(batch)) => {
                 // A failing disk: retry until it takes the batch; the attempt's timeout still runs.
                 while let Err(error) = self.spool.push(&batch) {
