@@ -7,6 +7,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use augur_engine::loadgen::tsbs::Fleet;
+use augur_engine::loadgen::wire::{Format, Renderer};
 use augur_ingest::config::ModelConfig;
 use augur_ingest::line_protocol::Parser;
 use augur_ingest::write::LinePolicy;
@@ -15,7 +16,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Thro
 
 /// One loadgen request: 5000 lines from 1000 hosts in 4 regions, 10 tags and 10 float fields each.
 fn tsbs_body() -> (Vec<u8>, u64) {
-    let mut fleet = Fleet::new(1000, 4, 10, 0);
+    let mut fleet = Renderer::new(Format::LineProtocol, Fleet::new(1000, 4, 10, 0));
     let mut body = Vec::new();
     fleet.batch(5000, 1_700_000_000_000_000_000, &mut body);
     (body, 5000 * fleet.fields() as u64)

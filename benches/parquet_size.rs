@@ -7,6 +7,7 @@
 
 use arrow_array::RecordBatch;
 use augur_engine::loadgen::tsbs::Fleet;
+use augur_engine::loadgen::wire::{Format, Renderer};
 use augur_engine::raw::raw_batches;
 use augur_storage::parquet::file::{Encoder, SortOrder};
 use augur_suite::Batcher;
@@ -21,7 +22,7 @@ const STEPS: i64 = 360;
 
 fn raw_batch() -> RecordBatch {
     let batcher = Batcher::default();
-    let mut fleet = Fleet::new(HOSTS, 1, FIELDS, 0);
+    let mut fleet = Renderer::new(Format::LineProtocol, Fleet::new(HOSTS, 1, FIELDS, 0));
     let mut body = Vec::new();
     let mut points = Vec::new();
     let start = 1_700_000_000 / 3600 * 3600 * 1_000_000_000i64;

@@ -6,6 +6,7 @@
 use std::hint::black_box;
 
 use augur_engine::loadgen::tsbs::Fleet;
+use augur_engine::loadgen::wire::{Format, Renderer};
 use augur_engine::raw::raw_batches;
 use augur_storage::parquet::file::{Encoder, SortOrder};
 use augur_suite::Batcher;
@@ -13,7 +14,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn parquet_write(c: &mut Criterion) {
     let batcher = Batcher::default();
-    let mut fleet = Fleet::new(1000, 1, 10, 0);
+    let mut fleet = Renderer::new(Format::LineProtocol, Fleet::new(1000, 1, 10, 0));
     let mut points = Vec::new();
     let mut body = Vec::new();
     for step in 0..5 {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use augur_engine::loadgen::tsbs::Fleet;
+use augur_engine::loadgen::wire::{Format, Renderer};
 use augur_engine::rollup::RollupBuilder;
 use augur_engine::window::{Resolution, Windows};
 use augur_storage::postgres::{copy, migrations};
@@ -21,7 +22,7 @@ const TIME: i64 = 1_795_000_000_000_000_000;
 /// 10 s rollups of `HOSTS` hosts × 10 fields: 100k rows, as the pipelines emit them.
 fn rollups() -> RecordBatch {
     let batcher = Batcher::default();
-    let mut fleet = Fleet::new(HOSTS, 4, 10, 0);
+    let mut fleet = Renderer::new(Format::LineProtocol, Fleet::new(HOSTS, 4, 10, 0));
     let mut windows = Windows::new(vec![Resolution::new(Duration::from_secs(10))]);
     let mut body = Vec::new();
     for second in 0..10 {

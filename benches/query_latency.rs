@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use augur_engine::loadgen::tsbs::Fleet;
+use augur_engine::loadgen::wire::{Format, Renderer};
 use augur_engine::rollup::RollupBuilder;
 use augur_engine::window::{Resolution, Windows};
 use augur_storage::postgres::{HotQuery, PostgresConfig, PostgresSink, ShardConfig};
@@ -25,7 +26,7 @@ const QUERIES: usize = 300;
 /// to `sink` in batches of at most 100k rows.
 fn load(sink: &PostgresSink, resolution: Duration, hosts: usize, times: impl Iterator<Item = i64>) -> usize {
     let batcher = Batcher::default();
-    let mut fleet = Fleet::new(hosts, 4, FIELDS, 0);
+    let mut fleet = Renderer::new(Format::LineProtocol, Fleet::new(hosts, 4, FIELDS, 0));
     let mut windows = Windows::new(vec![Resolution::new(resolution)]);
     let mut out = RollupBuilder::default();
     let mut body = Vec::new();

@@ -8,6 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use augur_engine::loadgen::tsbs::Fleet;
+use augur_engine::loadgen::wire::{Format, Renderer};
 use augur_engine::snapshot;
 use augur_engine::watermark::Watermark;
 use augur_engine::window::{Resolution, Windows};
@@ -22,7 +23,7 @@ fn state() -> (Windows, Watermark) {
     let mut windows = Windows::new(resolutions);
     let mut watermark = Watermark::new(10_000_000_000, 30_000_000_000);
     let batcher = Batcher::default();
-    let mut fleet = Fleet::new(HOSTS, 4, FIELDS, 0);
+    let mut fleet = Renderer::new(Format::LineProtocol, Fleet::new(HOSTS, 4, FIELDS, 0));
     let mut body = Vec::new();
     for _ in 0..HOSTS / 5000 {
         fleet.batch(5000, 1_700_000_000_000_000_000, &mut body);

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use augur_engine::loadgen::tsbs::Fleet;
+use augur_engine::loadgen::wire::{Format, Renderer};
 use augur_engine::rollup::RollupBuilder;
 use augur_engine::window::{Resolution, Windows};
 use augur_suite::Batcher;
@@ -49,7 +50,7 @@ fn main() {
         return; // `cargo bench --no-run` / test listing
     }
     let batcher = Batcher::default();
-    let mut fleet = Fleet::new(HOSTS, 4, FIELDS, 0);
+    let mut fleet = Renderer::new(Format::LineProtocol, Fleet::new(HOSTS, 4, FIELDS, 0));
     let mut body = Vec::new();
     let mut rollups = RollupBuilder::default();
 

@@ -7,6 +7,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use augur_engine::loadgen::tsbs::Fleet;
+use augur_engine::loadgen::wire::{Format, Renderer};
 use augur_engine::window::{Resolution, Windows};
 use augur_ingest::PointBatch;
 use augur_suite::Batcher;
@@ -18,7 +19,7 @@ const BATCH: usize = 5000;
 /// Batches covering every host once, all in one 10 s window, through the real parser and router.
 fn batches(time: i64) -> Vec<PointBatch> {
     let batcher = Batcher::default();
-    let mut fleet = Fleet::new(HOSTS, 4, 10, 0);
+    let mut fleet = Renderer::new(Format::LineProtocol, Fleet::new(HOSTS, 4, 10, 0));
     let mut body = Vec::new();
     (0..HOSTS / BATCH)
         .map(|_| {

@@ -44,31 +44,45 @@ fn serve_ingests_http_and_tcp_and_drains_on_sigterm() {
 }
 
 #[test]
-fn loadgen_reports_acknowledged_writes_as_json() {
-    let server = AugurServer::start(&[]);
-    for protocol in ["http", "tcp"] {
+fn loadgen_drives_every_protocol_and_reports_acknowledged_writes_as_json() {
+    let server = AugurServer::start(&["--graphite-addr", "127.0.0.1:0"]);
+    let graphite = server.graphite.expect("a Graphite listener");
+    let protocols = ["http", "tcp", "prometheus", "otlp", "jsonlines", "collectd", "graphite"];
+    for protocol in protocols {
         let url = match protocol {
-            "http" => format!("http://{}", server.http),
-            _ => format!("tcp://{}", server.tcp),
+            "tcp" => format!("tcp://{}", server.tcp),
+            "graphite" => format!("tcp://{graphite}"),
+            _ => format!("http://{}", server.http),
         };
         let mut args = vec!["loadgen", "--url", &url, "--protocol", protocol, "--duration", "1s"];
         args.extend(["--hosts", "50", "--batch", "100", "--connections", "2", "--json"]);
-        if protocol == "http" {
+        if matches!(protocol, "http" | "otlp") {
             args.push("--gzip");
         }
         let out = Command::new(augur_binary()).args(&args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{protocol}: {}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8(out.stdout).unwrap();
         let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
         for key in
             ["points_per_s", "values_per_s", "points_total", "values_total", "p50_ms", "p99_ms", "max_ms", "errors"]
         {
-            assert!(report.get(key).is_some(), "{key} missing in {report}");
+            assert!(report.get(key).is_some(), "{protocol}: {key} missing in {report}");
         }
-        assert_eq!(report["errors"], 0, "{report}");
+        assert_eq!(report["protocol"], protocol, "{report}");
+        assert_eq!(report["errors"], 0, "{protocol}: {report}");
         let points = report["points_total"].as_u64().unwrap();
-        assert!(points > 0 && points.is_multiple_of(100), "{report}");
+        assert!(points > 0 && points.is_multiple_of(100), "{protocol}: {report}");
         assert_eq!(report["values_total"].as_u64().unwrap(), points * 10);
+    }
+    // Each protocol's points reached the server as that protocol's (line protocol over TCP and
+    // Graphite stream, so those count once their last chunk is read).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for protocol in protocols {
+        let name = format!("augur_ingest_points_accepted_total{{protocol=\"{protocol}\"}}");
+        while metric(&http(server.http, "GET", "/metrics", b"").1, &name).unwrap_or(0) == 0 {
+            assert!(Instant::now() < deadline, "nothing accepted as {name}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     // The counters balance once the last TCP chunk is through: every parsed point was accepted
     // or shed, the pipelines processed every accepted point, each one either aggregated or late,

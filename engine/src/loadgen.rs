@@ -1,12 +1,15 @@
-//! `augur loadgen`: drives TSBS-shaped line protocol at a server over HTTP or TCP and reports
-//! throughput and acknowledgement latency. Counts only acknowledged (2xx) writes.
+//! `augur loadgen`: drives TSBS-shaped data at a server in any protocol Augur speaks that
+//! acknowledges writes (or is a TCP stream), and reports throughput and acknowledgement latency.
+//! Counts only acknowledged (2xx) writes.
 //!
 //! # Layout
 //! - [`tsbs`]: the data: a fleet of hosts over regions, ten fields per point.
+//! - [`wire`]: the fleet's points in each protocol's format.
 //! - [`client`]: one HTTP keep-alive connection or TCP stream per load connection.
 
 pub mod client;
 pub mod tsbs;
+pub mod wire;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,14 +21,16 @@ use augur_ingest::point::now_nanos;
 use bytes::Bytes;
 use serde::Serialize;
 
-use self::client::{Ack, Sender};
+use self::client::{Ack, HttpRequest, Sender};
 use self::tsbs::Fleet;
+use self::wire::{Format, Renderer};
 
 /// Pause after a 503 or 429 before the connection sends again (shorter than the `Retry-After`
 /// servers advertise, to keep the pressure on).
 const SHED_BACKOFF: Duration = Duration::from_millis(20);
 
-/// The wire protocol to drive.
+/// The wire protocol to drive. StatsD is not among them: UDP acknowledges nothing, so there is
+/// nothing to count but what was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -33,14 +38,64 @@ pub enum Protocol {
     Http,
     /// Newline-delimited line protocol on a TCP stream.
     Tcp,
+    /// Prometheus remote write 1.0 (`/api/v1/write`): one series per host and field.
+    Prometheus,
+    /// OTLP/HTTP protobuf (`/v1/metrics`): a resource per point, a gauge per field.
+    Otlp,
+    /// JSON lines (`/api/v1/points`).
+    Jsonlines,
+    /// collectd `write_http` JSON (`/collectd`): a value list per point.
+    Collectd,
+    /// Tagged Graphite plaintext on a TCP stream: a line per field.
+    Graphite,
+}
+
+impl Protocol {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Tcp => "tcp",
+            Self::Prometheus => "prometheus",
+            Self::Otlp => "otlp",
+            Self::Jsonlines => "jsonlines",
+            Self::Collectd => "collectd",
+            Self::Graphite => "graphite",
+        }
+    }
+
+    fn format(self) -> Format {
+        match self {
+            Self::Http | Self::Tcp => Format::LineProtocol,
+            Self::Prometheus => Format::Prometheus,
+            Self::Otlp => Format::Otlp,
+            Self::Jsonlines => Format::JsonLines,
+            Self::Collectd => Format::Collectd,
+            Self::Graphite => Format::Graphite,
+        }
+    }
+
+    /// How an HTTP protocol posts (path, Content-Type, Content-Encoding); `None` for TCP.
+    fn http(self) -> Option<(&'static str, &'static str, Option<&'static str>)> {
+        match self {
+            Self::Http => {
+                Some(("/api/v2/write?org=augur&bucket=loadgen&precision=ns", "text/plain; charset=utf-8", None))
+            }
+            Self::Prometheus => Some(("/api/v1/write", "application/x-protobuf", Some("snappy"))),
+            Self::Otlp => Some(("/v1/metrics", "application/x-protobuf", None)),
+            Self::Jsonlines => Some(("/api/v1/points", "application/x-ndjson", None)),
+            Self::Collectd => Some(("/collectd", "application/json", None)),
+            Self::Tcp | Self::Graphite => None,
+        }
+    }
 }
 
 /// Options of `augur loadgen`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadgenOptions {
-    /// Server to load. For HTTP, a URL without a path posts to `/api/v2/write`; give a path to
-    /// target another endpoint (e.g. `http://127.0.0.1:8086/write?db=bench` for InfluxDB 1.x).
-    /// For TCP, the host and port of the TCP listener.
+    /// Server to load. For HTTP protocols, a URL without a path posts to the protocol's Augur
+    /// endpoint; give a path to target another (e.g. `http://127.0.0.1:8086/write?db=bench` for
+    /// InfluxDB 1.x). For `tcp` and `graphite`, the host and port of the listener.
     #[arg(long, default_value = "http://127.0.0.1:8086")]
     pub url: String,
     /// Wire protocol.
@@ -55,7 +110,7 @@ pub struct LoadgenOptions {
     /// Fields per point.
     #[arg(long, default_value_t = 10)]
     pub fields: usize,
-    /// Lines per request (HTTP) or per write (TCP).
+    /// Points per request (HTTP) or per write (TCP).
     #[arg(long, default_value_t = 5000)]
     pub batch: usize,
     /// Concurrent connections.
@@ -67,7 +122,7 @@ pub struct LoadgenOptions {
     /// Target points per second over all connections; 0 sends as fast as the server acknowledges.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// Compress bodies with gzip (HTTP only).
+    /// Compress bodies with gzip (HTTP protocols but `prometheus`, whose bodies are snappy).
     #[arg(long)]
     pub gzip: bool,
     /// A token with the `write` scope, sent as `Authorization: Token …` (or set AUGUR_TOKEN).
@@ -133,7 +188,7 @@ pub struct Report {
     pub protocol: Protocol,
     /// Connections used.
     pub connections: usize,
-    /// Lines per request.
+    /// Points per request.
     pub batch: usize,
     /// Whether bodies were gzip.
     pub gzip: bool,
@@ -143,11 +198,8 @@ impl Report {
     /// Prints the human-readable summary, and the JSON line if asked.
     pub fn print(&self, json: bool) {
         println!(
-            "loadgen: {} over {} connection(s), {} lines/request{}, {:.1}s",
-            match self.protocol {
-                Protocol::Http => "http",
-                Protocol::Tcp => "tcp",
-            },
+            "loadgen: {} over {} connection(s), {} points/request{}, {:.1}s",
+            self.protocol.name(),
             self.connections,
             self.batch,
             if self.gzip { ", gzip" } else { "" },
@@ -170,7 +222,8 @@ impl Report {
 /// Where to send.
 struct Target {
     addr: std::net::SocketAddr,
-    path: String,
+    /// The request's shape, for HTTP protocols.
+    http: Option<HttpRequest>,
 }
 
 async fn resolve(options: &LoadgenOptions) -> anyhow::Result<Target> {
@@ -188,12 +241,14 @@ async fn resolve(options: &LoadgenOptions) -> anyhow::Result<Target> {
         .with_context(|| format!("--url {}: cannot resolve `{authority}` (expected HOST:PORT)", options.url))?
         .next()
         .with_context(|| format!("--url {}: `{authority}` has no address", options.url))?;
-    let path = if path.is_empty() || path == "/" {
-        "/api/v2/write?org=augur&bucket=loadgen&precision=ns".to_owned()
-    } else {
-        path.to_owned()
-    };
-    Ok(Target { addr, path })
+    let http = options.protocol.http().map(|(default_path, content_type, encoding)| HttpRequest {
+        host: addr.to_string(),
+        path: if path.is_empty() || path == "/" { default_path.to_owned() } else { path.to_owned() },
+        content_type,
+        encoding: if options.gzip { Some("gzip") } else { encoding },
+        authorization: options.token.as_ref().map(|t| format!("Token {t}")),
+    });
+    Ok(Target { addr, http })
 }
 
 /// Per-connection results.
@@ -216,12 +271,12 @@ pub async fn run(options: &LoadgenOptions, live: Arc<Live>) -> anyhow::Result<Re
     if options.batch == 0 || options.connections == 0 || options.hosts == 0 {
         bail!("--batch, --connections and --hosts must be at least 1");
     }
-    if options.gzip && options.protocol == Protocol::Tcp {
-        bail!("--gzip applies to HTTP only");
+    if options.gzip && matches!(options.protocol, Protocol::Tcp | Protocol::Graphite | Protocol::Prometheus) {
+        bail!("--gzip applies to HTTP protocols but prometheus (remote write bodies are snappy)");
     }
     let target = Arc::new(resolve(options).await?);
     // Fail fast when nothing listens, instead of counting a run of errors.
-    connect(options, &target).await.with_context(|| format!("cannot connect to {}", target.addr))?;
+    connect(&target).await.with_context(|| format!("cannot connect to {}", target.addr))?;
 
     let started = Instant::now();
     let deadline = started + options.duration;
@@ -271,10 +326,10 @@ pub async fn run(options: &LoadgenOptions, live: Arc<Live>) -> anyhow::Result<Re
     })
 }
 
-async fn connect(options: &LoadgenOptions, target: &Target) -> std::io::Result<Sender> {
-    match options.protocol {
-        Protocol::Http => Sender::http(target.addr, &target.path, options.gzip, options.token.as_deref()).await,
-        Protocol::Tcp => Sender::tcp(target.addr).await,
+async fn connect(target: &Target) -> std::io::Result<Sender> {
+    match &target.http {
+        Some(request) => Sender::http(target.addr, request.clone()).await,
+        None => Sender::tcp(target.addr).await,
     }
 }
 
@@ -287,7 +342,8 @@ async fn drive(
 ) -> ConnectionResult {
     let mut result = ConnectionResult::default();
     let first_host = index * options.hosts / options.connections;
-    let mut fleet = Fleet::new(options.hosts, options.regions, options.fields, first_host);
+    let fleet = Fleet::new(options.hosts, options.regions, options.fields, first_host);
+    let mut fleet = Renderer::new(options.protocol.format(), fleet);
     let values_per_batch = (options.batch * fleet.fields()) as u64;
     let mut pacing = (options.rate > 0).then(|| {
         let per_connection = options.rate as f64 / options.connections as f64;
@@ -302,7 +358,7 @@ async fn drive(
             interval.tick().await;
         }
         let Some(active) = &mut sender else {
-            match connect(options, target).await {
+            match connect(target).await {
                 Ok(connected) => sender = Some(connected),
                 Err(_) => {
                     result.errors += 1;

@@ -19,39 +19,47 @@ pub enum Ack {
     Refused(u16),
 }
 
+/// What every POST of one run carries besides its body.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    /// Host header value.
+    pub host: String,
+    /// Path and query of the write endpoint.
+    pub path: String,
+    /// Content-Type header value.
+    pub content_type: &'static str,
+    /// Content-Encoding header value, if any (`gzip`, or remote write's `snappy`).
+    pub encoding: Option<&'static str>,
+    /// `Authorization` header value, if any.
+    pub authorization: Option<String>,
+}
+
 /// One connection to the server.
 #[derive(Debug)]
 pub enum Sender {
     /// HTTP: each batch is a POST answered by a status.
     Http {
         /// The request sender of the connection.
-        request: SendRequest<Full<Bytes>>,
-        /// Host header value.
-        host: String,
-        /// Path and query of the write endpoint.
-        path: String,
-        /// Whether bodies are gzip.
-        gzip: bool,
-        /// `Authorization` header value, if any.
-        authorization: Option<String>,
+        sender: SendRequest<Full<Bytes>>,
+        /// What each request carries.
+        request: HttpRequest,
     },
     /// TCP: a batch counts as delivered once written; the protocol has no acknowledgement.
     Tcp(TcpStream),
 }
 
 impl Sender {
-    /// Connects over HTTP, posting to `path`.
+    /// Connects over HTTP, to post `request`s.
     ///
     /// # Errors
     /// When the connection or handshake fails.
-    pub async fn http(addr: SocketAddr, path: &str, gzip: bool, token: Option<&str>) -> std::io::Result<Self> {
+    pub async fn http(addr: SocketAddr, request: HttpRequest) -> std::io::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (request, connection) =
+        let (sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
         tokio::spawn(connection);
-        let authorization = token.map(|t| format!("Token {t}"));
-        Ok(Self::Http { request, host: addr.to_string(), path: path.to_owned(), gzip, authorization })
+        Ok(Self::Http { sender, request })
     }
 
     /// Connects over TCP.
@@ -64,25 +72,25 @@ impl Sender {
         Ok(Self::Tcp(stream))
     }
 
-    /// Sends one body (already gzip-compressed if the sender is gzip).
+    /// Sends one body (already compressed as the request's encoding says).
     ///
     /// # Errors
     /// When the connection fails; the caller reconnects.
     pub async fn send(&mut self, body: Bytes) -> std::io::Result<Ack> {
         match self {
-            Self::Http { request, host, path, gzip, authorization } => {
-                let mut builder = hyper::Request::post(path.as_str())
-                    .header(hyper::header::HOST, host.as_str())
-                    .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8");
-                if *gzip {
-                    builder = builder.header(hyper::header::CONTENT_ENCODING, "gzip");
+            Self::Http { sender, request } => {
+                let mut builder = hyper::Request::post(request.path.as_str())
+                    .header(hyper::header::HOST, request.host.as_str())
+                    .header(hyper::header::CONTENT_TYPE, request.content_type);
+                if let Some(encoding) = request.encoding {
+                    builder = builder.header(hyper::header::CONTENT_ENCODING, encoding);
                 }
-                if let Some(authorization) = authorization {
+                if let Some(authorization) = &request.authorization {
                     builder = builder.header(hyper::header::AUTHORIZATION, authorization.as_str());
                 }
                 let req = builder.body(Full::new(body)).map_err(std::io::Error::other)?;
-                request.ready().await.map_err(std::io::Error::other)?;
-                let response = request.send_request(req).await.map_err(std::io::Error::other)?;
+                sender.ready().await.map_err(std::io::Error::other)?;
+                let response = sender.send_request(req).await.map_err(std::io::Error::other)?;
                 let status = response.status();
                 // Read the body so the connection is ready for the next request.
                 response.into_body().collect().await.map_err(std::io::Error::other)?;

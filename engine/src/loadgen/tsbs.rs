@@ -1,7 +1,7 @@
-//! TSBS "cpu-only" shaped line protocol: N hosts across R regions, ten `usage_*` float fields.
+//! TSBS "cpu-only" shaped data: N hosts across R regions, ten `usage_*` float fields.
 //!
-//! Generation is kept cheap (precomputed per-host prefixes, hand-rolled number formatting, an
-//! xorshift generator) so the load generator is never the bottleneck it measures.
+//! Generation is kept cheap (integer random walks, an xorshift generator) so the load generator
+//! is never the bottleneck it measures.
 
 /// TSBS's region names; more regions than these get `region-<n>`.
 const REGIONS: [&str; 9] = [
@@ -30,15 +30,17 @@ const FIELDS: [&str; 10] = [
     "usage_guest_nice",
 ];
 
-/// Generates batches of lines for a fleet, round-robin over its hosts.
+/// A fleet of hosts, each with TSBS's tags and a random walk per field; the wire formats
+/// ([`super::wire`]) render its points.
 #[derive(Debug)]
 pub struct Fleet {
-    /// `cpu,hostname=host_0,region=...,...` per host.
-    prefixes: Vec<Vec<u8>>,
-    /// ` usage_user=`, `,usage_system=`, ... per field.
-    field_keys: Vec<Vec<u8>>,
-    /// Current value of every (host, field): each moves by a random walk, as TSBS's cpu values do.
-    values: Vec<f64>,
+    /// Each host's tags, sorted by key.
+    tags: Vec<Vec<(&'static str, String)>>,
+    /// The field names, `usage_user` first.
+    fields: Vec<String>,
+    /// Current value of every (host, field) in tenths of a percent: each moves by a random walk
+    /// of up to ±1.0 per point within 0..100, like TSBS's clamped random walks of usage values.
+    tenths: Vec<u16>,
     next_host: usize,
     rng: u64,
 }
@@ -49,65 +51,62 @@ impl Fleet {
     pub fn new(hosts: usize, regions: usize, fields: usize, first_host: usize) -> Self {
         let hosts = hosts.max(1);
         let regions = regions.max(1);
-        let prefixes = (0..hosts)
+        let tags = (0..hosts)
             .map(|h| {
                 let region = region_name(h % regions);
-                format!(
-                    "cpu,arch=x{arch},datacenter={region}{dc},hostname=host_{h},os=Ubuntu16.04LTS,rack={rack},region={region},service={service},service_environment=production,service_version={version},team={team}",
-                    arch = if h % 2 == 0 { "64" } else { "86" },
-                    dc = ['a', 'b', 'c'][h % 3],
-                    rack = h % 100,
-                    service = h % 20,
-                    version = h % 2,
-                    team = ["SF", "NYC", "LON", "CHI"][h % 4],
-                )
-                .into_bytes()
+                vec![
+                    ("arch", if h % 2 == 0 { "x64" } else { "x86" }.to_owned()),
+                    ("datacenter", format!("{region}{}", ['a', 'b', 'c'][h % 3])),
+                    ("hostname", format!("host_{h}")),
+                    ("os", "Ubuntu16.04LTS".to_owned()),
+                    ("rack", (h % 100).to_string()),
+                    ("region", region),
+                    ("service", (h % 20).to_string()),
+                    ("service_environment", "production".to_owned()),
+                    ("service_version", (h % 2).to_string()),
+                    ("team", ["SF", "NYC", "LON", "CHI"][h % 4].to_owned()),
+                ]
             })
             .collect();
-        let field_keys = (0..fields.max(1))
-            .map(|i| {
-                let sep = if i == 0 { ' ' } else { ',' };
-                match FIELDS.get(i) {
-                    Some(name) => format!("{sep}{name}="),
-                    None => format!("{sep}field_{i}="),
-                }
-                .into_bytes()
-            })
-            .collect();
+        let fields = (0..fields.max(1))
+            .map(|i| FIELDS.get(i).map_or_else(|| format!("field_{i}"), |name| (*name).to_owned()))
+            .collect::<Vec<_>>();
         let mut rng = 0x9E37_79B9_7F4A_7C15 ^ (first_host as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        let values = (0..hosts * fields.max(1)).map(|_| (xorshift(&mut rng) % 1000) as f64 / 10.0).collect();
-        Self { prefixes, field_keys, values, next_host: first_host % hosts, rng }
+        let tenths = (0..hosts * fields.len()).map(|_| (xorshift(&mut rng) % 1000) as u16).collect();
+        Self { tags, fields, tenths, next_host: first_host % hosts, rng }
+    }
+
+    /// Number of hosts.
+    pub fn hosts(&self) -> usize {
+        self.tags.len()
+    }
+
+    /// The tags of `host`, sorted by key.
+    pub fn tags(&self, host: usize) -> &[(&'static str, String)] {
+        &self.tags[host]
+    }
+
+    /// The field names.
+    pub fn field_names(&self) -> &[String] {
+        &self.fields
     }
 
     /// Field values per point.
     pub fn fields(&self) -> usize {
-        self.field_keys.len()
+        self.fields.len()
     }
 
-    /// Writes `lines` lines with timestamp `time` (ns) into `out` (cleared first).
-    pub fn batch(&mut self, lines: usize, time: i64, out: &mut Vec<u8>) {
-        out.clear();
-        for _ in 0..lines {
-            let host = self.next_host;
-            out.extend_from_slice(&self.prefixes[host]);
-            self.next_host = (host + 1) % self.prefixes.len();
-            let fields = self.field_keys.len();
-            let host_values = &mut self.values[host * fields..(host + 1) * fields];
-            for (key, value) in self.field_keys.iter().zip(host_values) {
-                out.extend_from_slice(key);
-                // A percentage with one decimal, walking by up to ±1.0 per point and staying
-                // within 0..100, like TSBS's clamped random walks of usage values.
-                let step = (xorshift(&mut self.rng) % 21) as f64 / 10.0 - 1.0;
-                *value = (*value + step).clamp(0.0, 100.0);
-                let tenths = (*value * 10.0).round() as u64;
-                push_u64(out, tenths / 10);
-                out.push(b'.');
-                out.push(b'0' + (tenths % 10) as u8);
-            }
-            out.push(b' ');
-            push_u64(out, time.max(0) as u64);
-            out.push(b'\n');
+    /// The next point, round-robin over the hosts: its host and field values in tenths.
+    pub fn next_point(&mut self) -> (usize, &[u16]) {
+        let host = self.next_host;
+        self.next_host = (host + 1) % self.tags.len();
+        let fields = self.fields.len();
+        let values = &mut self.tenths[host * fields..(host + 1) * fields];
+        for value in values.iter_mut() {
+            let step = (xorshift(&mut self.rng) % 21) as i32 - 10;
+            *value = (i32::from(*value) + step).clamp(0, 1000) as u16;
         }
+        (host, values)
     }
 }
 
@@ -122,45 +121,4 @@ fn xorshift(state: &mut u64) -> u64 {
 /// The name of region `i`.
 pub fn region_name(i: usize) -> String {
     REGIONS.get(i).map_or_else(|| format!("region-{i}"), |r| (*r).to_owned())
-}
-
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-#[cfg(test)]
-mod tests {
-    use augur_ingest::line_protocol::parse_points;
-    use augur_ingest::Precision;
-
-    use super::*;
-
-    #[test]
-    fn batches_are_valid_line_protocol_with_sorted_tags() {
-        let mut fleet = Fleet::new(7, 3, 10, 0);
-        let mut out = Vec::new();
-        fleet.batch(50, 1_700_000_000_000_000_000, &mut out);
-        let (points, errors) = parse_points(&out, Precision::Nanoseconds, 0);
-        assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(points.len(), 50);
-        assert!(points.iter().all(|p| p.fields.len() == 10 && p.time == 1_700_000_000_000_000_000));
-        let regions: std::collections::BTreeSet<_> =
-            points.iter().map(|p| p.tags.iter().find(|(k, _)| k == "region").unwrap().1.clone()).collect();
-        assert_eq!(regions.len(), 3);
-        // Tags are generated in order, so the parser's no-copy fast path applies.
-        let mut parser = augur_ingest::line_protocol::Parser::new(&out, Precision::Nanoseconds, 0, 1);
-        while let Some(line) = parser.next() {
-            assert!(line.unwrap().canonical_series().is_some());
-        }
-    }
 }
