@@ -1,5 +1,6 @@
 //! Window update throughput: points into the open windows of one partition with 100k active
-//! series × 10 fields, at the default resolutions (10s, 1m, 1h).
+//! series × 10 fields, at the default resolutions (10s, 1m, 1h); and the quantiles a rollup row
+//! takes of each closed window's sketch.
 //!
 //! `cargo bench -p augur-suite --bench windows`; throughput in field values.
 
@@ -10,6 +11,7 @@ use augur_engine::loadgen::tsbs::Fleet;
 use augur_engine::loadgen::wire::{Format, Renderer};
 use augur_engine::window::{Resolution, Windows};
 use augur_ingest::PointBatch;
+use augur_storage::sketch::DdSketch;
 use augur_suite::Batcher;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -61,5 +63,35 @@ fn raw_output(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, window_update, raw_output);
+/// A rollup row's four quantiles, for sketches of 1 to 600 values (a 10 s window of a series
+/// sent once, up to an hour's window of one sent every 6 s): one pass against one per quantile.
+fn rollup_quantiles(c: &mut Criterion) {
+    const QUANTILES: [f64; 4] = [0.50, 0.90, 0.95, 0.99];
+    let sketches: Vec<DdSketch> = (0..1000u32)
+        .map(|i| {
+            let mut sketch = DdSketch::new();
+            (0..1 + i % 600).for_each(|j| sketch.add(f64::from(i % 97) + f64::from(j % 50) * 0.37));
+            sketch
+        })
+        .collect();
+    let mut group = c.benchmark_group("rollup_quantiles");
+    group.throughput(Throughput::Elements(sketches.len() as u64));
+    group.bench_function("one_pass_1000_sketches", |b| {
+        b.iter(|| {
+            sketches.iter().for_each(|s| {
+                black_box(s.quantiles(QUANTILES));
+            })
+        })
+    });
+    group.bench_function("pass_per_quantile_1000_sketches", |b| {
+        b.iter(|| {
+            sketches.iter().for_each(|s| {
+                black_box(QUANTILES.map(|q| s.quantile(q)));
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, window_update, raw_output, rollup_quantiles);
 criterion_main!(benches);

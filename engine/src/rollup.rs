@@ -126,8 +126,8 @@ impl RollupBuilder {
                 for (builder, value) in self.floats.iter_mut().zip(stats) {
                     builder.append_value(value);
                 }
-                for (builder, q) in self.quantiles.iter_mut().zip(QUANTILES) {
-                    builder.append_option(n.sketch.quantile(q));
+                for (builder, value) in self.quantiles.iter_mut().zip(n.sketch.quantiles(QUANTILES)) {
+                    builder.append_option(value);
                 }
                 self.sketch.append_value(n.sketch.to_bytes());
             }

@@ -257,33 +257,45 @@ impl DdSketch {
     /// The `q`-quantile (`0 ≤ q ≤ 1`) within relative error [`ALPHA`] of the value of rank
     /// `⌊q·(n−1)⌋` among the values added; `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<f64> {
+        let [value] = self.quantiles([q]);
+        value
+    }
+
+    /// Each of `qs` as [`Self::quantile`] would answer it, in one pass over the bins: a rollup
+    /// row takes several quantiles of every window's sketch, and counting the bins once per
+    /// quantile made that the pipelines' largest cost at close (see docs/performance.md).
+    pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [Option<f64>; N] {
+        let mut answers = [None; N];
         let count = self.count();
         if count == 0 {
-            return None;
+            return answers;
         }
-        let rank = (q.clamp(0.0, 1.0) * (count - 1) as f64).floor() as u64;
+        let last = count - 1;
+        let mut wanted: [(u64, usize); N] =
+            std::array::from_fn(|i| (((qs[i].clamp(0.0, 1.0) * last as f64).floor() as u64).min(last), i));
+        wanted.sort_unstable();
+        let mut wanted = wanted.into_iter().peekable();
+        // Bins from the lowest value up: the most negative (highest magnitude) first, then zero.
+        let negative =
+            self.negative.iter().flat_map(|store| store.bins().rev().map(|(index, n)| (-value_of(index), n)));
+        let bins = negative
+            .chain(std::iter::once((0.0, self.zeros)))
+            .chain(self.positive.bins().map(|(index, n)| (value_of(index), n)));
         let mut seen = 0u64;
-        if let Some(negative) = &self.negative {
-            // Most negative first: the highest magnitude index.
-            for (index, n) in negative.bins().rev() {
-                seen = seen.saturating_add(n);
-                if seen > rank {
-                    return Some(-value_of(index));
-                }
-            }
-        }
-        seen = seen.saturating_add(self.zeros);
-        if seen > rank {
-            return Some(0.0);
-        }
-        for (index, n) in self.positive.bins() {
+        let mut highest = None;
+        for (value, n) in bins.filter(|&(_, n)| n > 0) {
             seen = seen.saturating_add(n);
-            if seen > rank {
-                return Some(value_of(index));
+            highest = Some(value);
+            while let Some((_, slot)) = wanted.next_if(|&(rank, _)| rank < seen) {
+                answers[slot] = Some(value);
+            }
+            if wanted.peek().is_none() {
+                return answers;
             }
         }
         // Counts saturate only past 2^64 values; the last bin is the answer then.
-        self.positive.bins().next_back().map(|(index, _)| value_of(index))
+        wanted.for_each(|(_, slot)| answers[slot] = highest);
+        answers
     }
 
     /// Heap bytes held (the inline size is `size_of::<DdSketch>()`).
@@ -475,6 +487,16 @@ mod tests {
             let exact = exact_quantile(&mut values, q);
             let estimate = sketch.quantile(q).unwrap();
             prop_assert!(within_alpha(estimate, exact), "q={} exact={} estimate={}", q, exact, estimate);
+        }
+
+        #[test]
+        fn quantiles_in_one_pass_are_each_within_alpha(mut values in values(), qs in proptest::array::uniform4(0.0..=1.0f64)) {
+            let mut sketch = DdSketch::new();
+            values.iter().for_each(|&v| sketch.add(v));
+            for (q, estimate) in qs.into_iter().zip(sketch.quantiles(qs)) {
+                let exact = exact_quantile(&mut values, q);
+                prop_assert!(within_alpha(estimate.unwrap(), exact), "q={} exact={} estimate={:?}", q, exact, estimate);
+            }
         }
 
         #[test]
