@@ -261,9 +261,10 @@ impl DdSketch {
         value
     }
 
-    /// Each of `qs` as [`Self::quantile`] would answer it, in one pass over the bins: a rollup
-    /// row takes several quantiles of every window's sketch, and counting the bins once per
-    /// quantile made that the pipelines' largest cost at close (see docs/performance.md).
+    /// Each of `qs` as [`Self::quantile`] would answer it, with one count and one walk of the
+    /// bins for all of them: a rollup row takes four quantiles of every window's sketch, and a
+    /// count and a walk per quantile was the largest single cost of closing windows in a profile
+    /// (docs/performance.md).
     pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [Option<f64>; N] {
         let mut answers = [None; N];
         let count = self.count();
@@ -272,7 +273,7 @@ impl DdSketch {
         }
         let last = count - 1;
         let mut wanted: [(u64, usize); N] =
-            std::array::from_fn(|i| (((qs[i].clamp(0.0, 1.0) * last as f64).floor() as u64).min(last), i));
+            std::array::from_fn(|i| ((qs[i].clamp(0.0, 1.0) * last as f64).floor() as u64, i));
         wanted.sort_unstable();
         let mut wanted = wanted.into_iter().peekable();
         // Bins from the lowest value up: the most negative (highest magnitude) first, then zero.
