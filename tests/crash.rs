@@ -141,11 +141,18 @@ fn acknowledged_points_survive_kill_9_exactly_once_in_raw_parquet_and_rollups() 
     assert!(acked.len() > 1000, "the load reached the server: {} points", acked.len());
     assert!(replayed > 0, "some kill left records to replay");
 
-    let (parquet, temp) = parquet_files(&data);
+    assert!(assert_exactly_once(&data, &acked), "windows closed while running");
+}
+
+/// Every point in `acked` is in raw Parquet under `data` once, no point twice, and the rollups
+/// equal a recomputation over the raw points, each window once; whether any window closed (was
+/// emitted whole) while the server ran.
+fn assert_exactly_once(data: &Path, acked: &HashSet<i64>) -> bool {
+    let (parquet, temp) = parquet_files(data);
     assert!(temp.is_empty(), "temporary files left: {temp:?}");
 
     // Raw: every acknowledged point once; no point (acknowledged or not) twice.
-    let raw = raw_points_by_id(&data, "crash");
+    let raw = raw_points_by_id(data, "crash");
     let missing: Vec<&i64> = acked.iter().filter(|id| !raw.contains_key(id)).take(10).collect();
     assert!(missing.is_empty(), "acknowledged points missing from raw Parquet, e.g. {missing:?}");
 
@@ -187,5 +194,67 @@ fn acknowledged_points_survive_kill_9_exactly_once_in_raw_parquet_and_rollups() 
     let differ: Vec<_> = oracle.iter().filter(|(k, v)| got.get(*k) != Some(v)).take(5).collect();
     assert!(differ.is_empty(), "rollups differ from the oracle over raw, e.g. (window, oracle): {differ:?}");
     assert_eq!(got.len(), oracle.len(), "no rollup row without points");
-    assert!(rollups.values().any(|(_, _, partial)| !partial), "windows closed while running");
+    rollups.values().any(|(_, _, partial)| !partial)
+}
+
+/// Load from every client until `until` returns; the acknowledged ids.
+fn load(addr: SocketAddr, state: &[Mutex<(i64, i64)>], until: impl FnOnce()) -> Vec<i64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = state
+            .iter()
+            .enumerate()
+            .map(|(index, state)| {
+                let stop = stop.clone();
+                scope.spawn(move || {
+                    let mut state = state.lock().unwrap();
+                    let (next_id, last_time) = &mut *state;
+                    client(addr, index, next_id, last_time, &stop)
+                })
+            })
+            .collect();
+        until();
+        stop.store(true, Ordering::Relaxed);
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn a_crash_in_the_middle_of_a_checkpoint_restores_exactly() {
+    let dir = TempDir::new("crash-checkpoint");
+    let config = dir.0.join("augur.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let data = dir.0.join("data");
+    let state: Vec<Mutex<(i64, i64)>> = (0..CLIENTS).map(|c| Mutex::new(((c as i64) << 40, 0))).collect();
+    let mut acked: HashSet<i64> = HashSet::new();
+
+    // The server aborts itself in its second checkpoint, once one partition's state file is
+    // written and before the checkpoint is recorded.
+    let fault = [("AUGUR_FAULT", "checkpoint-partition-written")];
+    let server = AugurServer::start_in_with_env(&data, &["--config", &config, "--partitions", "3"], &fault);
+    let addr = server.http;
+    acked.extend(load(addr, &state, || {
+        assert!(!server.wait_for_exit(Duration::from_secs(60)).success(), "the fault aborts the server");
+    }));
+    let state_dir = data.join("state");
+    let manifest = std::fs::read(state_dir.join("checkpoint")).expect("the first checkpoint was recorded");
+    assert_eq!(u64::from_le_bytes(manifest[8..16].try_into().unwrap()), 1, "the manifest is still the first one's");
+    let files: Vec<String> =
+        std::fs::read_dir(&state_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(
+        files.iter().any(|f| f.starts_with("partition-") && f.ends_with(".2")),
+        "the crash left part of the second checkpoint: {files:?}"
+    );
+
+    // Restarted with another partition count, it resumes from the first checkpoint: the files of
+    // the second are deleted, and the log after the first is replayed.
+    let server = AugurServer::start_in(&data, &["--config", &config, "--partitions", "2"]);
+    let (_, text) = http(server.http, "GET", "/metrics", b"");
+    assert!(metric(&text, "augur_recovery_replayed_records").expect("replayed records metric") > 0);
+    let addr = server.http;
+    acked.extend(load(addr, &state, || std::thread::sleep(Duration::from_millis(1500))));
+    assert!(server.terminate(Duration::from_secs(60)).success(), "a clean stop after the crash");
+    assert!(acked.len() > 500, "the load reached the server: {} points", acked.len());
+    assert_exactly_once(&data, &acked);
 }

@@ -4,24 +4,33 @@
 //! A checkpoint of epoch `k`:
 //! 1. a marker on the log's commit thread sends a [`Barrier`] to every partition, between two
 //!    records (sequence `s`): what the partitions received before it is epoch `k`;
-//! 2. each partition, reaching the barrier, emits what it closed, encodes its open windows and
-//!    watermark, and hands them here; its later output is epoch `k + 1`;
-//! 3. once every partition has, the sinks make epoch `k` durable ([`Sink::checkpoint`]: Parquet
-//!    files written, PostgreSQL rows committed or spooled);
-//! 4. the checkpoint file `state/checkpoint` is written atomically: `k`, `s` and the partitions'
-//!    states. From here a restart begins at `s`, so the sinks are told ([`Sink::committed`]);
+//! 2. each partition, reaching the barrier, emits what it closed, hands a copy of its state (open
+//!    windows, watermark, detectors, open events) here and goes on; its later output is epoch
+//!    `k + 1`. Copying is all the partition's thread does: encoding and writing happen on the
+//!    checkpointer's thread, each partition's state streamed into a file of its own
+//!    (`state/partition-<i>.<k>`, synced), a megabyte at a time;
+//! 3. once every partition's file is written, the sinks make epoch `k` durable
+//!    ([`Sink::checkpoint`]: Parquet files written, PostgreSQL rows committed or spooled);
+//! 4. the manifest `state/checkpoint` is written atomically: `k`, `s` and each partition file's
+//!    name, size and hash. From here a restart begins at `s`, so the sinks are told
+//!    ([`Sink::committed`]), and the files of earlier checkpoints are deleted;
 //! 5. the log deletes the segments before `s`.
 //!
 //! A crash anywhere in between leaves the previous checkpoint in force: the restart deletes the
-//! Parquet files of later epochs, restores the partitions' states and replays the log after its
-//! sequence, which recomputes the same output; PostgreSQL upserts make the rows it writes again
-//! harmless. So every acknowledged point is counted once.
+//! Parquet files of later epochs and partition files no manifest names, restores the partitions'
+//! states and replays the log after its sequence, which recomputes the same output; PostgreSQL
+//! upserts make the rows it writes again harmless. So every acknowledged point is counted once.
 //!
-//! File format (little-endian): the magic `AUGCKPT2`, epoch u64, sequence u64, partition count
-//! u32, per partition its windows' state and its predictor's state, each as a length u64 and the
-//! bytes ([`crate::snapshot`], `Predictor::encode`), then the XXH3-64 of
-//! everything before.
+//! Each partition's state is a file of its own, so a partition can be checkpointed, read and
+//! moved on its own; today one barrier cuts all partitions at one log sequence.
+//!
+//! Manifest format (little-endian): the magic `AUGCKPT3`, epoch u64, sequence u64, partition count
+//! u32, per partition its file's name (length u32, UTF-8), size u64 and XXH3-64, then the XXH3-64
+//! of everything before. A partition file holds the windows' snapshot ([`crate::snapshot`]) then
+//! the predictor's state. A manifest of format 2 (`AUGCKPT2`, Augur before 2026-12) holds the
+//! partitions' states inline, and is still read.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,20 +40,50 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use augur_ingest::wal::group::GroupCommit;
 use augur_ingest::{Barrier, Router};
-use augur_storage::durable::write_atomic;
+use augur_storage::durable::{write_atomic, FAULT_ENV, TEMP_PREFIX};
 use augur_storage::sink::{Epoch, Sink};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use tracing::{debug, error, warn};
+use tracing::{error, info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::pipeline::{PartitionSnapshot, PartitionState};
+use crate::snapshot::Writer;
 
-const MAGIC: &[u8; 8] = b"AUGCKPT2";
+const MAGIC: &[u8; 8] = b"AUGCKPT3";
+/// The format before partition files: states inline.
+const MAGIC_INLINE: &[u8; 8] = b"AUGCKPT2";
 const FILE: &str = "checkpoint";
+/// Partition files are named `partition-<i>.<epoch>`.
+const PARTITION_PREFIX: &str = "partition-";
 /// A failed checkpoint is tried again after this long.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// A checkpoint rewrites the whole state of every partition, so it waits until the log has
+/// grown by at least 1/`STATE_PER_LOGGED` of the last one's size: checkpoints then write at most
+/// that many bytes per byte logged, whatever the state's size, and their cost follows the
+/// points rather than the state (docs/durability.md). A small state checkpoints every
+/// `wal.checkpoint-interval`.
+const STATE_PER_LOGGED: u64 = 2;
+/// ... but not less often than every this many intervals while anything is logged, so the log to
+/// replay at a restart stays short in time.
+const MAX_INTERVALS: u32 = 10;
 
-/// A recorded checkpoint.
+/// Where one partition's state of a checkpoint is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionFile {
+    /// A file beside the manifest.
+    File {
+        /// Its name in the state dir.
+        name: String,
+        /// Its size.
+        bytes: u64,
+        /// XXH3-64 of its bytes.
+        hash: u64,
+    },
+    /// Inline in a manifest of format 2: the windows' snapshot, then the predictor's state.
+    Inline(Vec<u8>),
+}
+
+/// A recorded checkpoint: its manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     /// Its epoch: output up to it is durable.
@@ -52,14 +91,14 @@ pub struct Checkpoint {
     /// The last log record whose effects it holds.
     pub sequence: u64,
     /// Each partition's state at the barrier, in partition order.
-    pub partitions: Vec<PartitionState>,
+    pub partitions: Vec<PartitionFile>,
 }
 
 impl Checkpoint {
     /// The checkpoint in `dir`, or `None` when there is none yet (a new data dir).
     ///
     /// # Errors
-    /// When the file cannot be read or is damaged.
+    /// When the manifest cannot be read or is damaged.
     pub fn read(dir: &Path) -> anyhow::Result<Option<Self>> {
         let path = dir.join(FILE);
         match std::fs::read(&path) {
@@ -69,28 +108,70 @@ impl Checkpoint {
         }
     }
 
-    /// Writes it as `dir/checkpoint`, atomically and durably; returns its size.
+    /// The state of partition `index`, read from its file in `dir` and checked against its hash.
+    ///
+    /// # Errors
+    /// When the file is missing, cut short or damaged.
+    pub fn partition_bytes(&self, dir: &Path, index: usize) -> anyhow::Result<Vec<u8>> {
+        match &self.partitions[index] {
+            PartitionFile::Inline(bytes) => Ok(bytes.clone()),
+            PartitionFile::File { name, bytes, hash } => {
+                let path = dir.join(name);
+                let read = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                if read.len() as u64 != *bytes || xxh3_64(&read) != *hash {
+                    bail!(
+                        "{} is damaged: {} bytes where the manifest says {bytes}, or its hash differs",
+                        path.display(),
+                        read.len()
+                    );
+                }
+                Ok(read)
+            }
+        }
+    }
+
+    /// Writes the manifest as `dir/checkpoint`, atomically and durably; returns the size of the
+    /// whole checkpoint (manifest and partition files).
     ///
     /// # Errors
     /// When the file system refuses.
     pub fn write(&self, dir: &Path) -> anyhow::Result<u64> {
         let bytes = self.encode();
         write_atomic(dir, dir, FILE, &bytes)?;
-        Ok(bytes.len() as u64)
+        let files: u64 =
+            self.partitions.iter().map(|p| if let PartitionFile::File { bytes, .. } = p { *bytes } else { 0 }).sum();
+        Ok(bytes.len() as u64 + files)
+    }
+
+    /// Deletes the partition files in `dir` that `checkpoint` does not name (all of them when
+    /// there is none): those of earlier checkpoints, and of an attempt a crash or an error
+    /// interrupted.
+    pub fn remove_other_files(checkpoint: Option<&Self>, dir: &Path) {
+        let named: Vec<&str> = checkpoint
+            .into_iter()
+            .flat_map(|c| &c.partitions)
+            .filter_map(|p| if let PartitionFile::File { name, .. } = p { Some(name.as_str()) } else { None })
+            .collect();
+        remove_partition_files(dir, |name| !named.contains(&name));
     }
 
     fn encode(&self) -> Vec<u8> {
-        let size = self.partitions.iter().map(|p| p.windows.len() + p.predictions.len() + 16).sum::<usize>();
-        let mut out = Vec::with_capacity(32 + size);
+        let mut out = Vec::with_capacity(64 + 48 * self.partitions.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.epoch.to_le_bytes());
         out.extend_from_slice(&self.sequence.to_le_bytes());
         out.extend_from_slice(&(self.partitions.len() as u32).to_le_bytes());
-        for state in &self.partitions {
-            for part in [&state.windows, &state.predictions] {
-                out.extend_from_slice(&(part.len() as u64).to_le_bytes());
-                out.extend_from_slice(part);
-            }
+        for partition in &self.partitions {
+            // Only files are written; an inline state (read from format 2) is rewritten as a file
+            // by the next checkpoint, which takes every partition's state anew.
+            let (name, bytes, hash) = match partition {
+                PartitionFile::File { name, bytes, hash } => (name.as_str(), *bytes, *hash),
+                PartitionFile::Inline(_) => ("", 0, 0),
+            };
+            out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&bytes.to_le_bytes());
+            out.extend_from_slice(&hash.to_le_bytes());
         }
         let sum = xxh3_64(&out);
         out.extend_from_slice(&sum.to_le_bytes());
@@ -99,7 +180,8 @@ impl Checkpoint {
 
     fn decode(bytes: &[u8]) -> anyhow::Result<Self> {
         let Some((body, sum)) = bytes.split_last_chunk::<8>() else { bail!("too short to be a checkpoint") };
-        if !body.starts_with(MAGIC) || xxh3_64(body) != u64::from_le_bytes(*sum) {
+        let inline = body.starts_with(MAGIC_INLINE);
+        if !(body.starts_with(MAGIC) || inline) || xxh3_64(body) != u64::from_le_bytes(*sum) {
             bail!("not a checkpoint, or damaged (checksum mismatch)");
         }
         let mut rest = &body[MAGIC.len()..];
@@ -113,17 +195,69 @@ impl Checkpoint {
         let count = u32::from_le_bytes(take(4)?.try_into()?);
         let mut partitions = Vec::with_capacity(count.min(4096) as usize);
         for _ in 0..count {
-            let mut part = || -> anyhow::Result<Vec<u8>> {
-                let len = usize::try_from(u64::from_le_bytes(take(8)?.try_into()?))?;
-                Ok(take(len)?.to_vec())
-            };
-            partitions.push(PartitionState { windows: part()?, predictions: part()? });
+            if inline {
+                // The windows' snapshot and the predictor's state, each length-prefixed: together
+                // they are what a partition file holds.
+                let mut state = Vec::new();
+                for _ in 0..2 {
+                    let len = usize::try_from(u64::from_le_bytes(take(8)?.try_into()?))?;
+                    state.extend_from_slice(take(len)?);
+                }
+                partitions.push(PartitionFile::Inline(state));
+            } else {
+                let len = u32::from_le_bytes(take(4)?.try_into()?) as usize;
+                let name = std::str::from_utf8(take(len)?).context("a partition file name is not UTF-8")?.to_owned();
+                if !name.starts_with(PARTITION_PREFIX) || name.contains('/') {
+                    bail!("`{name}` is not a partition file name");
+                }
+                let bytes = u64::from_le_bytes(take(8)?.try_into()?);
+                let hash = u64::from_le_bytes(take(8)?.try_into()?);
+                partitions.push(PartitionFile::File { name, bytes, hash });
+            }
         }
         if !rest.is_empty() {
             bail!("{} bytes after the last partition", rest.len());
         }
         Ok(Self { epoch, sequence, partitions })
     }
+}
+
+/// Deletes the partition files in `dir` whose name `unwanted` says.
+fn remove_partition_files(dir: &Path, unwanted: impl Fn(&str) -> bool) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(PARTITION_PREFIX) && unwanted(&name) {
+            if let Err(error) = std::fs::remove_file(entry.path()) {
+                warn!(%error, file = %name, "Could not delete an old partition state file.");
+            }
+        }
+    }
+}
+
+/// Encodes `state` into `dir/partition-<index>.<epoch>`, streamed, synced and renamed into place.
+fn write_partition(dir: &Path, index: usize, epoch: Epoch, state: &PartitionState) -> anyhow::Result<PartitionFile> {
+    let name = format!("{PARTITION_PREFIX}{index}.{epoch}");
+    let temp = dir.join(format!("{TEMP_PREFIX}{name}"));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
+    let mut w = Writer::streaming(Box::new(file.try_clone()?));
+    state.encode_into(&mut w);
+    let written = w.finish_streaming().and_then(|sizes| file.sync_all().map(|()| sizes));
+    drop(file);
+    let (bytes, hash) = match written {
+        Ok(sizes) => sizes,
+        Err(error) => {
+            // A full disk must not also fill up with the temporary files of every retry.
+            let _ = std::fs::remove_file(&temp);
+            return Err(error).with_context(|| format!("writing {}", temp.display()));
+        }
+    };
+    std::fs::rename(&temp, dir.join(&name)).with_context(|| format!("renaming {}", temp.display()))?;
+    if epoch >= 2 && std::env::var(FAULT_ENV).is_ok_and(|v| v == "checkpoint-partition-written") {
+        std::process::abort(); // crash-test fault injection: see FAULT_ENV
+    }
+    Ok(PartitionFile::File { name, bytes, hash })
 }
 
 /// Counters of the checkpointer, read by `/metrics`.
@@ -224,12 +358,15 @@ fn run(parts: &Parts, stopped: &Receiver<()>, stats: &CheckpointStats) -> anyhow
         let stopping = matches!(stopped.recv_timeout(Duration::from_millis(50)), Err(RecvTimeoutError::Disconnected));
         let (records, bytes) = log_position(parts);
         let grown = records != records_then || (parts.replayed && stats.completed.load(Ordering::Relaxed) == 0);
+        let logged = bytes.saturating_sub(bytes_then);
         let due = if pending.is_some() {
             stopping || last.elapsed() >= RETRY_AFTER
         } else {
+            let state_bytes = stats.last_bytes.load(Ordering::Relaxed);
             stopping
-                || (grown && last.elapsed() >= parts.interval)
-                || bytes.saturating_sub(bytes_then) >= parts.log_growth
+                || (grown && last.elapsed() >= parts.interval && logged >= state_bytes / STATE_PER_LOGGED)
+                || (grown && last.elapsed() >= parts.interval * MAX_INTERVALS)
+                || logged >= parts.log_growth
         };
         if due {
             let started = Instant::now();
@@ -271,8 +408,11 @@ fn run(parts: &Parts, stopped: &Receiver<()>, stats: &CheckpointStats) -> anyhow
 
 /// Takes the checkpoint of `epoch` and records it; `epoch` moves on once the barrier has passed.
 fn take_and_record(parts: &Parts, epoch: &mut Epoch) -> Result<u64, Failed> {
+    let started = Instant::now();
     let checkpoint = take(parts, *epoch)?;
+    let barrier_ms = started.elapsed().as_millis() as u64;
     *epoch += 1;
+    info!(epoch = *epoch - 1, barrier_ms, "Every partition passed the checkpoint barrier.");
     record(parts, checkpoint)
 }
 
@@ -302,7 +442,7 @@ fn take(parts: &Parts, epoch: Epoch) -> Result<Checkpoint, Failed> {
         })
         .map_err(|e| fail(e.into()))?;
     let count = parts.router.partitions();
-    let mut states: Vec<Option<PartitionState>> = vec![None; count];
+    let mut files: Vec<Option<PartitionFile>> = vec![None; count];
     let mut sequence = 0;
     let mut waiting = count;
     let started = Instant::now();
@@ -310,7 +450,10 @@ fn take(parts: &Parts, epoch: Epoch) -> Result<Checkpoint, Failed> {
         match parts.snapshots.recv_timeout(Duration::from_secs(10)) {
             Ok(snapshot) if snapshot.barrier.epoch == epoch && snapshot.partition < count => {
                 sequence = snapshot.barrier.sequence;
-                if states[snapshot.partition].replace(snapshot.state).is_none() {
+                // Written as each arrives, and the copy dropped: at most the copies of the
+                // partitions not yet written are held at once.
+                let file = write_partition(&parts.dir, snapshot.partition, epoch, &snapshot.state).map_err(fail)?;
+                if files[snapshot.partition].replace(file).is_none() {
                     waiting -= 1;
                 }
             }
@@ -326,28 +469,32 @@ fn take(parts: &Parts, epoch: Epoch) -> Result<Checkpoint, Failed> {
             Err(RecvTimeoutError::Disconnected) => return Err(fail(anyhow::anyhow!("the pipelines stopped"))),
         }
     }
-    Ok(Checkpoint { epoch, sequence, partitions: states.into_iter().flatten().collect() })
+    Ok(Checkpoint { epoch, sequence, partitions: files.into_iter().flatten().collect() })
 }
 
 /// Makes the checkpoint's epoch durable in the sinks, records it, and lets the log drop what it
 /// covers; returns the checkpoint file's size.
 fn record(parts: &Parts, checkpoint: Checkpoint) -> Result<u64, Failed> {
+    let started = Instant::now();
     if let Err(error) = parts.sink.checkpoint(checkpoint.epoch) {
         return Err(Failed {
             checkpoint: Some(checkpoint),
             error: anyhow::Error::new(error).context("flushing the sinks"),
         });
     }
+    let sinks_ms = started.elapsed().as_millis() as u64;
     let bytes = match checkpoint.write(&parts.dir) {
         Ok(bytes) => bytes,
         Err(error) => return Err(Failed { checkpoint: Some(checkpoint), error }),
     };
     parts.sink.committed(checkpoint.epoch);
+    Checkpoint::remove_other_files(Some(&checkpoint), &parts.dir);
     if let Err(error) = parts.log.checkpoint(checkpoint.sequence) {
         // Recorded all the same: the log just keeps its segments until the next checkpoint.
         warn!(%error, "The log could not drop checkpointed segments; the next checkpoint tries again.");
     }
-    debug!(epoch = checkpoint.epoch, sequence = checkpoint.sequence, bytes, "Checkpoint recorded.");
+    let write_ms = started.elapsed().as_millis() as u64 - sinks_ms;
+    info!(epoch = checkpoint.epoch, sequence = checkpoint.sequence, bytes, sinks_ms, write_ms, "Checkpoint recorded.");
     Ok(bytes)
 }
 
@@ -356,10 +503,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_checkpoint_round_trips_and_damage_is_refused() {
-        let state = |w: &[u8], p: &[u8]| PartitionState { windows: w.to_vec(), predictions: p.to_vec() };
-        let partitions = vec![state(b"one", b"two"), state(b"", b""), state(&[9; 300], b"x")];
-        let checkpoint = Checkpoint { epoch: 7, sequence: 1234, partitions };
+    fn a_manifest_round_trips_and_damage_is_refused() {
+        let file =
+            |i: usize, bytes: u64| PartitionFile::File { name: format!("partition-{i}.7"), bytes, hash: 99 + bytes };
+        let checkpoint =
+            Checkpoint { epoch: 7, sequence: 1234, partitions: vec![file(0, 3), file(1, 0), file(2, 300)] };
         let bytes = checkpoint.encode();
         assert_eq!(Checkpoint::decode(&bytes).unwrap(), checkpoint);
         for cut in [0, 7, 20, bytes.len() - 1] {
@@ -368,5 +516,41 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[30] ^= 1;
         assert!(Checkpoint::decode(&flipped).is_err());
+    }
+
+    #[test]
+    fn a_manifest_of_format_2_is_read_with_its_states_inline() {
+        // Format 2: the states inline, each partition as windows then predictions, length-prefixed.
+        let mut body = MAGIC_INLINE.to_vec();
+        body.extend_from_slice(&5u64.to_le_bytes());
+        body.extend_from_slice(&77u64.to_le_bytes());
+        body.extend_from_slice(&1u32.to_le_bytes());
+        for part in [&b"windows"[..], b"detectors"] {
+            body.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            body.extend_from_slice(part);
+        }
+        let sum = xxh3_64(&body);
+        body.extend_from_slice(&sum.to_le_bytes());
+        let checkpoint = Checkpoint::decode(&body).unwrap();
+        assert_eq!((checkpoint.epoch, checkpoint.sequence), (5, 77));
+        assert_eq!(checkpoint.partitions, vec![PartitionFile::Inline(b"windowsdetectors".to_vec())]);
+    }
+
+    #[test]
+    fn a_damaged_partition_file_is_refused_by_its_hash() {
+        let dir = std::env::temp_dir().join(format!("augur-checkpoint-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("partition-0.1"), b"state bytes").unwrap();
+        let hash = xxh3_64(b"state bytes");
+        let good = PartitionFile::File { name: "partition-0.1".into(), bytes: 11, hash };
+        let checkpoint = Checkpoint { epoch: 1, sequence: 1, partitions: vec![good] };
+        assert_eq!(checkpoint.partition_bytes(&dir, 0).unwrap(), b"state bytes");
+        std::fs::write(dir.join("partition-0.1"), b"state bytez").unwrap();
+        let error = checkpoint.partition_bytes(&dir, 0).unwrap_err().to_string();
+        assert!(error.contains("damaged"), "{error}");
+        std::fs::write(dir.join("partition-0.0"), b"old").unwrap();
+        Checkpoint::remove_other_files(Some(&checkpoint), &dir);
+        assert!(!dir.join("partition-0.0").exists() && dir.join("partition-0.1").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

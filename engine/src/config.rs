@@ -90,7 +90,8 @@ impl ServerConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EngineConfig {
-    /// Threads of the pipeline pool and of the ingest parsing pool; 0 means one per core.
+    /// Threads of the ingest parsing pool; 0 means one per core. (Each partition runs on a thread
+    /// of its own.)
     pub threads: usize,
     /// How long an idle pipeline waits for data before it checks again.
     #[serde(with = "humantime_serde")]
@@ -110,7 +111,9 @@ impl Default for EngineConfig {
         Self {
             threads: 0,
             tick: Duration::from_millis(10),
-            resolutions: [10, 60, 3600].map(|s| Duration::from_secs(s).into()).to_vec(),
+            // Agents report every 10–60 s, so a 10 s rollup is the raw point again at several times
+            // its cost; 1 m and 1 h are what dashboards read (docs/rollups.md). 10 s on request.
+            resolutions: [60, 3600].map(|s| Duration::from_secs(s).into()).to_vec(),
             allowed_lateness: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
         }
@@ -226,7 +229,6 @@ impl Config {
         let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
         let engine = &self.engine;
         PipelineConfig {
-            threads: engine.resolved_threads(),
             tick: engine.tick,
             resolutions: engine.resolutions.iter().map(|r| Resolution::new(**r)).collect(),
             allowed_lateness: nanos(engine.allowed_lateness),

@@ -39,6 +39,8 @@ pub async fn run(duration: Duration) -> anyhow::Result<()> {
     config.tcp.addr = ([127, 0, 0, 1], 0).into();
     // Loopback only, and the demo's own load generator is the only client.
     config.auth.enabled = false;
+    // A tour of seconds: 10 s windows (off by default, docs/rollups.md) close while it runs.
+    config.engine.resolutions = [10, 60, 3600].map(|s| Duration::from_secs(s).into()).to_vec();
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("creating {}", config.server.data_dir.display()))?;
 

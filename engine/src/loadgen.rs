@@ -13,7 +13,7 @@ pub mod wire;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -131,6 +131,10 @@ pub struct LoadgenOptions {
     /// Print one JSON object with the results on the last line.
     #[arg(long)]
     pub json: bool,
+    /// Also print what was acknowledged in every interval of this length, e.g. `10s` (one JSON
+    /// object per interval with `--json`): a sustained run shows whether the rate holds.
+    #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub report_every: Option<Duration>,
 }
 
 impl Default for LoadgenOptions {
@@ -148,17 +152,102 @@ impl Default for LoadgenOptions {
             gzip: false,
             token: None,
             json: false,
+            report_every: None,
         }
     }
 }
 
-/// Counters a caller can watch while the load runs (the demo's progress bar does).
+/// Counters a caller can watch while the load runs (the demo's progress bar and the interval
+/// report do).
 #[derive(Debug, Default)]
 pub struct Live {
     /// Points acknowledged so far.
     pub points: AtomicU64,
+    /// Field values acknowledged so far.
+    pub values: AtomicU64,
+    /// Requests sent so far.
+    pub requests: AtomicU64,
     /// Requests that failed or were refused so far.
     pub errors: AtomicU64,
+    /// Of those, refused with 503 (shed).
+    pub shed: AtomicU64,
+    /// Acknowledgement latencies (µs) since the interval report last took them.
+    latencies_us: Mutex<Vec<u32>>,
+}
+
+impl Live {
+    fn acknowledged(&self, points: u64, values: u64, micros: u32) {
+        self.points.fetch_add(points, Ordering::Relaxed);
+        self.values.fetch_add(values, Ordering::Relaxed);
+        self.latencies_us.lock().unwrap_or_else(PoisonError::into_inner).push(micros);
+    }
+}
+
+/// What was acknowledged in one interval of a run (`--report-every`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Interval {
+    /// End of the interval, seconds since the run started.
+    pub end_s: f64,
+    /// Acknowledged field values per second in the interval.
+    pub values_per_s: f64,
+    /// Requests sent in the interval.
+    pub requests: u64,
+    /// Requests refused or failed in the interval.
+    pub errors: u64,
+    /// Of those, refused with 503.
+    pub shed: u64,
+    /// Median acknowledgement latency in the interval.
+    pub p50_ms: f64,
+    /// 99th percentile acknowledgement latency in the interval.
+    pub p99_ms: f64,
+}
+
+/// Prints an [`Interval`] line every `every` until the run's tasks end (the caller aborts it).
+async fn report_intervals(live: Arc<Live>, started: Instant, every: Duration, json: bool) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let (mut values, mut requests, mut errors, mut shed) = (0, 0, 0, 0);
+    let mut last = Instant::now();
+    loop {
+        ticks.tick().await;
+        let seconds = last.elapsed().as_secs_f64().max(1e-9);
+        last = Instant::now();
+        let now = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut latencies = std::mem::take(&mut *live.latencies_us.lock().unwrap_or_else(PoisonError::into_inner));
+        latencies.sort_unstable();
+        let interval = Interval {
+            end_s: started.elapsed().as_secs_f64(),
+            values_per_s: (now(&live.values) - values) as f64 / seconds,
+            requests: now(&live.requests) - requests,
+            errors: now(&live.errors) - errors,
+            shed: now(&live.shed) - shed,
+            p50_ms: percentile_ms(&latencies, 0.50),
+            p99_ms: percentile_ms(&latencies, 0.99),
+        };
+        (values, requests, errors, shed) = (now(&live.values), now(&live.requests), now(&live.errors), now(&live.shed));
+        if json {
+            println!("{}", serde_json::to_string(&interval).unwrap_or_default());
+        } else {
+            println!(
+                "  {:>6.0}s  {:>6.3}M values/s  {:>5} requests  {:>5} errors ({} shed)  ack p50 {:.1} ms, p99 {:.1} ms",
+                interval.end_s,
+                interval.values_per_s / 1e6,
+                interval.requests,
+                interval.errors,
+                interval.shed,
+                interval.p50_ms,
+                interval.p99_ms
+            );
+        }
+    }
+}
+
+/// The `p` quantile of sorted latencies (µs), in ms; 0 when there are none.
+fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p * sorted_us.len() as f64).ceil() as usize).clamp(1, sorted_us.len());
+    f64::from(sorted_us[rank - 1]) / 1000.0
 }
 
 /// The results of a run.
@@ -176,6 +265,8 @@ pub struct Report {
     pub requests: u64,
     /// Requests refused (non-2xx) or failed (connection errors).
     pub errors: u64,
+    /// Of those, refused with 503 (shed by an overloaded server).
+    pub shed: u64,
     /// Median acknowledgement latency.
     pub p50_ms: f64,
     /// 99th percentile acknowledgement latency.
@@ -206,8 +297,8 @@ impl Report {
             self.duration_s
         );
         println!(
-            "  acknowledged: {} points, {} field values ({} requests, {} errors)",
-            self.points_total, self.values_total, self.requests, self.errors
+            "  acknowledged: {} points, {} field values ({} requests, {} errors, {} shed with 503)",
+            self.points_total, self.values_total, self.requests, self.errors, self.shed
         );
         println!("  throughput:   {:.0} points/s, {:.0} field values/s", self.points_per_s, self.values_per_s);
         println!("  ack latency:  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", self.p50_ms, self.p99_ms, self.max_ms);
@@ -259,6 +350,7 @@ struct ConnectionResult {
     values: u64,
     requests: u64,
     errors: u64,
+    shed: u64,
     /// 401 or 403: the run stops.
     auth_refused: Option<u16>,
 }
@@ -280,6 +372,10 @@ pub async fn run(options: &LoadgenOptions, live: Arc<Live>) -> anyhow::Result<Re
 
     let started = Instant::now();
     let deadline = started + options.duration;
+    let reporter = options
+        .report_every
+        .filter(|every| !every.is_zero())
+        .map(|every| tokio::spawn(report_intervals(live.clone(), started, every, options.json)));
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..options.connections {
         let options = options.clone();
@@ -294,20 +390,18 @@ pub async fn run(options: &LoadgenOptions, live: Arc<Live>) -> anyhow::Result<Re
         total.values += result.values;
         total.requests += result.requests;
         total.errors += result.errors;
+        total.shed += result.shed;
         total.auth_refused = total.auth_refused.or(result.auth_refused);
+    }
+    if let Some(reporter) = reporter {
+        reporter.abort();
     }
     if let Some(status) = total.auth_refused {
         bail!("the server answered {status} to the credentials: pass a token with the write scope (--token or AUGUR_TOKEN)");
     }
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     total.latencies_us.sort_unstable();
-    let percentile = |p: f64| -> f64 {
-        if total.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let rank = ((p * total.latencies_us.len() as f64).ceil() as usize).clamp(1, total.latencies_us.len());
-        f64::from(total.latencies_us[rank - 1]) / 1000.0
-    };
+    let percentile = |p: f64| percentile_ms(&total.latencies_us, p);
     Ok(Report {
         points_per_s: total.points as f64 / elapsed,
         values_per_s: total.values as f64 / elapsed,
@@ -315,6 +409,7 @@ pub async fn run(options: &LoadgenOptions, live: Arc<Live>) -> anyhow::Result<Re
         values_total: total.values,
         requests: total.requests,
         errors: total.errors,
+        shed: total.shed,
         p50_ms: percentile(0.50),
         p99_ms: percentile(0.99),
         max_ms: percentile(1.0),
@@ -380,13 +475,14 @@ async fn drive(
         };
         let sent = Instant::now();
         result.requests += 1;
+        live.requests.fetch_add(1, Ordering::Relaxed);
         match active.send(body).await {
             Ok(Ack::Stored) => {
                 let micros = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
                 result.latencies_us.push(micros);
                 result.points += options.batch as u64;
                 result.values += values_per_batch;
-                live.points.fetch_add(options.batch as u64, Ordering::Relaxed);
+                live.acknowledged(options.batch as u64, values_per_batch, micros);
             }
             Ok(Ack::Refused(status @ (401 | 403))) => {
                 // Sending more cannot help: the credentials are wrong.
@@ -396,6 +492,10 @@ async fn drive(
             Ok(Ack::Refused(status)) => {
                 result.errors += 1;
                 live.errors.fetch_add(1, Ordering::Relaxed);
+                if status == 503 {
+                    result.shed += 1;
+                    live.shed.fetch_add(1, Ordering::Relaxed);
+                }
                 if status == 503 || status == 429 {
                     // Back off like a client would, but briefly: the load must stay high.
                     tokio::time::sleep(SHED_BACKOFF).await;

@@ -1,16 +1,17 @@
-//! The pipelines: a rayon pool that drains every partition channel, one task per partition per
-//! tick, each owning its partition's state (windows, watermark, counters).
+//! The pipelines: one loop per partition, each on a thread of its own, owning its partition's
+//! state (windows, watermark, detectors, counters) and scheduled by its own channel: it blocks
+//! until a batch (or a barrier) arrives, takes up to 63 more, processes them and emits. No
+//! partition waits for another (a global tick would make each wait for the slowest, and leave
+//! a core idle between ticks), and no lock is taken on the per-point path.
 //!
-//! A tick of one partition: take up to 64 batches; for each point, decide
-//! late or on time against the watermark, add on-time points to their windows and advance the
-//! watermark; hand every point to the sink as raw Arrow data (late ones too: the cold store keeps
-//! every accepted point); apply the idle rule; close the windows the watermark passed and hand
-//! them to the sink as rollups. State is moved into the task that owns it (`par_iter_mut`), so no
-//! lock is taken on the per-point path; totals are published once per tick.
+//! A round of one partition: for each point, decide late or on time against the watermark, add
+//! on-time points to their windows and advance the watermark; hand every point to the sink as raw
+//! Arrow data (late ones too: the cold store keeps every accepted point); apply the idle rule;
+//! close the windows the watermark passed and hand them to the sink as rollups.
 //!
-//! A checkpoint barrier in the channel ends the tick early: everything before it is processed and
-//! emitted, then the partition's state (open windows, watermark) is encoded and handed to the
-//! checkpointer, and what follows belongs to the next epoch.
+//! A checkpoint barrier in the channel ends the round early: everything before it is processed
+//! and emitted, then the partition's state (open windows, watermark, detectors) is encoded and
+//! handed to the checkpointer, and what follows belongs to the next epoch.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,30 +21,31 @@ use std::time::{Duration, Instant};
 use augur_ingest::{Barrier, Delivery, PartitionReceiver, PointBatch};
 use augur_storage::sink::{Epoch, Sink};
 use crossbeam_channel::Sender;
-use rayon::prelude::*;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
-use crate::predict::events::{PredictConfig, PredictTotals, Predictor};
+use crate::predict::events::{PredictConfig, PredictTotals, Predictor, PredictorState};
 use crate::predict::risk::RiskBoard;
 use crate::raw::raw_batches;
 use crate::rollup::RollupBuilder;
-use crate::snapshot::{self, SnapshotError};
+use crate::snapshot::{self, Reader, SnapshotError, Writer};
 use crate::watermark::Watermark;
 use crate::window::{Resolution, Windows};
 
-/// Batches one task takes from its channel per tick, so one busy partition cannot hold a thread
-/// forever while others wait.
-const MAX_BATCHES_PER_TICK: usize = 64;
+/// Batches a partition takes from its channel per round: its windows close, its watermark
+/// follows the clock and its barriers are seen at least this often under any load.
+const MAX_BATCHES_PER_ROUND: usize = 64;
+/// How often a busy partition publishes its totals (an idle one does after every wait).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// How often the sink's time-based work (aged buffers, retention) runs.
+const SINK_TICK_EVERY: Duration = Duration::from_millis(100);
 /// Least time between two logs of sink errors from one partition.
 const SINK_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// How the pipelines work.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
-    /// Threads of the pool.
-    pub threads: usize,
-    /// How long an idle driver waits before looking again.
+    /// How long an idle partition waits for data before it applies the idle rule again.
     pub tick: Duration,
     /// Window resolutions, finest first, each a multiple of the one before.
     pub resolutions: Vec<Resolution>,
@@ -86,7 +88,7 @@ pub struct PartitionTotals {
     pub predict: PredictTotals,
 }
 
-/// Totals of every partition, published by the pipelines once per tick.
+/// Totals of every partition, each published by its partition after its rounds.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
     partitions: Mutex<Vec<PartitionTotals>>,
@@ -96,6 +98,12 @@ impl PipelineStats {
     /// A copy of the latest totals, one entry per partition.
     pub fn snapshot(&self) -> Vec<PartitionTotals> {
         self.partitions.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn publish(&self, partition: usize, totals: &PartitionTotals) {
+        if let Some(slot) = self.partitions.lock().unwrap_or_else(PoisonError::into_inner).get_mut(partition) {
+            slot.clone_from(totals);
+        }
     }
 }
 
@@ -110,13 +118,28 @@ pub struct PartitionSnapshot {
     pub state: PartitionState,
 }
 
-/// A partition's state as bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A partition's state: its open windows, watermark, detectors and open events. At a barrier the
+/// partition hands the checkpointer a copy and goes on; the checkpointer encodes the copy into
+/// the partition's file. The copy shares each series' windows and detectors with the partition
+/// (copy on write, per series), so taking it costs the partition's thread a few milliseconds,
+/// and the partition copies a series only if it changes it before the checkpointer is done.
+#[derive(Debug, Clone)]
 pub struct PartitionState {
-    /// Its open windows and watermark ([`snapshot::encode`]).
-    pub windows: Vec<u8>,
-    /// Its detectors and open events ([`Predictor::encode`]).
-    pub predictions: Vec<u8>,
+    /// Open windows.
+    pub windows: Windows,
+    /// The watermark.
+    pub watermark: Watermark,
+    /// Detectors and open events.
+    pub predictor: PredictorState,
+}
+
+impl PartitionState {
+    /// Writes it into `w`: the windows' snapshot ([`snapshot::encode_into`]), then the
+    /// predictor's state ([`Predictor::encode`]).
+    pub fn encode_into(&self, w: &mut Writer) {
+        snapshot::encode_into(&self.windows, &self.watermark, w);
+        self.predictor.encode_into(w);
+    }
 }
 
 /// One partition's owner.
@@ -139,12 +162,15 @@ struct PartitionTask {
 }
 
 impl PartitionTask {
-    /// One tick at wall-clock time `now`; whether any batch or barrier was found.
-    fn tick(&mut self, now: i64) -> bool {
+    /// One round: waits up to `wait` for a delivery, takes up to [`MAX_BATCHES_PER_ROUND`] without
+    /// waiting further (up to a barrier), processes them at wall-clock time `now()` and emits;
+    /// whether any batch or barrier was found.
+    fn round(&mut self, wait: Duration, now: impl FnOnce() -> i64) -> bool {
         let mut drained = Vec::new();
         let mut barrier = None;
-        while drained.len() < MAX_BATCHES_PER_TICK && barrier.is_none() {
-            match self.receiver.recv_timeout(Duration::ZERO) {
+        let mut timeout = wait;
+        while drained.len() < MAX_BATCHES_PER_ROUND && barrier.is_none() {
+            match self.receiver.recv_timeout(timeout) {
                 Ok(Delivery::Batch(batch)) => drained.push(batch),
                 Ok(Delivery::Barrier(b)) => barrier = Some(b),
                 Err(disconnected) => {
@@ -152,7 +178,9 @@ impl PartitionTask {
                     break;
                 }
             }
+            timeout = Duration::ZERO;
         }
+        let now = now();
         if !drained.is_empty() {
             self.watermark.data_arrived(now);
             for batch in &drained {
@@ -168,15 +196,34 @@ impl PartitionTask {
         !drained.is_empty() || barrier.is_some()
     }
 
+    /// The partition's loop on its own thread: rounds until every sender is gone and the channel
+    /// is drained, then closes every open window (partial) and emits it.
+    fn run(mut self, wait: Duration, clock: &dyn Clock, stats: &PipelineStats) {
+        let mut published = Instant::now();
+        while !self.disconnected {
+            let found = self.round(wait, || clock.now_nanos());
+            if !found || published.elapsed() >= PUBLISH_EVERY {
+                stats.publish(self.receiver.partition, &self.totals);
+                published = Instant::now();
+            }
+        }
+        self.emit_closed(true);
+        stats.publish(self.receiver.partition, &self.totals);
+    }
+
     /// Hands the partition's state at `barrier` to the checkpointer; what follows is the next epoch.
     fn checkpoint(&mut self, barrier: Barrier) {
         if let Some(checkpoints) = &self.checkpoints {
+            let started = Instant::now();
             let state = PartitionState {
-                windows: snapshot::encode(&self.windows, &self.watermark),
-                predictions: self.predictor.encode(),
+                windows: self.windows.clone(),
+                watermark: self.watermark.clone(),
+                predictor: self.predictor.state(),
             };
+            let (partition, copy_ms) = (self.receiver.partition, started.elapsed().as_millis() as u64);
+            debug!(partition, copy_ms, "Partition state copied for the checkpoint.");
             // The checkpointer only goes away at shutdown, after its last checkpoint.
-            let _ = checkpoints.send(PartitionSnapshot { partition: self.receiver.partition, barrier, state });
+            let _ = checkpoints.send(PartitionSnapshot { partition, barrier, state });
         }
         self.epoch = barrier.epoch + 1;
     }
@@ -268,11 +315,10 @@ fn count(map: &mut BTreeMap<String, u64>, region: &str) {
     }
 }
 
-/// Every partition's task and the pool they run on. [`Pipelines`] drives it from a thread; tests
-/// drive it tick by tick with their own clock.
+/// Every partition's task. [`Pipelines`] runs each on a thread of its own; tests drive them
+/// round by round with their own clock ([`Partitions::tick`]).
 pub struct Partitions {
     tasks: Vec<PartitionTask>,
-    pool: rayon::ThreadPool,
     stats: Arc<PipelineStats>,
     sink: Arc<dyn Sink>,
     config: PipelineConfig,
@@ -286,19 +332,7 @@ impl std::fmt::Debug for Partitions {
 
 impl Partitions {
     /// Tasks for `receivers`, writing to `sink`.
-    ///
-    /// # Errors
-    /// When the thread pool cannot start.
-    pub fn new(
-        receivers: Vec<PartitionReceiver>,
-        config: &PipelineConfig,
-        sink: Arc<dyn Sink>,
-    ) -> std::io::Result<Self> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(config.threads)
-            .thread_name(|i| format!("augur-pipeline-{i}"))
-            .build()
-            .map_err(std::io::Error::other)?;
+    pub fn new(receivers: Vec<PartitionReceiver>, config: &PipelineConfig, sink: Arc<dyn Sink>) -> Self {
         let tasks: Vec<PartitionTask> = receivers
             .into_iter()
             .map(|receiver| PartitionTask {
@@ -317,7 +351,7 @@ impl Partitions {
             })
             .collect();
         let stats = Arc::new(PipelineStats { partitions: Mutex::new(vec![PartitionTotals::default(); tasks.len()]) });
-        Ok(Self { tasks, pool, stats, sink, config: config.clone() })
+        Self { tasks, stats, sink, config: config.clone() }
     }
 
     /// Sends each partition's state to `checkpoints` at every barrier.
@@ -338,21 +372,24 @@ impl Partitions {
         self
     }
 
-    /// Continues from the checkpoint of `epoch`: each partition's state from `states` (one per
-    /// partition, in order), and output from here on in epoch `epoch + 1`.
+    /// Reads one partition's state as a checkpoint file holds it ([`PartitionState::encode_into`]).
     ///
     /// # Errors
-    /// When a state cannot be read or was taken under other resolutions.
-    pub fn restore(&mut self, epoch: Epoch, states: &[PartitionState]) -> Result<(), SnapshotError> {
+    /// When the bytes are damaged or were taken under other resolutions.
+    pub fn decode_state(&self, bytes: &[u8]) -> Result<(Windows, Watermark, Predictor), SnapshotError> {
+        let mut r = Reader::new(bytes);
         let settings = (self.config.allowed_lateness, self.config.idle_timeout);
-        let mut decoded = Vec::with_capacity(states.len());
-        for state in states {
-            let (windows, watermark) = snapshot::decode(&state.windows, self.config.resolutions.clone(), settings)?;
-            decoded.push((windows, watermark, Predictor::decode(&state.predictions, self.config.predict.clone())?));
-        }
-        if decoded.len() != self.tasks.len() {
-            decoded = self.repartition(decoded);
-        }
+        let (windows, watermark) = snapshot::decode_from(&mut r, self.config.resolutions.clone(), settings)?;
+        let predictor = Predictor::decode_from(&mut r, self.config.predict.clone())?;
+        r.finish()?;
+        Ok((windows, watermark, predictor))
+    }
+
+    /// Continues from the checkpoint of `epoch`: each partition's state from `states` (one per
+    /// partition of the checkpoint, in order, from [`Partitions::decode_state`]), and output from
+    /// here on in epoch `epoch + 1`.
+    pub fn restore(&mut self, epoch: Epoch, states: Vec<(Windows, Watermark, Predictor)>) {
+        let decoded = if states.len() == self.tasks.len() { states } else { self.repartition(states) };
         for (task, (windows, watermark, predictor)) in self.tasks.iter_mut().zip(decoded) {
             task.windows = windows;
             task.watermark = watermark;
@@ -365,7 +402,6 @@ impl Partitions {
             task.epoch = epoch + 1;
         }
         self.publish();
-        Ok(())
     }
 
     /// States of another partition count, each series moved to the partition the router sends it
@@ -390,13 +426,14 @@ impl Partitions {
         &self.stats
     }
 
-    /// Runs one tick of every partition in parallel at wall-clock time `now`; whether any found
-    /// data.
+    /// Runs one round of every partition, one after another, at wall-clock time `now` without
+    /// waiting for data, then the sink's time-based work; whether any partition found data.
     pub fn tick(&mut self, now: i64) -> bool {
-        let tasks = &mut self.tasks;
-        let found = self.pool.install(|| tasks.par_iter_mut().map(|t| t.tick(now)).reduce(|| false, |a, b| a || b));
-        // Time-based sink work (writing aged buffers) runs on the pool too, once per tick.
-        if let Err(e) = self.pool.install(|| self.sink.tick()) {
+        let mut found = false;
+        for task in &mut self.tasks {
+            found |= task.round(Duration::ZERO, || now);
+        }
+        if let Err(e) = self.sink.tick() {
             error!(error = %e, "The sink's periodic work failed.");
         }
         self.publish();
@@ -411,8 +448,9 @@ impl Partitions {
     /// Closes every open window (marked partial where the watermark had not passed its end),
     /// emits them and flushes the sink. Called once the channels are drained, at shutdown.
     pub fn flush(&mut self) {
-        let tasks = &mut self.tasks;
-        self.pool.install(|| tasks.par_iter_mut().for_each(|t| t.emit_closed(true)));
+        for task in &mut self.tasks {
+            task.emit_closed(true);
+        }
         if let Err(e) = self.sink.flush() {
             error!(error = %e, "Flushing the sink failed.");
         }
@@ -420,8 +458,9 @@ impl Partitions {
     }
 
     fn publish(&self) {
-        *self.stats.partitions.lock().unwrap_or_else(PoisonError::into_inner) =
-            self.tasks.iter().map(|t| t.totals.clone()).collect();
+        for task in &self.tasks {
+            self.stats.publish(task.receiver.partition, &task.totals);
+        }
     }
 }
 
@@ -435,26 +474,37 @@ pub struct Pipelines {
 }
 
 impl Pipelines {
-    /// Starts driving `partitions` on a thread of its own, with `clock` for the idle rule.
+    /// Starts every partition's loop on a thread of its own, with `clock` for the idle rule, and
+    /// a driver thread that runs the sink's time-based work until they end, then flushes it.
     ///
     /// # Errors
-    /// When the driver thread cannot be created.
-    pub fn start(mut partitions: Partitions, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
-        let stats = partitions.stats().clone();
-        let tick = partitions.config.tick;
+    /// When a thread cannot be created.
+    pub fn start(partitions: Partitions, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
+        let Partitions { tasks, stats, sink, config } = partitions;
+        let wait = config.tick;
+        let mut loops = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let (clock, stats) = (clock.clone(), stats.clone());
+            let name = format!("augur-partition-{}", task.receiver.partition);
+            loops.push(std::thread::Builder::new().name(name).spawn(move || task.run(wait, &*clock, &stats))?);
+        }
         let driver = std::thread::Builder::new().name("augur-pipelines".into()).spawn(move || {
-            loop {
-                let found = partitions.tick(clock.now_nanos());
-                if partitions.finished() {
-                    break;
-                }
-                if !found {
-                    std::thread::sleep(tick);
+            while !loops.iter().all(JoinHandle::is_finished) {
+                std::thread::sleep(SINK_TICK_EVERY);
+                if let Err(e) = sink.tick() {
+                    error!(error = %e, "The sink's periodic work failed.");
                 }
             }
-            partitions.flush();
+            for partition in loops {
+                if partition.join().is_err() {
+                    error!("A partition's loop panicked.");
+                }
+            }
+            if let Err(e) = sink.flush() {
+                error!(error = %e, "Flushing the sink failed.");
+            }
         })?;
-        Ok(Self { driver, stats })
+        Ok(Self { driver, stats: stats.clone() })
     }
 
     /// The published totals.

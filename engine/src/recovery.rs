@@ -54,6 +54,8 @@ impl Recovered {
     pub fn open(config: &Config) -> anyhow::Result<Self> {
         let checkpoint = Checkpoint::read(&config.server.state_dir())?;
         remove_temp_files(&config.server.state_dir())?;
+        // Partition files of a checkpoint a crash interrupted, or of older ones.
+        Checkpoint::remove_other_files(checkpoint.as_ref(), &config.server.state_dir());
         let options = WalOptions {
             dir: config.server.wal_dir(),
             segment_bytes: config.wal.segment_bytes,

@@ -93,14 +93,20 @@ impl Server {
         let risk =
             Arc::new(RiskBoard::new(i64::try_from(config.predict.risk_half_life.as_nanos()).unwrap_or(i64::MAX)));
         let mut tasks = Partitions::new(receivers, &config.pipeline(), sink.clone())
-            .context("starting the pipeline pool")?
             .with_checkpoints(&snapshots_tx)
             .with_risk(&risk);
         drop(snapshots_tx);
         let Recovered { checkpoint, wal, records, stats: recovery_stats } = recovered;
         let committed = checkpoint.as_ref().map_or(0, |c| c.epoch);
         if let Some(checkpoint) = &checkpoint {
-            tasks.restore(checkpoint.epoch, &checkpoint.partitions).context("restoring the checkpoint")?;
+            let dir = config.server.state_dir();
+            let mut states = Vec::with_capacity(checkpoint.partitions.len());
+            for index in 0..checkpoint.partitions.len() {
+                let bytes = checkpoint.partition_bytes(&dir, index)?;
+                let state = tasks.decode_state(&bytes).with_context(|| format!("restoring partition {index}"))?;
+                states.push(state);
+            }
+            tasks.restore(checkpoint.epoch, states);
         }
         let pipelines = Pipelines::start(tasks, Arc::new(SystemClock)).context("starting the pipelines")?;
         let ingest_pool = rayon::ThreadPoolBuilder::new()

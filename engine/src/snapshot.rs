@@ -9,7 +9,10 @@
 //!
 //! This module holds the byte-level reader and writer; each type encodes itself beside its
 //! definition (`Windows` in `window.rs`, `Aggregate` in `aggregate.rs`, `Watermark` in
-//! `watermark.rs`).
+//! `watermark.rs`). A checkpoint streams a partition's snapshot straight into its file
+//! ([`Writer::streaming`]), a megabyte at a time.
+
+use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::watermark::Watermark;
 use crate::window::{Resolution, Windows};
@@ -34,16 +37,21 @@ pub enum SnapshotError {
 
 /// Encodes a partition's `windows` and `watermark`.
 pub fn encode(windows: &Windows, watermark: &Watermark) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(1 << 16));
+    let mut w = Writer(Vec::with_capacity(1 << 16), None);
+    encode_into(windows, watermark, &mut w);
+    w.0
+}
+
+/// Writes a partition's `windows` and `watermark` into `w` (which may stream to a file).
+pub fn encode_into(windows: &Windows, watermark: &Watermark, w: &mut Writer) {
     w.0.extend_from_slice(MAGIC);
     let resolutions = windows.resolutions();
     w.varint(resolutions.len() as u64);
     for resolution in resolutions {
         w.i64(resolution.nanos);
     }
-    watermark.encode(&mut w);
-    windows.encode(&mut w);
-    w.0
+    watermark.encode(w);
+    windows.encode(w);
 }
 
 /// Decodes what [`encode`] wrote, for windows at `resolutions` and a watermark with these
@@ -54,33 +62,103 @@ pub fn encode(windows: &Windows, watermark: &Watermark) -> Vec<u8> {
 pub fn decode(
     bytes: &[u8],
     resolutions: Vec<Resolution>,
-    (allowed_lateness, idle_timeout): (i64, i64),
+    settings: (i64, i64),
 ) -> Result<(Windows, Watermark), SnapshotError> {
     let mut r = Reader { bytes, pos: 0 };
+    let decoded = decode_from(&mut r, resolutions, settings)?;
+    r.finish()?;
+    Ok(decoded)
+}
+
+/// Reads what [`encode_into`] wrote from `r`, leaving it after the snapshot.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_from(
+    r: &mut Reader<'_>,
+    resolutions: Vec<Resolution>,
+    (allowed_lateness, idle_timeout): (i64, i64),
+) -> Result<(Windows, Watermark), SnapshotError> {
     if r.take(MAGIC.len())? != MAGIC {
-        return Err(SnapshotError::Corrupt(0));
+        return Err(r.corrupt());
     }
     let taken = (0..r.count()?).map(|_| r.i64()).collect::<Result<Vec<_>, _>>()?;
     let now: Vec<i64> = resolutions.iter().map(|r| r.nanos).collect();
     if taken != now {
         return Err(SnapshotError::Resolutions { taken, now });
     }
-    let watermark = Watermark::decode(&mut r, allowed_lateness, idle_timeout)?;
-    let windows = Windows::decode(&mut r, resolutions)?;
-    if r.pos != bytes.len() {
-        return Err(SnapshotError::Corrupt(r.pos));
-    }
+    let watermark = Watermark::decode(r, allowed_lateness, idle_timeout)?;
+    let windows = Windows::decode(r, resolutions)?;
     Ok((windows, watermark))
 }
 
-/// Appends encoded values.
-#[derive(Debug, Default)]
-pub struct Writer(Vec<u8>);
+/// Where a [`Writer`] streams its bytes, their hash, and what went wrong there.
+struct Spill {
+    out: Box<dyn std::io::Write + Send>,
+    written: u64,
+    hash: Xxh3Default,
+    error: Option<std::io::Error>,
+}
+
+/// Bytes a streaming [`Writer`] holds before it hands them on.
+const SPILL_AT: usize = 1 << 20;
+
+/// Appends encoded values, in memory or streamed to a file ([`Writer::streaming`]), so that a
+/// checkpoint of hundreds of megabytes never sits in memory whole.
+#[derive(Default)]
+pub struct Writer(Vec<u8>, Option<Spill>);
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("buffered", &self.0.len()).field("streaming", &self.1.is_some()).finish()
+    }
+}
 
 impl Writer {
-    /// The bytes written.
+    /// A writer that hands its bytes to `out` a megabyte at a time, at item boundaries
+    /// ([`Writer::boundary`]).
+    pub fn streaming(out: Box<dyn std::io::Write + Send>) -> Self {
+        let spill = Spill { out, written: 0, hash: Xxh3Default::new(), error: None };
+        Self(Vec::with_capacity(SPILL_AT + (64 << 10)), Some(spill))
+    }
+
+    /// The bytes written (in memory).
     pub fn into_bytes(self) -> Vec<u8> {
         self.0
+    }
+
+    /// Between two items: a streaming writer hands on what it holds once it is a megabyte.
+    pub fn boundary(&mut self) {
+        if self.0.len() >= SPILL_AT {
+            self.spill();
+        }
+    }
+
+    fn spill(&mut self) {
+        if let Some(spill) = &mut self.1 {
+            if spill.error.is_none() {
+                match spill.out.write_all(&self.0) {
+                    Ok(()) => spill.written += self.0.len() as u64,
+                    Err(e) => spill.error = Some(e),
+                }
+                spill.hash.update(&self.0);
+            }
+            self.0.clear();
+        }
+    }
+
+    /// Hands on the rest and flushes a streaming writer; the bytes it wrote and their XXH3-64
+    /// (equal to `xxh3_64` of them all).
+    ///
+    /// # Errors
+    /// The first error of the output.
+    pub fn finish_streaming(mut self) -> std::io::Result<(u64, u64)> {
+        self.spill();
+        match self.1.take() {
+            Some(Spill { error: Some(e), .. }) => Err(e),
+            Some(Spill { mut out, written, hash, error: None }) => out.flush().map(|()| (written, hash.digest())),
+            None => Ok((self.0.len() as u64, xxhash_rust::xxh3::xxh3_64(&self.0))),
+        }
     }
 
     /// A LEB128 varint.

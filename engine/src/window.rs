@@ -48,10 +48,10 @@ impl Resolution {
 }
 
 /// Identity of a series as output needs it; one per series per partition, shared by its windows.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SeriesInfo {
     /// Canonical series key.
-    pub key: Box<str>,
+    pub key: Arc<str>,
     /// Measurement.
     pub measurement: Arc<str>,
     /// Region.
@@ -92,10 +92,15 @@ impl Hasher for SeriesIdHasher {
 }
 
 type SeriesMap<V> = HashMap<SeriesId, V, BuildHasherDefault<SeriesIdHasher>>;
-type Bucket = SeriesMap<Vec<FieldAggregate>>;
+/// A series' fields in one window, behind an `Arc` so that a checkpoint's copy of the windows
+/// shares them: the partition copies a series' fields only when it changes them while the
+/// checkpointer still holds the old ones (copy on write), so taking the copy costs its thread
+/// almost nothing.
+type Bucket = SeriesMap<Arc<Vec<FieldAggregate>>>;
 
-/// All open windows of one partition.
-#[derive(Debug)]
+/// All open windows of one partition. A checkpoint takes a clone, which shares every series'
+/// fields with the original until either changes them, and encodes it elsewhere.
+#[derive(Debug, Clone)]
 pub struct Windows {
     resolutions: Vec<Resolution>,
     /// Per resolution (finest first): window start → open windows of every series.
@@ -140,7 +145,7 @@ impl Windows {
         let start = resolutions[0].window_start(point.time());
         let bucket = levels[0].entry(start).or_default();
         let fields = match bucket.entry(point.series_id()) {
-            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Occupied(entry) => Arc::make_mut(entry.into_mut()),
             Entry::Vacant(entry) => {
                 let info = series.entry(point.series_id()).or_insert_with(|| {
                     key_buffer.clear();
@@ -153,7 +158,7 @@ impl Windows {
                     }
                 });
                 info.open += 1;
-                entry.insert(Vec::with_capacity(point.fields().len()))
+                Arc::make_mut(entry.insert(Arc::new(Vec::with_capacity(point.fields().len()))))
             }
         };
         let time = point.time();
@@ -190,7 +195,7 @@ impl Windows {
                 let partial = end > watermark;
                 for (series_id, fields) in entry.remove() {
                     let Some(info) = self.series.get_mut(&series_id) else { continue };
-                    for f in &fields {
+                    for f in fields.iter() {
                         out.append(series_id, info, f, &resolution, start, partial);
                         closed.rows += 1;
                     }
@@ -203,7 +208,7 @@ impl Windows {
                                 info.open += 1;
                                 slot.insert(fields);
                             }
-                            Entry::Occupied(slot) => merge_fields(slot.into_mut(), fields),
+                            Entry::Occupied(slot) => merge_fields(Arc::make_mut(slot.into_mut()), &fields),
                         }
                     }
                     if info.open == 0 {
@@ -231,6 +236,7 @@ impl Windows {
             w.str(&info.measurement);
             w.str(&info.region);
             w.varint(u64::from(info.open));
+            w.boundary();
         }
         for level in &self.levels {
             w.varint(level.len() as u64);
@@ -240,11 +246,12 @@ impl Windows {
                 for (&id, fields) in bucket {
                     w.i64(id as i64);
                     w.varint(fields.len() as u64);
-                    for f in fields {
+                    for f in fields.iter() {
                         w.str(&f.field);
                         w.u8(f.kind.code());
                         f.aggregate.encode(w);
                     }
+                    w.boundary();
                 }
             }
         }
@@ -264,7 +271,7 @@ impl Windows {
             for (start, bucket) in windows {
                 for (id, mut fields) in bucket {
                     let target = &mut targets[place(id)];
-                    for f in &mut fields {
+                    for f in Arc::make_mut(&mut fields) {
                         f.field = Self::intern(&mut target.names, &f.field);
                     }
                     target.levels[level].entry(start).or_default().insert(id, fields);
@@ -303,7 +310,7 @@ impl Windows {
                         let kind = Kind::from_code(r.u8()?).ok_or_else(|| r.corrupt())?;
                         fields.push(FieldAggregate { field, kind, aggregate: Aggregate::decode(r)? });
                     }
-                    bucket.insert(id, fields);
+                    bucket.insert(id, Arc::new(fields));
                 }
                 level.insert(start, bucket);
             }
@@ -312,11 +319,11 @@ impl Windows {
     }
 }
 
-fn merge_fields(into: &mut Vec<FieldAggregate>, from: Vec<FieldAggregate>) {
+fn merge_fields(into: &mut Vec<FieldAggregate>, from: &[FieldAggregate]) {
     for f in from {
         match into.iter_mut().find(|g| g.kind == f.kind && g.field == f.field) {
             Some(g) => g.aggregate.merge(&f.aggregate),
-            None => into.push(f),
+            None => into.push(f.clone()),
         }
     }
 }

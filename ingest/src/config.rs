@@ -103,13 +103,16 @@ impl WalConfig {
 pub struct RouterConfig {
     /// Number of partitions; 0 means one per CPU core.
     pub partitions: usize,
-    /// Bytes of batches a partition may hold before ingest answers 503.
+    /// Bytes of batches a partition may hold; past it writes wait (`http.admission-wait`), then
+    /// get 503. Small on purpose: a checkpoint barrier queues behind what is here.
     pub queue_capacity_bytes: usize,
 }
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        Self { partitions: 0, queue_capacity_bytes: 64 << 20 }
+        // 8 MiB is about 0.2 s of a partition's work at this machine's rates (docs/performance.md):
+        // enough to keep it busy between two writes, short enough for a barrier to pass quickly.
+        Self { partitions: 0, queue_capacity_bytes: 8 << 20 }
     }
 }
 
@@ -141,6 +144,10 @@ pub struct HttpConfig {
     /// Time a client has to send a request's body.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
+    /// How long a write waits for room while a partition queue is full before it gets 503:
+    /// backpressure on the connection first, shedding only past it. 0 sheds at once.
+    #[serde(with = "humantime_serde")]
+    pub admission_wait: Duration,
     /// With `tls-key`: serve HTTPS with this certificate chain (PEM). Both or neither.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<std::path::PathBuf>,
@@ -159,6 +166,7 @@ impl Default for HttpConfig {
             max_header_bytes: 64 << 10,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            admission_wait: Duration::from_secs(2),
             tls_cert: None,
             tls_key: None,
         }
@@ -481,6 +489,10 @@ pub fn validate(model: &ModelConfig, router: &RouterConfig, http: &HttpConfig, t
     check(
         !http.header_read_timeout.is_zero() && !http.body_read_timeout.is_zero(),
         "http.header-read-timeout and http.body-read-timeout must be above 0".into(),
+    );
+    check(
+        http.admission_wait <= Duration::from_secs(60),
+        format!("http.admission-wait = {:?} is over the limit of 60s (clients time out first)", http.admission_wait),
     );
     check(!tcp.idle_timeout.is_zero(), "tcp.idle-timeout must be above 0".into());
     check(

@@ -52,6 +52,15 @@ pub struct PartitionStats {
     pub queued_points: AtomicUsize,
 }
 
+/// Wakes writers waiting for room in a full partition ([`Router::wait_for_room`]) when a
+/// consumer takes batches. Shared by the router and every receiver.
+#[derive(Debug, Default)]
+struct Room {
+    notify: tokio::sync::Notify,
+    /// Writers waiting now: a consumer only notifies when there is someone to wake.
+    waiting: AtomicUsize,
+}
+
 /// A checkpoint marker: every batch a partition received before it comes from log records up to
 /// `sequence`, every batch after it from later ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +107,7 @@ pub struct Router {
     senders: Vec<Sender<Delivery>>,
     stats: Vec<Arc<PartitionStats>>,
     capacity_bytes: usize,
+    room: Arc<Room>,
 }
 
 /// The receiving side of one partition, owned by the engine task that drains it.
@@ -107,6 +117,7 @@ pub struct PartitionReceiver {
     pub partition: usize,
     receiver: Receiver<Delivery>,
     stats: Arc<PartitionStats>,
+    room: Arc<Room>,
 }
 
 impl Router {
@@ -121,14 +132,15 @@ impl Router {
         let mut senders = Vec::with_capacity(partitions);
         let mut stats = Vec::with_capacity(partitions);
         let mut receivers = Vec::with_capacity(partitions);
+        let room = Arc::new(Room::default());
         for partition in 0..partitions {
             let (tx, rx) = crossbeam_channel::unbounded();
             let shared = Arc::new(PartitionStats::default());
             senders.push(tx);
             stats.push(shared.clone());
-            receivers.push(PartitionReceiver { partition, receiver: rx, stats: shared });
+            receivers.push(PartitionReceiver { partition, receiver: rx, stats: shared, room: room.clone() });
         }
-        let router = Self { senders, stats, capacity_bytes };
+        let router = Self { senders, stats, capacity_bytes, room };
         (router, receivers)
     }
 
@@ -210,6 +222,29 @@ impl Router {
         })
     }
 
+    /// Waits until no partition is full, or `timeout` has passed: how a writer waits for room
+    /// (backpressure on its connection) before giving up with a 503. Returns the full partition
+    /// when the time ran out.
+    pub async fn wait_for_room(&self, timeout: Duration) -> Option<Rejected> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let full = self.full_partition()?;
+            if !self.wait_for_release(deadline).await {
+                return self.full_partition().or(Some(full));
+            }
+        }
+    }
+
+    /// Waits until a consumer takes batches from any partition (room was freed), or `deadline`;
+    /// whether room was freed. For a writer whose batches did not fit: it tries again after.
+    pub async fn wait_for_release(&self, deadline: tokio::time::Instant) -> bool {
+        let notified = self.room.notify.notified();
+        self.room.waiting.fetch_add(1, Ordering::AcqRel);
+        let woken = tokio::time::timeout_at(deadline, notified).await.is_ok();
+        self.room.waiting.fetch_sub(1, Ordering::AcqRel);
+        woken
+    }
+
     /// Reserves `bytes` of a partition's budget; `Err(queued)` when it does not fit.
     fn reserve_bytes(&self, partition: usize, bytes: usize) -> Result<(), usize> {
         let queued = &self.stats[partition].queued_bytes;
@@ -271,6 +306,9 @@ impl Drop for Reservation {
         for (partition, batch) in &self.batches {
             self.router.stats[*partition].queued_bytes.fetch_sub(batch.heap_bytes(), Ordering::AcqRel);
         }
+        if !self.batches.is_empty() && self.router.room.waiting.load(Ordering::Acquire) > 0 {
+            self.router.room.notify.notify_waiters();
+        }
     }
 }
 
@@ -311,6 +349,9 @@ impl PartitionReceiver {
     fn release(&self, batch: &PointBatch) {
         self.stats.queued_bytes.fetch_sub(batch.heap_bytes(), Ordering::AcqRel);
         self.stats.queued_points.fetch_sub(batch.len(), Ordering::AcqRel);
+        if self.room.waiting.load(Ordering::Acquire) > 0 {
+            self.room.notify.notify_waiters();
+        }
     }
 }
 

@@ -11,7 +11,9 @@ use crate::error::StorageError;
 /// Prefix of files being written; startup removes any left by a crash.
 pub const TEMP_PREFIX: &str = ".tmp-";
 /// Environment variable for crash tests: `parquet-before-rename` aborts the process after a
-/// temporary Parquet file is written and synced, before it is renamed into place.
+/// temporary Parquet file is written and synced, before it is renamed into place;
+/// `checkpoint-partition-written` aborts it in the middle of a checkpoint (from the second on),
+/// once one partition's state file is written and before the checkpoint is recorded.
 pub const FAULT_ENV: &str = "AUGUR_FAULT";
 
 /// Writes `bytes` as `<folder>/<name>` atomically and durably; returns the path. Every directory

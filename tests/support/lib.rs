@@ -97,6 +97,11 @@ impl AugurServer {
         Self::spawn(data_dir.to_owned(), None, extra, &[], Stdio::inherit())
     }
 
+    /// As [`AugurServer::start_in`], with extra environment variables.
+    pub fn start_in_with_env(data_dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(data_dir.to_owned(), None, extra, env, Stdio::inherit())
+    }
+
     fn spawn(
         data_dir: PathBuf,
         owned_dir: Option<TempDir>,
@@ -146,6 +151,22 @@ impl AugurServer {
         }
         self.child.kill().expect("SIGKILL augur");
         self.child.wait().expect("wait for augur");
+    }
+
+    /// Waits (bounded) for the server to exit by itself, e.g. at a fault it was told to inject;
+    /// the data dir stays.
+    pub fn wait_for_exit(mut self, within: Duration) -> ExitStatus {
+        if let Some(dir) = self.owned_dir.take() {
+            dir.into_path();
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "augur did not exit by itself within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The server's process id.
@@ -299,7 +320,8 @@ pub fn postgres_config(
     shards: &[&augur_engine::local_postgres::LocalPostgres],
     extra: &str,
 ) -> PathBuf {
-    let mut text = format!("[postgres]\n{extra}\n");
+    // The PostgreSQL tests count windows at three resolutions, 10 s ones among them.
+    let mut text = format!("[engine]\nresolutions = [\"10s\", \"1m\", \"1h\"]\n\n[postgres]\n{extra}\n");
     for (i, shard) in shards.iter().enumerate() {
         text.push_str(&format!("[[postgres.shards]]\nname = \"shard-{i}\"\nurl = \"{}\"\n", shard.url("augur")));
     }

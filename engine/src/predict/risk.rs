@@ -9,7 +9,7 @@
 //! spread over partitions), which answers `GET /api/v1/risk` with the top hosts per region.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
@@ -20,19 +20,19 @@ pub const MIN_ANOMALY_SCORE: f64 = 0.3;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Contribution {
     /// The entity's region.
-    pub region: Box<str>,
+    pub region: Arc<str>,
     /// The entity (host).
-    pub entity: Box<str>,
+    pub entity: Arc<str>,
     /// Event time (ns).
     pub time: i64,
     /// In [0, 1].
     pub risk: f64,
     /// Which series and field said so.
-    pub series: Box<str>,
+    pub series: Arc<str>,
     /// The series' measurement.
-    pub measurement: Box<str>,
+    pub measurement: Arc<str>,
     /// The field.
-    pub field: Box<str>,
+    pub field: Arc<str>,
     /// `anomaly` or `exhaustion`.
     pub kind: &'static str,
 }
@@ -74,7 +74,7 @@ pub struct RiskBoard {
 
 #[derive(Debug, Default)]
 struct Board {
-    entities: HashMap<(Box<str>, Box<str>), Entry>,
+    entities: HashMap<(Arc<str>, Arc<str>), Entry>,
     /// The newest event time of any contribution: "now" for the decay.
     latest: i64,
 }

@@ -24,7 +24,6 @@ pub(crate) struct Harness {
 
 pub(crate) fn config(resolutions: &[i64], lateness: i64, idle_timeout: i64) -> PipelineConfig {
     PipelineConfig {
-        threads: 2,
         tick: Duration::from_millis(1),
         resolutions: resolutions.iter().map(|&n| Resolution::new(Duration::from_nanos(n as u64))).collect(),
         allowed_lateness: lateness,
@@ -51,7 +50,7 @@ impl Harness {
         // No max-future check here: tests choose their own event times.
         let model = ModelConfig { max_future: Duration::from_secs(u32::MAX.into()), ..ModelConfig::default() };
         let writer = Writer::new(Arc::new(router), &model, pool);
-        let partitions = Partitions::new(receivers, config, outputs).unwrap();
+        let partitions = Partitions::new(receivers, config, outputs);
         Self { writer: Some(writer), partitions, sink }
     }
 

@@ -19,6 +19,7 @@ use crate::auth::Principal;
 use crate::limits::RateLimited;
 use crate::point::{now_nanos, Precision};
 use crate::protocols::{Converted, DecodeError, Request};
+use crate::router::Rejected;
 use crate::write::{LinePolicy, ParsedBody, StoreError};
 
 /// The `precision` query parameter of the write endpoints. Other parameters (`db`, `rp`, `u`,
@@ -198,9 +199,11 @@ pub(super) async fn store(
     if declared.is_some_and(|n| n > limit) {
         return Err(body_error(BodyError::TooLarge { limit, after: "" }));
     }
-    // Shed before reading and parsing when a partition is already full: the request would be
-    // refused after the work anyway, and under overload that wasted work is what slows the rest.
-    if let Some(full) = writer.router().full_partition() {
+    // Backpressure before reading the body: while a partition is full the request waits (its
+    // body stays in the socket), and is shed only when no room came within `admission-wait`.
+    // Parsing a request that would be refused anyway is the wasted work that slows the rest.
+    let admission_deadline = tokio::time::Instant::now() + state.config.admission_wait;
+    if let Some(full) = writer.router().wait_for_room(state.config.admission_wait).await {
         return Err(unavailable(format!("{full}; nothing of this request was stored")));
     }
     let mut charge = Charge::new(state.inflight.clone());
@@ -234,7 +237,14 @@ pub(super) async fn store(
         })
         .await;
     let mut stored = decoded.map_err(|response| *response)?;
-    let result = writer.store(&mut stored.parsed).await;
+    let mut result = writer.store(&mut stored.parsed).await;
+    // No room for all of its batches yet: try again each time a partition frees some, within the
+    // same deadline (each failed try leaves nothing queued).
+    while matches!(result, Err(StoreError::Rejected(Rejected::Full { .. })))
+        && writer.router().wait_for_release(admission_deadline).await
+    {
+        result = writer.store(&mut stored.parsed).await;
+    }
     match result {
         Ok(()) => {
             state.limits.rate.charge(principal.rate_key(), principal.rate, stored.parsed.points);
