@@ -172,9 +172,11 @@ struct FieldState {
     detector: Detector,
     /// Event time of the last value scored: values are scored in event-time order only.
     last_time: i64,
-    event: Option<OpenEvent>,
+    /// Boxed, as `capacity`: few fields have one, and every field's state is kept (and copied at
+    /// checkpoints), so inline they would cost 200 bytes per field.
+    event: Option<Box<OpenEvent>>,
     /// For a capacity field: its limit, trend and exhaustion event.
-    capacity: Option<Capacity>,
+    capacity: Option<Box<Capacity>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -224,6 +226,8 @@ pub struct Predictor {
     /// the cool-down, as of the last look. Values only move it later, so `close_quiet` skips the
     /// open events until then (looking at every one on every round was a sixth of the CPU).
     next_quiet_close: i64,
+    /// Field names, stored once per partition and shared by every series' field states.
+    names: HashSet<Arc<str>>,
 }
 
 impl Predictor {
@@ -238,6 +242,7 @@ impl Predictor {
             contributions: Vec::new(),
             open_anomalies: HashSet::new(),
             next_quiet_close: i64::MAX,
+            names: HashSet::new(),
         }
     }
 
@@ -288,7 +293,7 @@ impl Predictor {
                     continue;
                 }
                 let end = field.last_time.saturating_add(cool_down);
-                let Some(event) = field.event.take() else { continue };
+                let Some(event) = field.event.take().map(|e| *e) else { continue };
                 let change = Change { kind: "anomaly", event, what: What::Closed(end) };
                 self.totals.closed += 1;
                 self.totals.open -= 1;
@@ -326,8 +331,10 @@ impl Predictor {
                 && (config.fields.is_empty() || config.fields.iter().any(|f| f == name))
         };
         if let Entry::Vacant(vacant) = self.series.entry(point.series_id()) {
-            // No state for a series with nothing to score.
-            if !point.fields().any(|(name, value)| scored(name, &value)) {
+            // No state for a series with nothing to score; room for exactly what its first point
+            // scores (doubling would leave up to half a series' field states unused).
+            let fields = point.fields().filter(|(name, value)| scored(name, value)).count();
+            if fields == 0 {
                 return;
             }
             let key_buffer = &mut self.key_buffer;
@@ -339,7 +346,7 @@ impl Predictor {
                 measurement: point.measurement().into(),
                 region: point.region().into(),
                 entity,
-                fields: Vec::new(),
+                fields: Vec::with_capacity(fields),
             }));
         }
         let numeric = point.fields().filter_map(|(name, value)| match value {
@@ -398,7 +405,7 @@ impl Predictor {
     /// each configured field newer than its last value; events and risk signals follow. The
     /// series is looked up once for all of them.
     fn score<'a>(&mut self, id: SeriesId, time: i64, values: impl IntoIterator<Item = (&'a str, f64)>) {
-        let Self { config, series, rows, totals, contributions, open_anomalies, next_quiet_close, .. } = self;
+        let Self { config, series, rows, totals, contributions, open_anomalies, next_quiet_close, names, .. } = self;
         let Some(state) = series.get_mut(&id).map(Arc::make_mut) else { return };
         for (name, value) in values {
             if !config.fields.is_empty() && !config.fields.iter().any(|f| f == name) {
@@ -407,10 +414,11 @@ impl Predictor {
             let slot = match state.fields.iter().position(|f| *f.name == *name) {
                 Some(slot) => slot,
                 None => {
-                    let capacity =
-                        config.limit_of(name).map(|limit| Capacity { limit, trend: Trend::default(), event: None });
+                    let capacity = config
+                        .limit_of(name)
+                        .map(|limit| Box::new(Capacity { limit, trend: Trend::default(), event: None }));
                     state.fields.push(FieldState {
-                        name: name.into(),
+                        name: intern(names, name),
                         detector: Detector::default(),
                         last_time: i64::MIN,
                         event: None,
@@ -532,7 +540,7 @@ impl FieldState {
                 quiet_since: None,
                 forecast: None,
             };
-            self.event = Some(event.clone());
+            self.event = Some(Box::new(event.clone()));
             return Some(Change { kind: "anomaly", event, what: What::Opened });
         };
         if score > event.peak_score {
@@ -546,7 +554,7 @@ impl FieldState {
         if time.saturating_sub(since) < config.cool_down_nanos() {
             return None;
         }
-        self.event.take().map(|event| Change { kind: "anomaly", event, what: What::Closed(time) })
+        self.event.take().map(|event| Change { kind: "anomaly", event: *event, what: What::Closed(time) })
     }
 
     /// Feeds a capacity field's trend; opens, updates or closes its exhaustion event (whose score
@@ -751,13 +759,15 @@ impl Predictor {
             };
             let mut fields = Vec::new();
             for _ in 0..r.count()? {
-                let name = r.str()?.into();
+                let name = intern(&mut predictor.names, r.str()?);
                 let last_time = r.i64()?;
                 let detector = Detector::decode(r)?;
-                let event = decode_event(r)?;
+                let event = decode_event(r)?.map(Box::new);
                 let capacity = match r.u8()? {
                     0 => None,
-                    1 => Some(Capacity { limit: r.f64()?, trend: Trend::decode(r)?, event: decode_event(r)? }),
+                    1 => {
+                        Some(Box::new(Capacity { limit: r.f64()?, trend: Trend::decode(r)?, event: decode_event(r)? }))
+                    }
                     _ => return Err(r.corrupt()),
                 };
                 fields.push(FieldState { name, detector, last_time, event, capacity });
@@ -789,6 +799,16 @@ impl Predictor {
     }
 }
 
+/// The shared copy of `name` in `names`.
+fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(existing) = names.get(name) {
+        return existing.clone();
+    }
+    let name: Arc<str> = Arc::from(name);
+    names.insert(name.clone());
+    name
+}
+
 /// Writes every series' detectors and open events, in series order (so equal states encode
 /// equally).
 fn encode_series(series: &HashMap<SeriesId, Arc<SeriesState>>, w: &mut Writer) {
@@ -814,7 +834,7 @@ fn encode_series(series: &HashMap<SeriesId, Arc<SeriesState>>, w: &mut Writer) {
             w.str(&field.name);
             w.i64(field.last_time);
             field.detector.encode(w);
-            encode_event(w, field.event.as_ref());
+            encode_event(w, field.event.as_deref());
             match &field.capacity {
                 None => w.u8(0),
                 Some(c) => {
