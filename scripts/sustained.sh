@@ -23,6 +23,19 @@ engines="${ENGINES:-augur victoria-metrics influxdb}"
 results="$work/results"
 mkdir -p "$results"
 
+# Prints loadgen's interval lines as they come.
+print_interval=$(cat <<'PY'
+import json, sys
+for line in sys.stdin:
+    if not line.startswith("{"):
+        continue  # loadgen's summary for people
+    r = json.loads(line)
+    if "end_s" in r:
+        print(f"  {sys.argv[1]:>16} {r['end_s']:6.0f}s {r['values_per_s'] / 1e6:7.3f}M values/s "
+              f"{r['requests']:5} requests {r['shed']:5} shed  p99 {r['p99_ms']:8.1f} ms", flush=True)
+PY
+)
+
 # Loads the server `pid` at `url` for `seconds`, writing loadgen's interval lines and an RSS
 # sample per second to `results/<engine>.*`, then stops the server.
 sustain() {  # engine url
@@ -33,13 +46,7 @@ sustain() {  # engine url
     done ) > "$results/$engine.rss" &
   sampler=$!
   "$augur" loadgen --url "$url" --duration "${seconds}s" --report-every 10s --json "${loadgen_args[@]}" \
-    | tee "$results/$engine.jsonl" | python3 -c '
-import json, sys
-for line in sys.stdin:
-    r = json.loads(line)
-    if "end_s" in r:
-        print(f"  {sys.argv[1]:>16} {r[\"end_s\"]:6.0f}s {r[\"values_per_s\"]/1e6:7.3f}M values/s {r[\"requests\"]:5} requests {r[\"shed\"]:5} shed  p99 {r[\"p99_ms\"]:8.1f} ms", flush=True)
-' "$engine"
+    | tee "$results/$engine.jsonl" | python3 -c "$print_interval" "$engine"
   echo "$(peak_rss_mib "$pid")" > "$results/$engine.peak"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
   kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
@@ -103,7 +110,7 @@ for engine in engines:
     path = os.path.join(results, engine + ".jsonl")
     if not os.path.exists(path):
         continue
-    rows = [json.loads(l) for l in open(path) if l.strip()]
+    rows = [json.loads(l) for l in open(path) if l.startswith("{")]
     intervals = [r for r in rows if "end_s" in r]
     total = next(r for r in rows if "values_total" in r)
     half = [r for r in intervals if r["end_s"] > seconds / 2 + 1]

@@ -61,8 +61,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// grown by at least 1/`STATE_PER_LOGGED` of the last one's size: checkpoints then write at most
 /// that many bytes per byte logged, whatever the state's size, and their cost follows the
 /// points rather than the state (docs/durability.md). A small state checkpoints every
-/// `wal.checkpoint-interval`.
-const STATE_PER_LOGGED: u64 = 2;
+/// `wal.checkpoint-interval`. The price of a larger value is a longer replay after a crash.
+const STATE_PER_LOGGED: u64 = 1;
 /// ... but not less often than every this many intervals while anything is logged, so the log to
 /// replay at a restart stays short in time.
 const MAX_INTERVALS: u32 = 10;

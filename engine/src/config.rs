@@ -93,7 +93,7 @@ pub struct EngineConfig {
     /// Threads of the ingest parsing pool; 0 means one per core. (Each partition runs on a thread
     /// of its own.)
     pub threads: usize,
-    /// How long an idle pipeline waits for data before it checks again.
+    /// How long an idle partition waits for data before it applies the idle rule again.
     #[serde(with = "humantime_serde")]
     pub tick: Duration,
     /// Window resolutions, finest first; each a whole multiple of the one before.

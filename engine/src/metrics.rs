@@ -55,7 +55,12 @@ impl Durability {
                 "How long the last checkpoint took.",
                 &checkpoints.last_millis,
             ),
-            ("augur_checkpoint_bytes", "gauge", "Size of the last checkpoint file.", &checkpoints.last_bytes),
+            (
+                "augur_checkpoint_bytes",
+                "gauge",
+                "Size of the last checkpoint (its manifest and partition files).",
+                &checkpoints.last_bytes,
+            ),
             ("augur_recovery_torn_bytes", "gauge", "Bytes of a torn log tail cut off at start.", &recovery.torn_bytes),
             (
                 "augur_recovery_dropped_segments",

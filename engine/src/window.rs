@@ -91,7 +91,8 @@ impl Hasher for SeriesIdHasher {
     }
 }
 
-type SeriesMap<V> = HashMap<SeriesId, V, BuildHasherDefault<SeriesIdHasher>>;
+/// A map by series id, hashed by [`SeriesIdHasher`].
+pub type SeriesMap<V> = HashMap<SeriesId, V, BuildHasherDefault<SeriesIdHasher>>;
 /// A series' fields in one window, behind an `Arc` so that a checkpoint's copy of the windows
 /// shares them: the partition copies a series' fields only when it changes them while the
 /// checkpointer still holds the old ones (copy on write), so taking the copy costs its thread

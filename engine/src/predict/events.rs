@@ -12,7 +12,7 @@
 //! or the trend no longer heads for the limit.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use super::detector::Detector;
 use super::forecast::Trend;
 use super::risk::{Contribution, MIN_ANOMALY_SCORE};
 use crate::snapshot::{Reader, SnapshotError, Writer};
+use crate::window::SeriesMap;
 
 /// `[predict]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -214,7 +215,7 @@ pub struct Predictor {
     config: Arc<PredictConfig>,
     /// Each series' state behind an `Arc`, so a checkpoint's copy shares it: the partition copies
     /// a series only when it changes it while the checkpointer still holds the old state.
-    series: HashMap<SeriesId, Arc<SeriesState>>,
+    series: SeriesMap<Arc<SeriesState>>,
     rows: EventRows,
     totals: PredictTotals,
     key_buffer: Vec<u8>,
@@ -235,7 +236,7 @@ impl Predictor {
     pub fn new(config: Arc<PredictConfig>) -> Self {
         Self {
             config,
-            series: HashMap::new(),
+            series: SeriesMap::default(),
             rows: EventRows::default(),
             totals: PredictTotals::default(),
             key_buffer: Vec::new(),
@@ -407,11 +408,16 @@ impl Predictor {
     fn score<'a>(&mut self, id: SeriesId, time: i64, values: impl IntoIterator<Item = (&'a str, f64)>) {
         let Self { config, series, rows, totals, contributions, open_anomalies, next_quiet_close, names, .. } = self;
         let Some(state) = series.get_mut(&id).map(Arc::make_mut) else { return };
-        for (name, value) in values {
+        for (i, (name, value)) in values.into_iter().enumerate() {
             if !config.fields.is_empty() && !config.fields.iter().any(|f| f == name) {
                 continue;
             }
-            let slot = match state.fields.iter().position(|f| *f.name == *name) {
+            // Points of a series usually list their fields in the same order: try that slot first.
+            let slot = match state.fields.get(i) {
+                Some(f) if *f.name == *name => Some(i),
+                _ => state.fields.iter().position(|f| *f.name == *name),
+            };
+            let slot = match slot {
                 Some(slot) => slot,
                 None => {
                     let capacity = config
@@ -710,7 +716,7 @@ impl EventRows {
 /// A copy of a predictor's detectors and open events, taken at a checkpoint barrier and
 /// encoded by the checkpointer.
 #[derive(Debug, Clone)]
-pub struct PredictorState(HashMap<SeriesId, Arc<SeriesState>>);
+pub struct PredictorState(SeriesMap<Arc<SeriesState>>);
 
 impl PredictorState {
     /// Writes it into `w` as [`Predictor::encode`] does.
@@ -811,7 +817,7 @@ fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
 
 /// Writes every series' detectors and open events, in series order (so equal states encode
 /// equally).
-fn encode_series(series: &HashMap<SeriesId, Arc<SeriesState>>, w: &mut Writer) {
+fn encode_series(series: &SeriesMap<Arc<SeriesState>>, w: &mut Writer) {
     w.varint(series.len() as u64);
     let mut ids: Vec<&SeriesId> = series.keys().collect();
     ids.sort_unstable();
