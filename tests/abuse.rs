@@ -73,7 +73,11 @@ fn abuser(addr: SocketAddr, headers: String, body: Vec<u8>, every: Duration, sto
         let status = post(addr, &headers, &body);
         let mut seen = seen.lock().unwrap();
         seen.statuses.push(status);
-        seen.slowest = seen.slowest.max(sent.elapsed());
+        // Refusals must be quick; a write that is stored (204) waits for room like every
+        // client's while the partitions are full (backpressure, `http.admission-wait`).
+        if status != 204 {
+            seen.slowest = seen.slowest.max(sent.elapsed());
+        }
         drop(seen);
         std::thread::sleep(every.saturating_sub(sent.elapsed()));
     }
@@ -190,12 +194,12 @@ fn abusers_get_their_answers_quickly_and_the_legitimate_client_keeps_writing() {
     let expected = [("wrong token", 401), ("wrong scope", 403), ("oversize header", 431), ("over its rate", 429)];
     for ((what, status), seen) in expected.into_iter().zip(&seen) {
         let seen = seen.lock().unwrap();
-        println!("{what}: {} requests, slowest answer {:?}", seen.statuses.len(), seen.slowest);
+        println!("{what}: {} requests, slowest refusal {:?}", seen.statuses.len(), seen.slowest);
         assert!(seen.statuses.iter().filter(|&&s| s == status).count() > 0, "{what}: {:?}", seen.statuses);
         let others: Vec<u16> =
             seen.statuses.iter().copied().filter(|&s| s != status && !(status == 429 && s == 204)).collect();
         assert!(others.is_empty(), "{what}: expected {status}, also got {others:?}");
-        assert!(seen.slowest < Duration::from_secs(2), "{what}: an answer took {:?}", seen.slowest);
+        assert!(seen.slowest < Duration::from_secs(2), "{what}: a refusal took {:?}", seen.slowest);
     }
     let noisy = seen[3].lock().unwrap();
     // The token's bucket: its burst, its rate over the abuse, and the one request it may owe (a

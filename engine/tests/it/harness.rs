@@ -7,7 +7,7 @@ use std::time::Duration;
 use arrow_array::{
     Array, BinaryArray, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
 };
-use augur_engine::pipeline::{PartitionTotals, Partitions, PipelineConfig};
+use augur_engine::pipeline::{PartitionSnapshot, PartitionTotals, Partitions, PipelineConfig};
 use augur_engine::predict::events::PredictConfig;
 use augur_engine::window::Resolution;
 use augur_ingest::config::ModelConfig;
@@ -52,6 +52,18 @@ impl Harness {
         let writer = Writer::new(Arc::new(router), &model, pool);
         let partitions = Partitions::new(receivers, config, outputs);
         Self { writer: Some(writer), partitions, sink }
+    }
+
+    /// Partitions that hand their state to `checkpoints` at every barrier.
+    pub(crate) fn checkpointed(mut self, checkpoints: &crossbeam_channel::Sender<PartitionSnapshot>) -> Self {
+        self.partitions = self.partitions.with_checkpoints(checkpoints);
+        self
+    }
+
+    /// Sends a checkpoint barrier to every partition.
+    pub(crate) fn barrier(&self, epoch: u64) {
+        let router = self.writer.as_ref().expect("still writing").router();
+        router.send_barrier(augur_ingest::Barrier { epoch, sequence: epoch }).unwrap();
     }
 
     /// Parses and admits one body of line protocol (ns timestamps); every line must be good.
