@@ -184,17 +184,37 @@ impl Windows {
     /// Closes every window ending at or before `watermark` (all windows when `flush`, those still
     /// open marked partial), finest first, appending a row per (series, field, window) to `out`.
     pub fn close(&mut self, watermark: i64, flush: bool, out: &mut RollupBuilder) -> Closed {
+        self.close_at_most(watermark, flush, out, usize::MAX)
+    }
+
+    /// As [`Windows::close`], but closes at most `limit` series' windows; the rest close at the
+    /// next call (a coarser window only once every finer one inside it has closed). So a
+    /// partition closes a minute's windows of a million series over many rounds, taking points in
+    /// between, instead of stopping for the whole of it. A point for a window being closed is
+    /// late already (the watermark passed the window's end), so slicing changes no row.
+    pub fn close_at_most(&mut self, watermark: i64, flush: bool, out: &mut RollupBuilder, mut limit: usize) -> Closed {
         let mut closed = Closed::default();
         for level in 0..self.levels.len() {
             let resolution = self.resolutions[level].clone();
-            while let Some(entry) = self.levels[level].first_entry() {
+            while let Some(mut entry) = self.levels[level].first_entry() {
                 let start = *entry.key();
                 let end = start.saturating_add(resolution.nanos);
                 if end > watermark && !flush {
                     break;
                 }
+                if limit == 0 {
+                    return closed; // finer windows are still open: the coarser ones wait
+                }
                 let partial = end > watermark;
-                for (series_id, fields) in entry.remove() {
+                let taken: Bucket = if entry.get().len() <= limit {
+                    entry.remove()
+                } else {
+                    let bucket = entry.get_mut();
+                    let ids: Vec<SeriesId> = bucket.keys().take(limit).copied().collect();
+                    ids.into_iter().filter_map(|id| Some((id, bucket.remove(&id)?))).collect()
+                };
+                limit -= taken.len();
+                for (series_id, fields) in taken {
                     let Some(info) = self.series.get_mut(&series_id) else { continue };
                     for f in fields.iter() {
                         out.append(series_id, info, f, &resolution, start, partial);

@@ -27,17 +27,19 @@ struct State {
     watermark: Watermark,
     out: RollupBuilder,
     emitted: Vec<RecordBatch>,
+    /// Series whose windows one feed closes at most, as a partition's round does.
+    close_limit: usize,
 }
 
 impl State {
     fn new() -> Self {
         let (windows, watermark) = (Windows::new(resolutions()), Watermark::new(LATENESS, IDLE));
-        Self { windows, watermark, out: RollupBuilder::default(), emitted: Vec::new() }
+        Self { windows, watermark, out: RollupBuilder::default(), emitted: Vec::new(), close_limit: usize::MAX }
     }
 
     fn restore(bytes: &[u8]) -> Self {
         let (windows, watermark) = snapshot::decode(bytes, resolutions(), (LATENESS, IDLE)).unwrap();
-        Self { windows, watermark, out: RollupBuilder::default(), emitted: Vec::new() }
+        Self { windows, watermark, out: RollupBuilder::default(), emitted: Vec::new(), close_limit: usize::MAX }
     }
 
     fn feed(&mut self, writer: &Writer, body: &str) {
@@ -57,7 +59,7 @@ impl State {
                 }
             }
         }
-        self.windows.close(self.watermark.value(), false, &mut self.out);
+        self.windows.close_at_most(self.watermark.value(), false, &mut self.out, self.close_limit);
         self.emitted.push(self.out.finish().unwrap());
     }
 
@@ -137,6 +139,25 @@ proptest! {
             restored.feed(&writer, &chunk.concat());
         }
         prop_assert_eq!(whole.finish(), restored.finish());
+    }
+
+    #[test]
+    fn closing_a_few_series_windows_at_a_time_gives_the_same_rollups(
+        points in proptest::collection::vec((0u8..6, 0i64..600, any::<u8>(), -1000i32..1000), 1..200),
+        limit in 1usize..4,
+    ) {
+        let writer = writer();
+        let lines: Vec<String> = points
+            .iter()
+            .enumerate()
+            .map(|(i, &(series, jitter, kind, value))| line(series, 1_700_000_000 * SECOND + i as i64 * SECOND / 2 + jitter * SECOND / 100, kind, value))
+            .collect();
+        let (mut all, mut sliced) = (State::new(), State { close_limit: limit, ..State::new() });
+        for chunk in lines.chunks(7) {
+            all.feed(&writer, &chunk.concat());
+            sliced.feed(&writer, &chunk.concat());
+        }
+        prop_assert_eq!(all.finish(), sliced.finish());
     }
 
     #[test]
