@@ -134,7 +134,14 @@ impl Default for Store {
 
 impl Store {
     fn total(&self) -> u64 {
-        (0..self.counts.len()).fold(0, |sum, i| sum.saturating_add(self.counts.get(i)))
+        // One match, then a plain sum the compiler vectorizes: a rollup row sums every bin of its
+        // sketch, and bin by bin through `Counts::get` this was 8 % of the CPU while a minute's
+        // windows closed. u8 and u16 bins cannot overflow a u64 sum of a Vec's length.
+        match &self.counts {
+            Counts::U8(c) => c.iter().map(|&v| u64::from(v)).sum(),
+            Counts::U16(c) => c.iter().map(|&v| u64::from(v)).sum(),
+            Counts::U64(c) => c.iter().fold(0u64, |sum, &v| sum.saturating_add(v)),
+        }
     }
 
     fn add(&mut self, index: i32, n: u64) {
@@ -277,25 +284,26 @@ impl DdSketch {
         wanted.sort_unstable();
         let mut wanted = wanted.into_iter().peekable();
         // Bins from the lowest value up: the most negative (highest magnitude) first, then zero.
-        let negative =
-            self.negative.iter().flat_map(|store| store.bins().rev().map(|(index, n)| (-value_of(index), n)));
+        // A bin is (sign, index), its value computed only for the bins that answer (a power each).
+        let negative = self.negative.iter().flat_map(|store| store.bins().rev().map(|(index, n)| ((-1.0, index), n)));
         let bins = negative
-            .chain(std::iter::once((0.0, self.zeros)))
-            .chain(self.positive.bins().map(|(index, n)| (value_of(index), n)));
+            .chain(std::iter::once(((0.0, 0), self.zeros)))
+            .chain(self.positive.bins().map(|(index, n)| ((1.0, index), n)));
+        let value = |(sign, index): (f64, i32)| if sign == 0.0 { 0.0 } else { sign * value_of(index) };
         let mut seen = 0u64;
         let mut highest = None;
-        for (value, n) in bins.filter(|&(_, n)| n > 0) {
+        for (bin, n) in bins.filter(|&(_, n)| n > 0) {
             seen = seen.saturating_add(n);
-            highest = Some(value);
+            highest = Some(bin);
             while let Some((_, slot)) = wanted.next_if(|&(rank, _)| rank < seen) {
-                answers[slot] = Some(value);
+                answers[slot] = Some(value(bin));
             }
             if wanted.peek().is_none() {
                 return answers;
             }
         }
         // Counts saturate only past 2^64 values; the last bin is the answer then.
-        wanted.for_each(|(_, slot)| answers[slot] = highest);
+        wanted.for_each(|(_, slot)| answers[slot] = highest.map(value));
         answers
     }
 
