@@ -97,7 +97,7 @@ def main(binary):
     assert len(hours) == len(REGIONS) * len(DAYS), hours
     rollups = duckdb.sql(
         f"SELECT sum(count) FROM read_parquet('{root}/rollups/*/*/*/*.parquet', hive_partitioning = true, union_by_name = true) "
-        "WHERE resolution = '10s' AND field = 'v'"
+        "WHERE resolution = '1m' AND field = 'v'"
     ).fetchall()[0]
     assert rollups[0] == count, rollups
 
