@@ -36,3 +36,28 @@ print(json.dumps(r))
 PY
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 }
+
+# Starts InfluxDB 1.6 bound to loopback (HTTP 18086, RPC 18088) with a database `bench`; its pid in
+# `pid`.
+start_influxdb() {
+  cat > "$work/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:18088"
+[meta]
+  dir = "$work/influx/meta"
+[data]
+  dir = "$work/influx/data"
+  wal-dir = "$work/influx/wal"
+  max-series-per-database = 0
+  max-values-per-tag = 0
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:18086"
+  log-enabled = false
+  max-body-size = 0
+CONF
+  influxd run -config "$work/influxdb.conf" > "$work/influx.log" 2>&1 &
+  pid=$!
+  wait_http http://127.0.0.1:18086/ping
+  curl -fsS -XPOST http://127.0.0.1:18086/query --data-urlencode 'q=CREATE DATABASE bench' > /dev/null
+}

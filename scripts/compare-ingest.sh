@@ -37,26 +37,7 @@ measure augur http://127.0.0.1:18186
 
 # InfluxDB 1.6
 if command -v influxd >/dev/null; then
-  cat > "$work/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:18088"
-[meta]
-  dir = "$work/influx/meta"
-[data]
-  dir = "$work/influx/data"
-  wal-dir = "$work/influx/wal"
-  max-series-per-database = 0
-  max-values-per-tag = 0
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:18086"
-  log-enabled = false
-  max-body-size = 0
-CONF
-  influxd run -config "$work/influxdb.conf" > "$work/influx.log" 2>&1 &
-  pid=$!
-  wait_http http://127.0.0.1:18086/ping
-  curl -fsS -XPOST http://127.0.0.1:18086/query --data-urlencode 'q=CREATE DATABASE bench' > /dev/null
+  start_influxdb
   measure influxdb-1.6 "http://127.0.0.1:18086$influx_path"
 else
   echo '{"engine": "influxdb-1.6", "skipped": "apt-get install influxdb"}'

@@ -74,26 +74,7 @@ for engine in $engines; do
       if ! command -v influxd >/dev/null; then
         echo "influxdb skipped: apt-get install influxdb"; continue
       fi
-      cat > "$work/influxdb.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:18088"
-[meta]
-  dir = "$work/influx/meta"
-[data]
-  dir = "$work/influx/data"
-  wal-dir = "$work/influx/wal"
-  max-series-per-database = 0
-  max-values-per-tag = 0
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:18086"
-  log-enabled = false
-  max-body-size = 0
-CONF
-      influxd run -config "$work/influxdb.conf" > "$work/influx.log" 2>&1 &
-      pid=$!
-      wait_http http://127.0.0.1:18086/ping
-      curl -fsS -XPOST http://127.0.0.1:18086/query --data-urlencode 'q=CREATE DATABASE bench' > /dev/null
+      start_influxdb
       sustain influxdb "http://127.0.0.1:18086/write?db=bench&precision=ns"
       ;;
     *) echo "unknown engine $engine (augur, victoria-metrics, influxdb)" >&2; exit 2 ;;

@@ -109,28 +109,14 @@ fn acknowledged_points_survive_kill_9_exactly_once_in_raw_parquet_and_rollups() 
         let server = AugurServer::start_in(&data, &["--config", &config, "--partitions", &partitions]);
         let (_, text) = http(server.http, "GET", "/metrics", b"");
         replayed += metric(&text, "augur_recovery_replayed_records").expect("replayed records metric");
-        let stop = Arc::new(AtomicBool::new(false));
         let addr = server.http;
-        let got: Vec<Vec<i64>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = state
-                .iter()
-                .enumerate()
-                .map(|(index, state)| {
-                    let stop = stop.clone();
-                    scope.spawn(move || {
-                        let mut state = state.lock().unwrap();
-                        let (next_id, last_time) = &mut *state;
-                        client(addr, index, next_id, last_time, &stop)
-                    })
-                })
-                .collect();
-            std::thread::sleep(Duration::from_millis(150 + rng.below(900)));
+        let pause = Duration::from_millis(150 + rng.below(900));
+        let got = load(addr, &state, || {
+            std::thread::sleep(pause);
             server.kill();
-            stop.store(true, Ordering::Relaxed);
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         let before = acked.len();
-        acked.extend(got.into_iter().flatten());
+        acked.extend(got);
         println!("cycle {cycle} ({partitions} partitions): {} points acknowledged", acked.len() - before);
     }
     let server = AugurServer::start_in(&data, &["--config", &config]);

@@ -410,9 +410,10 @@ fn run(parts: &Parts, stopped: &Receiver<()>, stats: &CheckpointStats) -> anyhow
 fn take_and_record(parts: &Parts, epoch: &mut Epoch) -> Result<u64, Failed> {
     let started = Instant::now();
     let checkpoint = take(parts, *epoch)?;
-    let barrier_ms = started.elapsed().as_millis() as u64;
+    // From the barrier to every partition's state written to its file.
+    let states_ms = started.elapsed().as_millis() as u64;
     *epoch += 1;
-    info!(epoch = *epoch - 1, barrier_ms, "Every partition passed the checkpoint barrier.");
+    info!(epoch = *epoch - 1, states_ms, "Every partition's state at the barrier is written.");
     record(parts, checkpoint)
 }
 

@@ -131,15 +131,6 @@ impl Windows {
         self.series.len()
     }
 
-    fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
-        if let Some(existing) = names.get(name) {
-            return existing.clone();
-        }
-        let name: Arc<str> = Arc::from(name);
-        names.insert(name.clone());
-        name
-    }
-
     /// Adds an on-time point's fields to the finest window containing it.
     pub fn add(&mut self, point: &PointView<'_>) {
         let Self { resolutions, levels, series, names, key_buffer } = self;
@@ -153,8 +144,8 @@ impl Windows {
                     canonical_key_into(point.measurement(), point.tags(), key_buffer);
                     SeriesInfo {
                         key: String::from_utf8_lossy(key_buffer).into(),
-                        measurement: Self::intern(names, point.measurement()),
-                        region: Self::intern(names, point.region()),
+                        measurement: intern(names, point.measurement()),
+                        region: intern(names, point.region()),
                         open: 0,
                     }
                 });
@@ -173,7 +164,7 @@ impl Windows {
             match slot {
                 Some(slot) => fields[slot].aggregate.add(&value, time),
                 None => fields.push(FieldAggregate {
-                    field: Self::intern(names, name),
+                    field: intern(names, name),
                     kind,
                     aggregate: Aggregate::new(&value, time),
                 }),
@@ -284,8 +275,8 @@ impl Windows {
     pub fn move_into(self, targets: &mut [Windows], place: impl Fn(SeriesId) -> usize) {
         for (id, mut info) in self.series {
             let target = &mut targets[place(id)];
-            info.measurement = Self::intern(&mut target.names, &info.measurement);
-            info.region = Self::intern(&mut target.names, &info.region);
+            info.measurement = intern(&mut target.names, &info.measurement);
+            info.region = intern(&mut target.names, &info.region);
             target.series.insert(id, info);
         }
         for (level, windows) in self.levels.into_iter().enumerate() {
@@ -293,7 +284,7 @@ impl Windows {
                 for (id, mut fields) in bucket {
                     let target = &mut targets[place(id)];
                     for f in Arc::make_mut(&mut fields) {
-                        f.field = Self::intern(&mut target.names, &f.field);
+                        f.field = intern(&mut target.names, &f.field);
                     }
                     target.levels[level].entry(start).or_default().insert(id, fields);
                 }
@@ -311,8 +302,8 @@ impl Windows {
         for _ in 0..r.count()? {
             let id = r.i64()? as u64;
             let key = r.str()?.into();
-            let measurement = Self::intern(names, r.str()?);
-            let region = Self::intern(names, r.str()?);
+            let measurement = intern(names, r.str()?);
+            let region = intern(names, r.str()?);
             let open = u32::try_from(r.varint()?).map_err(|_| r.corrupt())?;
             series.insert(id, SeriesInfo { key, measurement, region, open });
         }
@@ -327,7 +318,7 @@ impl Windows {
                     }
                     let mut fields = Vec::new();
                     for _ in 0..r.count()? {
-                        let field = Self::intern(names, r.str()?);
+                        let field = intern(names, r.str()?);
                         let kind = Kind::from_code(r.u8()?).ok_or_else(|| r.corrupt())?;
                         fields.push(FieldAggregate { field, kind, aggregate: Aggregate::decode(r)? });
                     }
@@ -338,6 +329,17 @@ impl Windows {
         }
         Ok(windows)
     }
+}
+
+/// The shared copy of `name` in `names` (field names, measurements and regions are stored once
+/// per partition).
+pub(crate) fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(existing) = names.get(name) {
+        return existing.clone();
+    }
+    let name: Arc<str> = Arc::from(name);
+    names.insert(name.clone());
+    name
 }
 
 fn merge_fields(into: &mut Vec<FieldAggregate>, from: &[FieldAggregate]) {

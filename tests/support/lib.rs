@@ -159,12 +159,17 @@ impl AugurServer {
         if let Some(dir) = self.owned_dir.take() {
             dir.into_path();
         }
+        self.exit_status(within, "by itself")
+    }
+
+    /// Waits up to `within` for the exit status; panics saying `after` what it did not exit.
+    fn exit_status(&mut self, within: Duration, after: &str) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "augur did not exit by itself within {within:?}");
+            assert!(Instant::now() < deadline, "augur did not exit {after} within {within:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -179,14 +184,7 @@ impl AugurServer {
         let pid = self.child.id().to_string();
         let status = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
         assert!(status.success(), "kill -TERM {pid} failed");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "augur did not exit within {within:?} of SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.exit_status(within, "after SIGTERM")
     }
 }
 

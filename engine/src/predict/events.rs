@@ -32,7 +32,7 @@ use super::detector::Detector;
 use super::forecast::Trend;
 use super::risk::{Contribution, MIN_ANOMALY_SCORE};
 use crate::snapshot::{Reader, SnapshotError, Writer};
-use crate::window::SeriesMap;
+use crate::window::{intern, SeriesMap};
 
 /// `[predict]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -803,16 +803,6 @@ impl Predictor {
             targets[place(id)].adopt(id, state);
         }
     }
-}
-
-/// The shared copy of `name` in `names`.
-fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
-    if let Some(existing) = names.get(name) {
-        return existing.clone();
-    }
-    let name: Arc<str> = Arc::from(name);
-    names.insert(name.clone());
-    name
 }
 
 /// Writes every series' detectors and open events, in series order (so equal states encode

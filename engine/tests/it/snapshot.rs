@@ -106,6 +106,18 @@ fn line(series: u8, time: i64, kind: u8, value: i32) -> String {
     format!("m,host=h{series} {field},g={value} {time}\n")
 }
 
+/// Lines for (series, jitter, kind, value) tuples: times on a 500 ms grid, drifting forward with
+/// disorder, so windows close along the way.
+fn lines_of(points: &[(u8, i64, u8, i32)]) -> Vec<String> {
+    points
+        .iter()
+        .enumerate()
+        .map(|(i, &(series, jitter, kind, value))| {
+            line(series, 1_700_000_000 * SECOND + i as i64 * SECOND / 2 + jitter * SECOND / 100, kind, value)
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -115,12 +127,7 @@ proptest! {
         cut in 0.0f64..1.0,
     ) {
         let writer = writer();
-        // Times on a 250 ms grid, drifting forward with disorder, so windows close along the way.
-        let lines: Vec<String> = points
-            .iter()
-            .enumerate()
-            .map(|(i, &(series, jitter, kind, value))| line(series, 1_700_000_000 * SECOND + i as i64 * SECOND / 2 + jitter * SECOND / 100, kind, value))
-            .collect();
+        let lines = lines_of(&points);
         let split = (lines.len() as f64 * cut) as usize;
         // Right after the cut, a point as old as the first: late for the uninterrupted state once
         // its watermark moved, and it must be late for the restored one too.
@@ -147,11 +154,7 @@ proptest! {
         limit in 1usize..4,
     ) {
         let writer = writer();
-        let lines: Vec<String> = points
-            .iter()
-            .enumerate()
-            .map(|(i, &(series, jitter, kind, value))| line(series, 1_700_000_000 * SECOND + i as i64 * SECOND / 2 + jitter * SECOND / 100, kind, value))
-            .collect();
+        let lines = lines_of(&points);
         let (mut all, mut sliced) = (State::new(), State { close_limit: limit, ..State::new() });
         for chunk in lines.chunks(7) {
             all.feed(&writer, &chunk.concat());
