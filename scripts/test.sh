@@ -46,7 +46,7 @@ if ldd /usr/lib/collectd/write_http.so | grep -q 'not found'; then
   need_packages libyajl2 libcurl3-gnutls
 fi
 
-step "Python venv with the real clients (OpenTelemetry SDK, statsd) and the Parquet readers"
+step "Python venv with the real clients (OpenTelemetry SDK, statsd, InfluxDB 1.x and 2.x) and the Parquet readers"
 command -v python3 >/dev/null || { echo "python3 is needed: apt-get install -y python3 python3-venv" >&2; exit 1; }
 venv=target/test-venv
 if [ ! -x "$venv/bin/python" ]; then
@@ -54,7 +54,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 # Pinned: the versions the tests were written against.
 "$venv/bin/pip" install --quiet --disable-pip-version-check duckdb==2.0.0 polars==2.1.0 pyarrow==26.0.1 \
-  opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2 statsd==4.0.1
+  opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2 statsd==4.0.1 \
+  influxdb==5.3.2 influxdb-client==1.50.0
 export AUGUR_TEST_PYTHON="$PWD/$venv/bin/python"
 
 step "cargo fmt --check"

@@ -217,7 +217,7 @@ fn presented(headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>,
 }
 
 /// The decoded `key=value` pairs of a query string.
-fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+pub(crate) fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
     query.split('&').filter(|p| !p.is_empty()).map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (percent_decode(k), percent_decode(v))

@@ -5,6 +5,7 @@
 //! graceful shutdown.
 
 mod body;
+mod influx;
 mod protocols;
 mod reply;
 mod write;
@@ -28,6 +29,7 @@ use crate::listener::accept_loop;
 use crate::shutdown::Shutdown;
 use crate::write::Writer;
 
+pub use influx::INFLUXDB_VERSION;
 pub use reply::error_response;
 
 /// What the HTTP handlers share.
@@ -42,6 +44,8 @@ pub struct HttpState {
     inflight: Arc<Semaphore>,
     auth: Arc<Auth>,
     limits: Arc<Limits>,
+    /// What InfluxDB clients check besides writing: the databases written to, the start time.
+    handshakes: Arc<influx::Handshakes>,
 }
 
 impl HttpState {
@@ -56,6 +60,7 @@ impl HttpState {
             otlp: Arc::new(otlp),
             auth,
             limits,
+            handshakes: Arc::new(influx::Handshakes::new()),
         }
     }
 }
@@ -109,8 +114,9 @@ impl Protocol {
     }
 }
 
-/// The ingest endpoints: `POST /write`, `POST /api/v2/write` (with the `write` scope),
-/// `GET /health`, `GET /ping` (open to all), plus JSON 404 and 405 replies.
+/// The ingest endpoints: the writes (with the `write` scope); `/query` for InfluxDB clients'
+/// set-up statements (with `read`); `/health`, `/ping`, `/ready`, `/api/v2/ready`,
+/// `/api/v2/health` (open to all); plus JSON 404 and 405 replies.
 pub fn routes(state: HttpState) -> axum::Router {
     let writes = axum::Router::new()
         .route("/write", post(write::write_v1))
@@ -120,9 +126,17 @@ pub fn routes(state: HttpState) -> axum::Router {
         .route("/v1/metrics", post(protocols::otlp))
         .route("/collectd", post(protocols::collectd))
         .with_state(state.clone());
-    auth::require(writes, state.auth.clone(), Scope::Write)
+    let queries = axum::Router::new().route("/query", get(influx::query).post(influx::query)).with_state(state.clone());
+    let open = axum::Router::new()
         .route("/health", get(reply::health))
-        .route("/ping", get(reply::ping).head(reply::ping))
+        .route("/ping", get(influx::ping).head(influx::ping))
+        .route("/ready", get(influx::ready))
+        .route("/api/v2/ready", get(influx::ready))
+        .route("/api/v2/health", get(influx::health_v2))
+        .with_state(state.clone());
+    auth::require(writes, state.auth.clone(), Scope::Write)
+        .merge(auth::require(queries, state.auth.clone(), Scope::Read))
+        .merge(open)
         .fallback(reply::not_found)
         .method_not_allowed_fallback(reply::method_not_allowed)
 }

@@ -105,11 +105,13 @@ impl Precision {
         }
     }
 
-    /// Parses the `precision` parameter of the InfluxDB v1 `/write` API: `n`, `u`, `ms`, `s`, `m`,
-    /// `h`. Returns `None` for anything else.
+    /// Parses the `precision` parameter of the InfluxDB v1 `/write` API: `n` or `ns` (or empty),
+    /// `u`, `ms`, `s`, `m`, `h`, as InfluxDB 1.x's handler takes them. Returns `None` for anything
+    /// else, `us` included: InfluxDB 1.x reads an unknown precision as nanoseconds, so a client
+    /// sending `us` there stores times a thousand times too early; a refusal says so instead.
     pub fn from_v1(s: &str) -> Option<Self> {
         Some(match s {
-            "n" => Self::Nanoseconds,
+            "" | "n" | "ns" => Self::Nanoseconds,
             "u" => Self::Microseconds,
             "ms" => Self::Milliseconds,
             "s" => Self::Seconds,
@@ -119,11 +121,11 @@ impl Precision {
         })
     }
 
-    /// Parses the `precision` parameter of the InfluxDB v2 `/api/v2/write` API: `ns`, `us`, `ms`,
-    /// `s`. Returns `None` for anything else.
+    /// Parses the `precision` parameter of the InfluxDB v2 `/api/v2/write` API: `ns` (or empty),
+    /// `us`, `ms`, `s`. Returns `None` for anything else.
     pub fn from_v2(s: &str) -> Option<Self> {
         Some(match s {
-            "ns" => Self::Nanoseconds,
+            "" | "ns" => Self::Nanoseconds,
             "us" => Self::Microseconds,
             "ms" => Self::Milliseconds,
             "s" => Self::Seconds,

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::write::{essence, store, Decode, Format, PrecisionParam, Stored};
+use super::write::{essence, store, Decode, Format, Stored, WriteParams};
 use super::{HttpState, Protocol};
 use crate::auth::Principal;
 use crate::point::Precision;
@@ -45,7 +45,7 @@ pub(super) async fn prometheus(
 pub(super) async fn json_lines(
     State(state): State<HttpState>,
     Extension(principal): Extension<Arc<Principal>>,
-    Query(params): Query<PrecisionParam>,
+    Query(params): Query<WriteParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {

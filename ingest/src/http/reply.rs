@@ -43,10 +43,6 @@ pub(super) async fn health() -> Response {
     (StatusCode::OK, Json(body)).into_response()
 }
 
-pub(super) async fn ping() -> Response {
-    (StatusCode::NO_CONTENT, [("X-Augur-Version", env!("CARGO_PKG_VERSION"))]).into_response()
-}
-
 pub(super) async fn not_found(uri: axum::http::Uri) -> Response {
     error_response(StatusCode::NOT_FOUND, "not found", format!("no endpoint at {}", uri.path()))
 }

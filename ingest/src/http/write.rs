@@ -22,15 +22,16 @@ use crate::protocols::{Converted, DecodeError, Request};
 use crate::router::Rejected;
 use crate::write::{LinePolicy, ParsedBody, StoreError};
 
-/// The `precision` query parameter of the write endpoints. Other parameters (`db`, `rp`, `u`,
-/// `p`, `consistency` of v1; `org`, `bucket` of v2) are accepted and not used: Augur has one
-/// keyspace, and the region tag partitions it.
+/// The query parameters of the write endpoints Augur reads: `precision`, and v1's `db` (listed
+/// by `SHOW DATABASES`). Others (`rp`, `u`, `p`, `consistency` of v1; `org`, `bucket` of v2) are
+/// accepted and not used: Augur has one keyspace, and the region tag partitions it.
 #[derive(Debug, Deserialize)]
-pub(super) struct PrecisionParam {
+pub(super) struct WriteParams {
     precision: Option<String>,
+    db: Option<String>,
 }
 
-impl PrecisionParam {
+impl WriteParams {
     /// The precision asked for (ns when none), read by `parse`; a 400 listing `allowed` otherwise.
     pub(super) fn read(&self, parse: fn(&str) -> Option<Precision>, allowed: &str) -> Result<Precision, ApiError> {
         match self.precision.as_deref() {
@@ -46,12 +47,17 @@ impl PrecisionParam {
 pub(super) async fn write_v1(
     State(state): State<HttpState>,
     Extension(principal): Extension<Arc<Principal>>,
-    Query(params): Query<PrecisionParam>,
+    Query(params): Query<WriteParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match params.read(Precision::from_v1, "n, u, ms, s, m, h") {
-        Ok(precision) => write(state, principal, precision, headers, body).await,
+    match params.read(Precision::from_v1, "n or ns, u, ms, s, m, h (InfluxDB 1.x has no `us`: use u)") {
+        Ok(precision) => {
+            if let Some(db) = &params.db {
+                state.handshakes.record_database(db);
+            }
+            write(state, principal, precision, headers, body).await
+        }
         Err(error) => error.into_response(),
     }
 }
@@ -59,7 +65,7 @@ pub(super) async fn write_v1(
 pub(super) async fn write_v2(
     State(state): State<HttpState>,
     Extension(principal): Extension<Arc<Principal>>,
-    Query(params): Query<PrecisionParam>,
+    Query(params): Query<WriteParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {

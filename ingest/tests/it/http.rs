@@ -37,8 +37,14 @@ async fn precision_parameters_of_v1_and_v2() {
     let reply = request(server.http, "POST", &format!("{V2}&precision=h"), &[], b"m v=1 3").await;
     assert_eq!(reply.status, 400);
     assert!(reply.json()["message"].as_str().unwrap().contains("ns, us, ms, s"), "{}", reply.body);
+    // InfluxDB 1.x's documentation spells nanoseconds `ns`, its handler also takes `n`; `us` is
+    // v2's spelling, which 1.x would silently read as nanoseconds: refused, naming `u`.
     let reply = request(server.http, "POST", "/write?precision=ns", &[], b"m v=1 3").await;
-    assert_eq!(reply.status, 400, "v1 spells nanoseconds `n`");
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    assert_eq!(server.drain().iter().map(|p| p.time).collect::<Vec<_>>(), vec![3]);
+    let reply = request(server.http, "POST", "/write?precision=us", &[], b"m v=1 3").await;
+    assert_eq!(reply.status, 400);
+    assert!(reply.json()["message"].as_str().unwrap().contains("use u"), "{}", reply.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
