@@ -153,6 +153,7 @@ impl Windows {
                 Arc::make_mut(entry.insert(Arc::new(Vec::with_capacity(point.fields().len()))))
             }
         };
+        prefetch(fields);
         let time = point.time();
         for (i, (name, value)) in point.fields().enumerate() {
             let kind = Kind::of(&value);
@@ -340,6 +341,22 @@ pub(crate) fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
     let name: Arc<str> = Arc::from(name);
     names.insert(name.clone());
     name
+}
+
+/// Asks the CPU for every cache line of `items` at once. A series' window state is cold when its
+/// next point comes (hundreds of thousands of series), and walking its fields one by one waits
+/// for each line in turn; asked for together, the lines arrive in parallel.
+pub(crate) fn prefetch<T>(items: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let start = items.as_ptr().cast::<i8>();
+        for offset in (0..size_of_val(items)).step_by(64) {
+            // SAFETY: a prefetch is a hint: it reads nothing and cannot fault, and the address
+            // stays inside `items`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset)) };
+        }
+    }
 }
 
 fn merge_fields(into: &mut Vec<FieldAggregate>, from: &[FieldAggregate]) {

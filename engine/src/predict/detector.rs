@@ -44,10 +44,13 @@ const HOURLY: f64 = 0.07;
 const HOURLY_MIN: u8 = 7;
 const HOUR_NS: i64 = 3_600_000_000_000;
 
-/// One (series, field)'s state.
+/// One (series, field)'s state. Laid out in this order (`repr(C)`) so that scoring a value
+/// touches as few cache lines as it can: every detector's state is cold when its next value comes
+/// (hundreds of thousands of them), so each line read is a miss. The scalars and the hours' counts
+/// come first, together; an hour's mean and variance lie side by side.
 #[derive(Debug, Clone, PartialEq)]
+#[repr(C)]
 pub struct Detector {
-    seen: u32,
     long_mean: f64,
     long_var: f64,
     fast_mean: f64,
@@ -58,13 +61,21 @@ pub struct Detector {
     surprise_mean: f64,
     surprise_var: f64,
     last: f64,
+    seen: u32,
     run: u32,
     longest_run: u32,
-    /// The daily profile: per hour of the day (UTC), the values' mean and variance (f32: a
-    /// profile needs no more precision, and it keeps the state small) and how many it has seen.
-    hourly_mean: [f32; 24],
-    hourly_var: [f32; 24],
+    /// The daily profile: per hour of the day (UTC), how many values it has seen, and the values'
+    /// mean and variance (f32: a profile needs no more precision, and it keeps the state small).
     hourly_seen: [u8; 24],
+    hourly: [Hour; 24],
+}
+
+/// One hour of the daily profile.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[repr(C)]
+struct Hour {
+    mean: f32,
+    var: f32,
 }
 
 impl Default for Detector {
@@ -83,9 +94,8 @@ impl Default for Detector {
             last: f64::NAN,
             run: 0,
             longest_run: 0,
-            hourly_mean: [0.0; 24],
-            hourly_var: [0.0; 24],
             hourly_seen: [0; 24],
+            hourly: [Hour::default(); 24],
         }
     }
 }
@@ -109,19 +119,20 @@ impl Detector {
         if !value.is_finite() {
             return 0.0;
         }
-        let score = self.learn_and_score(time, value);
+        let hour = time.div_euclid(HOUR_NS).rem_euclid(24) as usize;
+        let score = self.learn_and_score(hour, value);
         let state =
             [self.long_mean, self.long_var, self.fast_mean, self.fast_var, self.surprise_mean, self.surprise_var];
-        if !score.is_finite() || state.iter().any(|v| !v.is_finite()) || self.hourly_var.iter().any(|v| !v.is_finite())
-        {
+        // Only this value's hour can have left the finite range: every other one was checked
+        // when it last learned (a reset makes them all 0).
+        if !score.is_finite() || state.iter().any(|v| !v.is_finite()) || !self.hourly[hour].var.is_finite() {
             *self = Self::default();
             return 0.0;
         }
         score
     }
 
-    fn learn_and_score(&mut self, time: i64, value: f64) -> f64 {
-        let hour = time.div_euclid(HOUR_NS).rem_euclid(24) as usize;
+    fn learn_and_score(&mut self, hour: usize, value: f64) -> f64 {
         let hourly = self.learn_hour(hour, value);
         if self.seen == 0 {
             (self.long_mean, self.fast_mean, self.low, self.high, self.last) = (value, value, value, value, value);
@@ -178,10 +189,10 @@ impl Detector {
         }
         w.varint(u64::from(self.run));
         w.varint(u64::from(self.longest_run));
-        for hour in 0..24 {
-            w.f64(f64::from(self.hourly_mean[hour]));
-            w.f64(f64::from(self.hourly_var[hour]));
-            w.u8(self.hourly_seen[hour]);
+        for (hour, seen) in self.hourly.iter().zip(self.hourly_seen) {
+            w.f64(f64::from(hour.mean));
+            w.f64(f64::from(hour.var));
+            w.u8(seen);
         }
     }
 
@@ -203,10 +214,13 @@ impl Detector {
             *v = r.f64()?;
         }
         (d.run, d.longest_run) = (count(r)?, count(r)?);
-        for hour in 0..24 {
-            d.hourly_mean[hour] = r.f64()? as f32;
-            d.hourly_var[hour] = r.f64()? as f32;
-            d.hourly_seen[hour] = r.u8()?;
+        for (hour, seen) in d.hourly.iter_mut().zip(&mut d.hourly_seen) {
+            (hour.mean, hour.var, *seen) = (r.f64()? as f32, r.f64()? as f32, r.u8()?);
+        }
+        // Scoring checks only the hour it learns (see `score`): a profile that is not finite
+        // everywhere is not a state scoring can leave.
+        if d.hourly.iter().any(|h| !h.var.is_finite()) {
+            return Err(r.corrupt());
         }
         Ok(d)
     }
@@ -215,7 +229,7 @@ impl Detector {
     /// then the profile learns it.
     fn learn_hour(&mut self, hour: usize, value: f64) -> f64 {
         let (mean, var, seen) =
-            (f64::from(self.hourly_mean[hour]), f64::from(self.hourly_var[hour]), self.hourly_seen[hour]);
+            (f64::from(self.hourly[hour].mean), f64::from(self.hourly[hour].var), self.hourly_seen[hour]);
         let surprise = if seen >= HOURLY_MIN {
             squash((value - mean).abs() / (var.sqrt() + 1e-9 + 1e-3 * mean.abs()))
         } else {
@@ -223,7 +237,7 @@ impl Detector {
         };
         let (mut mean, mut var) = (mean, var);
         learn(&mut mean, &mut var, value, HOURLY.max(1.0 / (f64::from(seen) + 1.0)));
-        (self.hourly_mean[hour], self.hourly_var[hour]) = (mean as f32, var as f32);
+        self.hourly[hour] = Hour { mean: mean as f32, var: var as f32 };
         self.hourly_seen[hour] = seen.saturating_add(1);
         surprise
     }

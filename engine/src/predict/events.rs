@@ -32,7 +32,7 @@ use super::detector::Detector;
 use super::forecast::Trend;
 use super::risk::{Contribution, MIN_ANOMALY_SCORE};
 use crate::snapshot::{Reader, SnapshotError, Writer};
-use crate::window::{intern, SeriesMap};
+use crate::window::{intern, prefetch, SeriesMap};
 
 /// `[predict]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -141,6 +141,16 @@ impl PredictConfig {
 
     fn cool_down_nanos(&self) -> i64 {
         nanos(self.cool_down)
+    }
+
+    /// Whether field `name` is scored: the configured fields (every one when none is), numeric
+    /// values only.
+    fn scores(&self, name: &str, value: &FieldValue<&str>) -> bool {
+        !matches!(value, FieldValue::Boolean(_) | FieldValue::String(_)) && self.scores_name(name)
+    }
+
+    fn scores_name(&self, name: &str) -> bool {
+        self.fields.is_empty() || self.fields.iter().any(|f| f == name)
     }
 
     /// The limit of field `name`, if it is a capacity field.
@@ -326,37 +336,29 @@ impl Predictor {
         if self.config.resolution.is_some() {
             return; // scored from rollups instead
         }
-        let config = &self.config;
-        let scored = |name: &str, value: &FieldValue<&str>| {
-            !matches!(value, FieldValue::Boolean(_) | FieldValue::String(_))
-                && (config.fields.is_empty() || config.fields.iter().any(|f| f == name))
-        };
-        if let Entry::Vacant(vacant) = self.series.entry(point.series_id()) {
-            // No state for a series with nothing to score; room for exactly what its first point
-            // scores (doubling would leave up to half a series' field states unused).
-            let fields = point.fields().filter(|(name, value)| scored(name, value)).count();
-            if fields == 0 {
-                return;
-            }
-            let key_buffer = &mut self.key_buffer;
-            key_buffer.clear();
-            canonical_key_into(point.measurement(), point.tags(), key_buffer);
-            let entity = point.tags().find(|(k, _)| *k == config.entity_tag).map(|(_, v)| v.into());
-            vacant.insert(Arc::new(SeriesState {
-                key: String::from_utf8_lossy(key_buffer).into(),
-                measurement: point.measurement().into(),
-                region: point.region().into(),
-                entity,
-                fields: Vec::with_capacity(fields),
-            }));
-        }
         let numeric = point.fields().filter_map(|(name, value)| match value {
             FieldValue::Float(v) => Some((name, v)),
             FieldValue::Integer(v) => Some((name, v as f64)),
             FieldValue::Unsigned(v) => Some((name, v as f64)),
             FieldValue::Boolean(_) | FieldValue::String(_) => None,
         });
-        self.score(point.series_id(), point.time(), numeric);
+        self.score(point.series_id(), point.time(), numeric, |config, key_buffer| {
+            // No state for a series with nothing to score; room for exactly what its first point
+            // scores (doubling would leave up to half a series' field states unused).
+            let fields = point.fields().filter(|(name, value)| config.scores(name, value)).count();
+            if fields == 0 {
+                return None;
+            }
+            key_buffer.clear();
+            canonical_key_into(point.measurement(), point.tags(), key_buffer);
+            Some(SeriesState {
+                key: String::from_utf8_lossy(key_buffer).into(),
+                measurement: point.measurement().into(),
+                region: point.region().into(),
+                entity: point.tags().find(|(k, _)| *k == config.entity_tag).map(|(_, v)| v.into()),
+                fields: Vec::with_capacity(fields),
+            })
+        });
     }
 
     /// With `[predict] resolution`, scores the mean of every closed window of that resolution in
@@ -384,32 +386,47 @@ impl Predictor {
                 continue;
             }
             let name = field.value(row);
-            if !self.config.fields.is_empty() && !self.config.fields.iter().any(|f| f == name) {
+            if !self.config.scores_name(name) {
                 continue;
             }
-            let id = ids.value(row);
-            let entity_tag = &self.config.entity_tag;
-            self.series.entry(id).or_insert_with(|| {
-                Arc::new(SeriesState {
+            self.score(ids.value(row), starts.value(row), [(name, means.value(row))], |config, _| {
+                Some(SeriesState {
                     key: key.value(row).into(),
                     measurement: measurement.value(row).into(),
                     region: region.value(row).into(),
-                    entity: tags(key.value(row)).into_iter().find(|(k, _)| k == entity_tag).map(|(_, v)| v.into()),
+                    entity: tags(key.value(row))
+                        .into_iter()
+                        .find(|(k, _)| *k == config.entity_tag)
+                        .map(|(_, v)| v.into()),
                     fields: Vec::new(),
                 })
             });
-            self.score(id, starts.value(row), [(name, means.value(row))]);
         }
     }
 
-    /// Scores the `values` (field name, value) of series `id` (whose state exists) at `time`:
-    /// each configured field newer than its last value; events and risk signals follow. The
-    /// series is looked up once for all of them.
-    fn score<'a>(&mut self, id: SeriesId, time: i64, values: impl IntoIterator<Item = (&'a str, f64)>) {
-        let Self { config, series, rows, totals, contributions, open_anomalies, next_quiet_close, names, .. } = self;
-        let Some(state) = series.get_mut(&id).map(Arc::make_mut) else { return };
+    /// Scores the `values` (field name, value) of series `id` at `time`: each configured field
+    /// newer than its last value; events and risk signals follow. The series is looked up once
+    /// for all of them; a series without state yet gets what `new` makes of it (with a buffer for
+    /// its key), or is not scored when `new` gives nothing.
+    fn score<'a>(
+        &mut self,
+        id: SeriesId,
+        time: i64,
+        values: impl IntoIterator<Item = (&'a str, f64)>,
+        new: impl FnOnce(&PredictConfig, &mut Vec<u8>) -> Option<SeriesState>,
+    ) {
+        let Self { config, series, rows, totals, contributions, open_anomalies, next_quiet_close, names, key_buffer } =
+            self;
+        let state = match series.entry(id) {
+            Entry::Occupied(state) => Arc::make_mut(state.into_mut()),
+            Entry::Vacant(slot) => match new(config, key_buffer) {
+                Some(state) => Arc::make_mut(slot.insert(Arc::new(state))),
+                None => return,
+            },
+        };
+        prefetch(&state.fields);
         for (i, (name, value)) in values.into_iter().enumerate() {
-            if !config.fields.is_empty() && !config.fields.iter().any(|f| f == name) {
+            if !config.scores_name(name) {
                 continue;
             }
             // Points of a series usually list their fields in the same order: try that slot first.
