@@ -112,8 +112,15 @@ impl Group {
         let rows = self.rows;
         self.time.append_value(point.time());
         self.series.append_value(point.series_id());
-        for (key, value) in point.tags() {
-            let column = match self.tags.iter().position(|(name, _)| name == key) {
+        // Points of one batch usually carry the same tags and fields in the same order: each is
+        // looked for at its own position first (a search from the start compared every earlier
+        // name, 45 comparisons for 10 tags, 5 % of the server's CPU).
+        for (i, (key, value)) in point.tags().enumerate() {
+            let found = match self.tags.get(i) {
+                Some((name, _)) if name == key => Some(i),
+                _ => self.tags.iter().position(|(name, _)| name == key),
+            };
+            let column = match found {
                 Some(i) => i,
                 None => {
                     let mut builder = StringBuilder::new();
@@ -126,9 +133,14 @@ impl Group {
             };
             self.tags[column].1.append_value(value);
         }
-        for (name, value) in point.fields() {
+        for (i, (name, value)) in point.fields().enumerate() {
             let kind = Kind::of(&value);
-            let column = match self.fields.iter().position(|(_, field, k, _)| field == name && *k == kind) {
+            let is_it = |(_, field, k, _): &(String, String, Kind, Column)| field == name && *k == kind;
+            let found = match self.fields.get(i) {
+                Some(column) if is_it(column) => Some(i),
+                _ => self.fields.iter().position(is_it),
+            };
+            let column = match found {
                 Some(i) => i,
                 None => {
                     let mut column = Column::new(kind);
