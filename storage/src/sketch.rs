@@ -9,8 +9,9 @@
 //!
 //! Written here rather than taken from `sketches-ddsketch` for memory: telemetry windows hold a
 //! sketch per (series, field, window), and that crate keeps 8-byte counts over a dense range.
-//! Here counts start at one byte per bin and widen only when a bin overflows (see
-//! `docs/performance.md` for the measured bytes per series and field).
+//! Here counts start at one byte per bin, up to 24 bins kept inside the sketch itself, and widen
+//! only when a bin overflows (see `docs/performance.md` for the measured bytes per series and
+//! field).
 
 use std::fmt;
 
