@@ -100,7 +100,7 @@ fn acknowledged_points_survive_kill_9_exactly_once_in_raw_parquet_and_rollups() 
 
     let state: Vec<Mutex<(i64, i64)>> = (0..CLIENTS).map(|c| Mutex::new(((c as i64) << 40, 0))).collect();
     let mut acked: HashSet<i64> = HashSet::new();
-    let mut replayed = 0;
+    let (mut replayed, mut restored) = (0, 0);
     let started = Instant::now();
     for cycle in 0..cycles {
         // Every restart may change the partition count: open windows and detectors move with
@@ -109,6 +109,7 @@ fn acknowledged_points_survive_kill_9_exactly_once_in_raw_parquet_and_rollups() 
         let server = AugurServer::start_in(&data, &["--config", &config, "--partitions", &partitions]);
         let (_, text) = http(server.http, "GET", "/metrics", b"");
         replayed += metric(&text, "augur_recovery_replayed_records").expect("replayed records metric");
+        restored += metric(&text, "augur_recovery_restored_points").expect("restored points metric");
         let addr = server.http;
         let pause = Duration::from_millis(150 + rng.below(900));
         let got = load(addr, &state, || {
@@ -123,9 +124,16 @@ fn acknowledged_points_survive_kill_9_exactly_once_in_raw_parquet_and_rollups() 
     let (_, text) = http(server.http, "GET", "/metrics", b"");
     replayed += metric(&text, "augur_recovery_replayed_records").expect("replayed records metric");
     assert!(server.terminate(Duration::from_secs(60)).success(), "a clean stop after the crashes");
-    println!("{} points acknowledged in {:?}; {replayed} log records replayed", acked.len(), started.elapsed());
+    println!(
+        "{} points acknowledged in {:?}; {replayed} log records replayed, {restored} of their points already in a partition's checkpoint",
+        acked.len(),
+        started.elapsed()
+    );
     assert!(acked.len() > 1000, "the load reached the server: {} points", acked.len());
     assert!(replayed > 0, "some kill left records to replay");
+    // Partitions are cut one after another under load, so some replayed records fall between
+    // two partitions' cuts: the replay must then feed only the partitions after theirs.
+    assert!(restored > 0, "some replay started between two partitions' cuts");
 
     assert!(assert_exactly_once(&data, &acked), "windows closed while running");
 }

@@ -1,34 +1,40 @@
 //! Checkpoints: the points at which everything the write-ahead log has fed the pipelines is
 //! durable downstream, so the log can drop what came before and a restart can begin there.
 //!
-//! A checkpoint of epoch `k`:
-//! 1. a marker on the log's commit thread sends a [`Barrier`] to every partition, between two
-//!    records (sequence `s`): what the partitions received before it is epoch `k`;
-//! 2. each partition, reaching the barrier, emits what it closed, hands a copy of its state (open
-//!    windows, watermark, detectors, open events) here and goes on; its later output is epoch
-//!    `k + 1`. Copying is all the partition's thread does: encoding and writing happen on the
-//!    checkpointer's thread, each partition's state streamed into a file of its own
-//!    (`state/partition-<i>.<k>`, synced), a megabyte at a time;
+//! A checkpoint of epoch `k` takes the partitions one after another. For partition `p`:
+//! 1. a marker on the log's commit thread sends a [`Barrier`] to `p` alone, between two records
+//!    (sequence `s_p`): what `p` received before it is epoch `k`;
+//! 2. `p`, reaching the barrier, emits what it closed, hands a copy of its state (open windows,
+//!    watermark, detectors, open events) here and goes on; its later output is epoch `k + 1`.
+//!    Copying is all the partition's thread does: the copy shares each series with the live state
+//!    until the partition changes it. Encoding and writing happen on the checkpointer's thread,
+//!    streamed into `state/partition-<p>.<k>` (synced), a megabyte at a time; then the copy is
+//!    dropped, and the next partition's barrier is sent.
+//!
+//! So at most one partition's state is ever held twice: under a load that touches every series
+//! within a second, cutting all partitions at one barrier would copy the whole state while the
+//! checkpointer encodes it (docs/durability.md). Then:
 //! 3. once every partition's file is written, the sinks make epoch `k` durable
 //!    ([`Sink::checkpoint`]: Parquet files written, PostgreSQL rows committed or spooled);
-//! 4. the manifest `state/checkpoint` is written atomically: `k`, `s` and each partition file's
-//!    name, size and hash. From here a restart begins at `s`, so the sinks are told
+//! 4. the manifest `state/checkpoint` is written atomically: `k` and each partition's `s_p` and
+//!    file (name, size, hash). From here a restart begins after the smallest `s_p`, and feeds
+//!    each partition only the records after its own, so the sinks are told
 //!    ([`Sink::committed`]), and the files of earlier checkpoints are deleted;
-//! 5. the log deletes the segments before `s`.
+//! 5. the log deletes the segments before the smallest `s_p`.
 //!
 //! A crash anywhere in between leaves the previous checkpoint in force: the restart deletes the
 //! Parquet files of later epochs and partition files no manifest names, restores the partitions'
-//! states and replays the log after its sequence, which recomputes the same output; PostgreSQL
-//! upserts make the rows it writes again harmless. So every acknowledged point is counted once.
+//! states and replays the log after their sequences, which recomputes the same output;
+//! PostgreSQL upserts make the rows it writes again harmless. So every acknowledged point is
+//! counted once. Each partition is cut, written and restored on its own, so a cluster can cut its
+//! partitions against a stream's positions in the same way.
 //!
-//! Each partition's state is a file of its own, so a partition can be checkpointed, read and
-//! moved on its own; today one barrier cuts all partitions at one log sequence.
-//!
-//! Manifest format (little-endian): the magic `AUGCKPT3`, epoch u64, sequence u64, partition count
-//! u32, per partition its file's name (length u32, UTF-8), size u64 and XXH3-64, then the XXH3-64
-//! of everything before. A partition file holds the windows' snapshot ([`crate::snapshot`]) then
-//! the predictor's state. A manifest of format 2 (`AUGCKPT2`, Augur before 2026-12) holds the
-//! partitions' states inline, and is still read.
+//! Manifest format (little-endian): the magic `AUGCKPT4`, epoch u64, partition count u32, per
+//! partition its sequence u64 and its file's name (length u32, UTF-8), size u64 and XXH3-64, then
+//! the XXH3-64 of everything before. A partition file holds the windows' snapshot
+//! ([`crate::snapshot`]) then the predictor's state. Older manifests are still read: format 3
+//! (`AUGCKPT3`) has one sequence for all partitions, after the epoch; format 2 (`AUGCKPT2`, Augur
+//! before 2026-12) holds the partitions' states inline.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -49,7 +55,9 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::pipeline::{PartitionSnapshot, PartitionState};
 use crate::snapshot::Writer;
 
-const MAGIC: &[u8; 8] = b"AUGCKPT3";
+const MAGIC: &[u8; 8] = b"AUGCKPT4";
+/// The format before per-partition sequences: one sequence for all.
+const MAGIC_ONE_CUT: &[u8; 8] = b"AUGCKPT3";
 /// The format before partition files: states inline.
 const MAGIC_INLINE: &[u8; 8] = b"AUGCKPT2";
 const FILE: &str = "checkpoint";
@@ -83,18 +91,36 @@ pub enum PartitionFile {
     Inline(Vec<u8>),
 }
 
+/// One partition's part of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionCut {
+    /// The last log record whose effects its state holds.
+    pub sequence: u64,
+    /// Its state at the barrier.
+    pub file: PartitionFile,
+}
+
 /// A recorded checkpoint: its manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     /// Its epoch: output up to it is durable.
     pub epoch: Epoch,
-    /// The last log record whose effects it holds.
-    pub sequence: u64,
-    /// Each partition's state at the barrier, in partition order.
-    pub partitions: Vec<PartitionFile>,
+    /// Each partition's cut, in partition order.
+    pub partitions: Vec<PartitionCut>,
 }
 
 impl Checkpoint {
+    /// The last log record every partition's state holds: the log can drop it and what came
+    /// before, and a replay begins after it.
+    pub fn sequence(&self) -> u64 {
+        self.partitions.iter().map(|p| p.sequence).min().unwrap_or(0)
+    }
+
+    /// The last log record any partition's state holds: no later record may reuse its number.
+    pub fn last_sequence(&self) -> u64 {
+        self.partitions.iter().map(|p| p.sequence).max().unwrap_or(0)
+    }
+
     /// The checkpoint in `dir`, or `None` when there is none yet (a new data dir).
     ///
     /// # Errors
@@ -113,7 +139,7 @@ impl Checkpoint {
     /// # Errors
     /// When the file is missing, cut short or damaged.
     pub fn partition_bytes(&self, dir: &Path, index: usize) -> anyhow::Result<Vec<u8>> {
-        match &self.partitions[index] {
+        match &self.partitions[index].file {
             PartitionFile::Inline(bytes) => Ok(bytes.clone()),
             PartitionFile::File { name, bytes, hash } => {
                 let path = dir.join(name);
@@ -138,8 +164,11 @@ impl Checkpoint {
     pub fn write(&self, dir: &Path) -> anyhow::Result<u64> {
         let bytes = self.encode();
         write_atomic(dir, dir, FILE, &bytes)?;
-        let files: u64 =
-            self.partitions.iter().map(|p| if let PartitionFile::File { bytes, .. } = p { *bytes } else { 0 }).sum();
+        let files: u64 = self
+            .partitions
+            .iter()
+            .map(|p| if let PartitionFile::File { bytes, .. } = p.file { bytes } else { 0 })
+            .sum();
         Ok(bytes.len() as u64 + files)
     }
 
@@ -150,7 +179,7 @@ impl Checkpoint {
         let named: Vec<&str> = checkpoint
             .into_iter()
             .flat_map(|c| &c.partitions)
-            .filter_map(|p| if let PartitionFile::File { name, .. } = p { Some(name.as_str()) } else { None })
+            .filter_map(|p| if let PartitionFile::File { name, .. } = &p.file { Some(name.as_str()) } else { None })
             .collect();
         remove_partition_files(dir, |name| !named.contains(&name));
     }
@@ -159,12 +188,12 @@ impl Checkpoint {
         let mut out = Vec::with_capacity(64 + 48 * self.partitions.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.epoch.to_le_bytes());
-        out.extend_from_slice(&self.sequence.to_le_bytes());
         out.extend_from_slice(&(self.partitions.len() as u32).to_le_bytes());
         for partition in &self.partitions {
+            out.extend_from_slice(&partition.sequence.to_le_bytes());
             // Only files are written; an inline state (read from format 2) is rewritten as a file
             // by the next checkpoint, which takes every partition's state anew.
-            let (name, bytes, hash) = match partition {
+            let (name, bytes, hash) = match &partition.file {
                 PartitionFile::File { name, bytes, hash } => (name.as_str(), *bytes, *hash),
                 PartitionFile::Inline(_) => ("", 0, 0),
             };
@@ -181,7 +210,9 @@ impl Checkpoint {
     fn decode(bytes: &[u8]) -> anyhow::Result<Self> {
         let Some((body, sum)) = bytes.split_last_chunk::<8>() else { bail!("too short to be a checkpoint") };
         let inline = body.starts_with(MAGIC_INLINE);
-        if !(body.starts_with(MAGIC) || inline) || xxh3_64(body) != u64::from_le_bytes(*sum) {
+        // Formats 2 and 3 cut every partition at one sequence, after the epoch.
+        let one_cut = inline || body.starts_with(MAGIC_ONE_CUT);
+        if !(body.starts_with(MAGIC) || one_cut) || xxh3_64(body) != u64::from_le_bytes(*sum) {
             bail!("not a checkpoint, or damaged (checksum mismatch)");
         }
         let mut rest = &body[MAGIC.len()..];
@@ -191,11 +222,15 @@ impl Checkpoint {
             Ok(head)
         };
         let epoch = u64::from_le_bytes(take(8)?.try_into()?);
-        let sequence = u64::from_le_bytes(take(8)?.try_into()?);
+        let one_sequence = if one_cut { Some(u64::from_le_bytes(take(8)?.try_into()?)) } else { None };
         let count = u32::from_le_bytes(take(4)?.try_into()?);
         let mut partitions = Vec::with_capacity(count.min(4096) as usize);
         for _ in 0..count {
-            if inline {
+            let sequence = match one_sequence {
+                Some(sequence) => sequence,
+                None => u64::from_le_bytes(take(8)?.try_into()?),
+            };
+            let file = if inline {
                 // The windows' snapshot and the predictor's state, each length-prefixed: together
                 // they are what a partition file holds.
                 let mut state = Vec::new();
@@ -203,7 +238,7 @@ impl Checkpoint {
                     let len = usize::try_from(u64::from_le_bytes(take(8)?.try_into()?))?;
                     state.extend_from_slice(take(len)?);
                 }
-                partitions.push(PartitionFile::Inline(state));
+                PartitionFile::Inline(state)
             } else {
                 let len = u32::from_le_bytes(take(4)?.try_into()?) as usize;
                 let name = std::str::from_utf8(take(len)?).context("a partition file name is not UTF-8")?.to_owned();
@@ -212,13 +247,14 @@ impl Checkpoint {
                 }
                 let bytes = u64::from_le_bytes(take(8)?.try_into()?);
                 let hash = u64::from_le_bytes(take(8)?.try_into()?);
-                partitions.push(PartitionFile::File { name, bytes, hash });
-            }
+                PartitionFile::File { name, bytes, hash }
+            };
+            partitions.push(PartitionCut { sequence, file });
         }
         if !rest.is_empty() {
             bail!("{} bytes after the last partition", rest.len());
         }
-        Ok(Self { epoch, sequence, partitions })
+        Ok(Self { epoch, partitions })
     }
 }
 
@@ -406,14 +442,17 @@ fn run(parts: &Parts, stopped: &Receiver<()>, stats: &CheckpointStats) -> anyhow
     }
 }
 
-/// Takes the checkpoint of `epoch` and records it; `epoch` moves on once the barrier has passed.
+/// Takes the checkpoint of `epoch` and records it. `epoch` moves on even when the attempt fails:
+/// partitions that passed its barrier already emit the next epoch, so a retry must not cut them
+/// at the same number again (sinks make epochs durable up to a number, so one may be skipped).
 fn take_and_record(parts: &Parts, epoch: &mut Epoch) -> Result<u64, Failed> {
     let started = Instant::now();
-    let checkpoint = take(parts, *epoch)?;
-    // From the barrier to every partition's state written to its file.
-    let states_ms = started.elapsed().as_millis() as u64;
+    let this = *epoch;
     *epoch += 1;
-    info!(epoch = *epoch - 1, states_ms, "Every partition's state at the barrier is written.");
+    let checkpoint = take(parts, this)?;
+    // From the first barrier to every partition's state written to its file.
+    let states_ms = started.elapsed().as_millis() as u64;
+    info!(epoch = this, states_ms, "Every partition's state at its barrier is written.");
     record(parts, checkpoint)
 }
 
@@ -429,48 +468,50 @@ struct Failed {
     error: anyhow::Error,
 }
 
-/// Sends the barrier of `epoch` and gathers every partition's state at it.
+/// Cuts the partitions at barriers of `epoch`, one after another, each partition's state written
+/// to its file before the next barrier is sent.
 fn take(parts: &Parts, epoch: Epoch) -> Result<Checkpoint, Failed> {
     let fail = |error: anyhow::Error| Failed { checkpoint: None, error };
-    // States left by an attempt whose barrier passed but which failed before all came back.
+    // States left by an attempt that failed before all came back.
     while parts.snapshots.try_recv().is_ok() {}
-    let router = parts.router.clone();
-    parts
-        .log
-        .marker(move |sequence| {
-            // Only refused once the pipelines are gone; then no state comes back, reported below.
-            let _ = router.send_barrier(Barrier { epoch, sequence });
-        })
-        .map_err(|e| fail(e.into()))?;
     let count = parts.router.partitions();
-    let mut files: Vec<Option<PartitionFile>> = vec![None; count];
-    let mut sequence = 0;
-    let mut waiting = count;
+    let mut partitions = Vec::with_capacity(count);
+    for partition in 0..count {
+        let router = parts.router.clone();
+        parts
+            .log
+            .marker(move |sequence| {
+                // Only refused once the pipelines are gone; then no state comes back, reported below.
+                let _ = router.send_barrier(partition, Barrier { epoch, sequence });
+            })
+            .map_err(|e| fail(e.into()))?;
+        let snapshot = wait_for_state(parts, epoch, partition).map_err(fail)?;
+        let file = write_partition(&parts.dir, partition, epoch, &snapshot.state).map_err(fail)?;
+        partitions.push(PartitionCut { sequence: snapshot.barrier.sequence, file });
+    }
+    Ok(Checkpoint { epoch, partitions })
+}
+
+/// Waits for `partition`'s state at the barrier of `epoch`.
+fn wait_for_state(parts: &Parts, epoch: Epoch, partition: usize) -> anyhow::Result<PartitionSnapshot> {
     let started = Instant::now();
-    while waiting > 0 {
+    loop {
         match parts.snapshots.recv_timeout(Duration::from_secs(10)) {
-            Ok(snapshot) if snapshot.barrier.epoch == epoch && snapshot.partition < count => {
-                sequence = snapshot.barrier.sequence;
-                // Written as each arrives, and the copy dropped: at most the copies of the
-                // partitions not yet written are held at once.
-                let file = write_partition(&parts.dir, snapshot.partition, epoch, &snapshot.state).map_err(fail)?;
-                if files[snapshot.partition].replace(file).is_none() {
-                    waiting -= 1;
-                }
-            }
-            Ok(stale) => warn!(epoch = stale.barrier.epoch, "A partition state of another checkpoint; ignored."),
-            Err(RecvTimeoutError::Timeout) => {
-                warn!(
-                    epoch,
-                    waiting,
-                    seconds = started.elapsed().as_secs(),
-                    "Still waiting for partitions to reach the checkpoint barrier."
-                );
-            }
-            Err(RecvTimeoutError::Disconnected) => return Err(fail(anyhow::anyhow!("the pipelines stopped"))),
+            Ok(snapshot) if snapshot.barrier.epoch == epoch && snapshot.partition == partition => return Ok(snapshot),
+            Ok(stale) => warn!(
+                epoch = stale.barrier.epoch,
+                partition = stale.partition,
+                "A partition state of another checkpoint; ignored."
+            ),
+            Err(RecvTimeoutError::Timeout) => warn!(
+                epoch,
+                partition,
+                seconds = started.elapsed().as_secs(),
+                "Still waiting for a partition to reach the checkpoint barrier."
+            ),
+            Err(RecvTimeoutError::Disconnected) => bail!("the pipelines stopped"),
         }
     }
-    Ok(Checkpoint { epoch, sequence, partitions: files.into_iter().flatten().collect() })
 }
 
 /// Makes the checkpoint's epoch durable in the sinks, records it, and lets the log drop what it
@@ -490,12 +531,20 @@ fn record(parts: &Parts, checkpoint: Checkpoint) -> Result<u64, Failed> {
     };
     parts.sink.committed(checkpoint.epoch);
     Checkpoint::remove_other_files(Some(&checkpoint), &parts.dir);
-    if let Err(error) = parts.log.checkpoint(checkpoint.sequence) {
+    if let Err(error) = parts.log.checkpoint(checkpoint.sequence()) {
         // Recorded all the same: the log just keeps its segments until the next checkpoint.
         warn!(%error, "The log could not drop checkpointed segments; the next checkpoint tries again.");
     }
     let write_ms = started.elapsed().as_millis() as u64 - sinks_ms;
-    info!(epoch = checkpoint.epoch, sequence = checkpoint.sequence, bytes, sinks_ms, write_ms, "Checkpoint recorded.");
+    info!(
+        epoch = checkpoint.epoch,
+        from_sequence = checkpoint.sequence(),
+        to_sequence = checkpoint.last_sequence(),
+        bytes,
+        sinks_ms,
+        write_ms,
+        "Checkpoint recorded."
+    );
     Ok(bytes)
 }
 
@@ -505,12 +554,14 @@ mod tests {
 
     #[test]
     fn a_manifest_round_trips_and_damage_is_refused() {
-        let file =
-            |i: usize, bytes: u64| PartitionFile::File { name: format!("partition-{i}.7"), bytes, hash: 99 + bytes };
-        let checkpoint =
-            Checkpoint { epoch: 7, sequence: 1234, partitions: vec![file(0, 3), file(1, 0), file(2, 300)] };
+        let cut = |i: usize, sequence: u64, bytes: u64| PartitionCut {
+            sequence,
+            file: PartitionFile::File { name: format!("partition-{i}.7"), bytes, hash: 99 + bytes },
+        };
+        let checkpoint = Checkpoint { epoch: 7, partitions: vec![cut(0, 1234, 3), cut(1, 1240, 0), cut(2, 1301, 300)] };
         let bytes = checkpoint.encode();
         assert_eq!(Checkpoint::decode(&bytes).unwrap(), checkpoint);
+        assert_eq!((checkpoint.sequence(), checkpoint.last_sequence()), (1234, 1301));
         for cut in [0, 7, 20, bytes.len() - 1] {
             assert!(Checkpoint::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
@@ -533,8 +584,35 @@ mod tests {
         let sum = xxh3_64(&body);
         body.extend_from_slice(&sum.to_le_bytes());
         let checkpoint = Checkpoint::decode(&body).unwrap();
-        assert_eq!((checkpoint.epoch, checkpoint.sequence), (5, 77));
-        assert_eq!(checkpoint.partitions, vec![PartitionFile::Inline(b"windowsdetectors".to_vec())]);
+        assert_eq!(checkpoint.epoch, 5);
+        assert_eq!(
+            checkpoint.partitions,
+            vec![PartitionCut { sequence: 77, file: PartitionFile::Inline(b"windowsdetectors".to_vec()) }]
+        );
+    }
+
+    #[test]
+    fn a_manifest_of_format_3_is_read_with_one_sequence_for_every_partition() {
+        let mut body = MAGIC_ONE_CUT.to_vec();
+        body.extend_from_slice(&4u64.to_le_bytes());
+        body.extend_from_slice(&90u64.to_le_bytes());
+        body.extend_from_slice(&2u32.to_le_bytes());
+        for name in ["partition-0.4", "partition-1.4"] {
+            body.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            body.extend_from_slice(name.as_bytes());
+            body.extend_from_slice(&10u64.to_le_bytes());
+            body.extend_from_slice(&5u64.to_le_bytes());
+        }
+        let sum = xxh3_64(&body);
+        body.extend_from_slice(&sum.to_le_bytes());
+        let checkpoint = Checkpoint::decode(&body).unwrap();
+        assert_eq!(checkpoint.epoch, 4);
+        let cuts: Vec<u64> = checkpoint.partitions.iter().map(|p| p.sequence).collect();
+        assert_eq!(cuts, [90, 90]);
+        assert_eq!(
+            checkpoint.partitions[1].file,
+            PartitionFile::File { name: "partition-1.4".into(), bytes: 10, hash: 5 }
+        );
     }
 
     #[test]
@@ -544,7 +622,7 @@ mod tests {
         std::fs::write(dir.join("partition-0.1"), b"state bytes").unwrap();
         let hash = xxh3_64(b"state bytes");
         let good = PartitionFile::File { name: "partition-0.1".into(), bytes: 11, hash };
-        let checkpoint = Checkpoint { epoch: 1, sequence: 1, partitions: vec![good] };
+        let checkpoint = Checkpoint { epoch: 1, partitions: vec![PartitionCut { sequence: 1, file: good }] };
         assert_eq!(checkpoint.partition_bytes(&dir, 0).unwrap(), b"state bytes");
         std::fs::write(dir.join("partition-0.1"), b"state bytez").unwrap();
         let error = checkpoint.partition_bytes(&dir, 0).unwrap_err().to_string();

@@ -72,8 +72,14 @@ impl Durability {
             (
                 "augur_recovery_replayed_points",
                 "gauge",
-                "Points in the records replayed at start.",
+                "Points in the records replayed at start, fed to the partitions again.",
                 &recovery.replayed_points,
+            ),
+            (
+                "augur_recovery_restored_points",
+                "gauge",
+                "Points in the records replayed at start that their partition's checkpoint already held.",
+                &recovery.restored_points,
             ),
             (
                 "augur_recovery_skipped_records",

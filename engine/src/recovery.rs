@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use augur_ingest::router::Rejected;
+use augur_ingest::router::{jump_hash, Rejected};
 use augur_ingest::wal::write_record::{self, WriteRecord};
 use augur_ingest::wal::{Record, Wal, WalOptions};
-use augur_ingest::write::LinePolicy;
+use augur_ingest::write::{LinePolicy, ParsedBody};
 use augur_ingest::Writer;
 use augur_storage::durable::TEMP_PREFIX;
 use augur_storage::sink::Epoch;
@@ -27,8 +27,11 @@ pub struct RecoveryStats {
     pub dropped_segments: AtomicU64,
     /// Log records replayed at start.
     pub replayed_records: AtomicU64,
-    /// Points those records held.
+    /// Points those records held, fed to the partitions again.
     pub replayed_points: AtomicU64,
+    /// Points of those records that their partition's restored state already held (each
+    /// partition is cut at its own place in the log), so not fed again.
+    pub restored_points: AtomicU64,
     /// Records that could not be read and were skipped (logged).
     pub skipped_records: AtomicU64,
 }
@@ -63,9 +66,17 @@ impl Recovered {
             durability: config.wal.durability,
         };
         let (mut wal, recovery) = Wal::open(options).context("opening the write-ahead log")?;
-        let after = checkpoint.as_ref().map_or(0, |c| c.sequence);
+        let after = checkpoint.as_ref().map_or(0, Checkpoint::sequence);
         // The checkpoint file is written before the log learns of it, so it may be ahead.
         wal.continue_after(after.max(recovery.checkpoint)).context("recording the checkpoint in the log")?;
+        let last = checkpoint.as_ref().map_or(0, Checkpoint::last_sequence);
+        if last >= wal.next_sequence() {
+            // A partition's state holds records the log lost: not synced (`durability = "none"`)
+            // or a damaged tail. No new record may reuse their numbers. The records still on disk
+            // are replayed from memory below, and the first checkpoint, taken soon after any
+            // replay, covers them again.
+            wal.continue_after(last).context("recording the checkpoint in the log")?;
+        }
         let records: Vec<Record> = recovery.records.into_iter().filter(|r| r.sequence > after).collect();
         let stats = RecoveryStats::default();
         stats.torn_bytes.store(recovery.torn_bytes, Ordering::Relaxed);
@@ -80,7 +91,7 @@ impl Recovered {
         if let Some(c) = &checkpoint {
             info!(
                 epoch = c.epoch,
-                sequence = c.sequence,
+                from_sequence = c.sequence(),
                 to_replay = records.len(),
                 "Resuming from the last checkpoint."
             );
@@ -106,11 +117,13 @@ fn remove_temp_files(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// Feeds `records` through `writer` (which must have no log: they are in it already), waiting
-/// while partitions are full. Blocks; run it off the async runtime.
+/// while partitions are full. `cuts` are the last records each partition's restored state holds
+/// (by the checkpoint's partition count; empty without one): a partition gets only the points
+/// of later records. Blocks; run it off the async runtime.
 ///
 /// # Errors
 /// When the partitions close (the pipelines died).
-pub fn replay(writer: &Writer, records: Vec<Record>, stats: &RecoveryStats) -> anyhow::Result<()> {
+pub fn replay(writer: &Writer, records: Vec<Record>, cuts: &[u64], stats: &RecoveryStats) -> anyhow::Result<()> {
     if records.is_empty() {
         return Ok(());
     }
@@ -144,6 +157,11 @@ pub fn replay(writer: &Writer, records: Vec<Record>, stats: &RecoveryStats) -> a
             (1, max_line_bytes),
             LinePolicy::Skip(&write.refused),
         );
+        if cuts.iter().any(|&cut| record.sequence <= cut) {
+            let all = parsed.points;
+            drop_restored(&mut parsed, record.sequence, cuts, writer.router().partitions());
+            stats.restored_points.fetch_add((all - parsed.points) as u64, Ordering::Relaxed);
+        }
         loop {
             match writer.admit(&mut parsed) {
                 Ok(()) => break,
@@ -156,4 +174,20 @@ pub fn replay(writer: &Writer, records: Vec<Record>, stats: &RecoveryStats) -> a
     }
     info!(records = count, points = stats.replayed_points.load(Ordering::Relaxed), "Replay done.");
     Ok(())
+}
+
+/// Drops the points of `parsed` (from the record `sequence`) that the restored state of their
+/// partition at the checkpoint already holds. Under another partition count a point's partition
+/// then is the one the checkpoint's count sent its series to.
+fn drop_restored(parsed: &mut ParsedBody, sequence: u64, cuts: &[u64], partitions: usize) {
+    if cuts.len() == partitions {
+        parsed.batches.retain(|(partition, _)| sequence > cuts[*partition]);
+    } else {
+        for (_, batch) in &mut parsed.batches {
+            batch.retain_series(|series| sequence > cuts[jump_hash(series, cuts.len())]);
+        }
+        parsed.batches.retain(|(_, batch)| !batch.is_empty());
+    }
+    parsed.points = parsed.batches.iter().map(|(_, batch)| batch.len()).sum();
+    parsed.values = parsed.batches.iter().map(|(_, batch)| batch.value_count()).sum();
 }

@@ -122,7 +122,8 @@ impl Server {
         let recovery_stats = Arc::new(recovery_stats);
         tokio::task::spawn_blocking({
             let (writer, stats) = (writer.clone(), recovery_stats.clone());
-            move || recovery::replay(&writer, records, &stats)
+            let cuts: Vec<u64> = checkpoint.iter().flat_map(|c| &c.partitions).map(|p| p.sequence).collect();
+            move || recovery::replay(&writer, records, &cuts, &stats)
         })
         .await??;
         let log = Arc::new(GroupCommit::start(wal, config.wal.flush_interval).context("starting the log")?);

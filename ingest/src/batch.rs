@@ -116,6 +116,19 @@ impl PointBatch {
         });
     }
 
+    /// Keeps only the points whose series `keep` says, in order; their text stays where it is.
+    pub fn retain_series(&mut self, keep: impl Fn(SeriesId) -> bool) {
+        let (mut entries, mut tags, mut fields) = (Vec::new(), Vec::new(), Vec::new());
+        for (index, entry) in self.entries.iter().enumerate() {
+            if keep(entry.series_id) {
+                tags.extend_from_slice(&self.tags[self.range(index, |e| e.tags_end)]);
+                fields.extend_from_slice(&self.fields[self.range(index, |e| e.fields_end)]);
+                entries.push(Entry { tags_end: to_u32(tags.len()), fields_end: to_u32(fields.len()), ..entry.clone() });
+            }
+        }
+        (self.entries, self.tags, self.fields) = (entries, tags, fields);
+    }
+
     /// The points of this batch, in arrival order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = PointView<'_>> + '_ {
         (0..self.entries.len()).map(move |index| PointView { batch: self, index })

@@ -198,15 +198,12 @@ impl Router {
         Ok(Reservation { router: self.clone(), batches })
     }
 
-    /// Sends `barrier` to every partition (barriers take no budget).
+    /// Sends `barrier` to `partition` (barriers take no budget).
     ///
     /// # Errors
-    /// [`Rejected::Closed`] when a partition's consumer is gone.
-    pub fn send_barrier(&self, barrier: Barrier) -> Result<(), Rejected> {
-        for (partition, sender) in self.senders.iter().enumerate() {
-            sender.send(Delivery::Barrier(barrier)).map_err(|_| Rejected::Closed { partition })?;
-        }
-        Ok(())
+    /// [`Rejected::Closed`] when the partition's consumer is gone.
+    pub fn send_barrier(&self, partition: usize, barrier: Barrier) -> Result<(), Rejected> {
+        self.senders[partition].send(Delivery::Barrier(barrier)).map_err(|_| Rejected::Closed { partition })
     }
 
     /// The first partition whose queue is at or over its capacity, if any: a request arriving now

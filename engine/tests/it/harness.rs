@@ -63,7 +63,9 @@ impl Harness {
     /// Sends a checkpoint barrier to every partition.
     pub(crate) fn barrier(&self, epoch: u64) {
         let router = self.writer.as_ref().expect("still writing").router();
-        router.send_barrier(augur_ingest::Barrier { epoch, sequence: epoch }).unwrap();
+        for partition in 0..router.partitions() {
+            router.send_barrier(partition, augur_ingest::Barrier { epoch, sequence: epoch }).unwrap();
+        }
     }
 
     /// Parses and admits one body of line protocol (ns timestamps); every line must be good.
