@@ -272,7 +272,7 @@ fn remove_partition_files(dir: &Path, unwanted: impl Fn(&str) -> bool) {
 }
 
 /// Encodes `state` into `dir/partition-<index>.<epoch>`, streamed, synced and renamed into place.
-fn write_partition(dir: &Path, index: usize, epoch: Epoch, state: &PartitionState) -> anyhow::Result<PartitionFile> {
+fn write_partition(dir: &Path, index: usize, epoch: Epoch, state: PartitionState) -> anyhow::Result<PartitionFile> {
     let name = format!("{PARTITION_PREFIX}{index}.{epoch}");
     let temp = dir.join(format!("{TEMP_PREFIX}{name}"));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -486,8 +486,9 @@ fn take(parts: &Parts, epoch: Epoch) -> Result<Checkpoint, Failed> {
             })
             .map_err(|e| fail(e.into()))?;
         let snapshot = wait_for_state(parts, epoch, partition).map_err(fail)?;
-        let file = write_partition(&parts.dir, partition, epoch, &snapshot.state).map_err(fail)?;
-        partitions.push(PartitionCut { sequence: snapshot.barrier.sequence, file });
+        let sequence = snapshot.barrier.sequence;
+        let file = write_partition(&parts.dir, partition, epoch, snapshot.state).map_err(fail)?;
+        partitions.push(PartitionCut { sequence, file });
     }
     Ok(Checkpoint { epoch, partitions })
 }

@@ -140,8 +140,8 @@ pub struct PartitionState {
 impl PartitionState {
     /// Writes it into `w`: the windows' snapshot ([`snapshot::encode_into`]), then the
     /// predictor's state ([`Predictor::encode`]).
-    pub fn encode_into(&self, w: &mut Writer) {
-        snapshot::encode_into(&self.windows, &self.watermark, w);
+    pub fn encode_into(self, w: &mut Writer) {
+        snapshot::encode_into(self.windows, &self.watermark, w);
         self.predictor.encode_into(w);
     }
 }

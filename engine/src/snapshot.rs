@@ -38,12 +38,13 @@ pub enum SnapshotError {
 /// Encodes a partition's `windows` and `watermark`.
 pub fn encode(windows: &Windows, watermark: &Watermark) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(1 << 16), None);
-    encode_into(windows, watermark, &mut w);
+    encode_into(windows.clone(), watermark, &mut w);
     w.0
 }
 
-/// Writes a partition's `windows` and `watermark` into `w` (which may stream to a file).
-pub fn encode_into(windows: &Windows, watermark: &Watermark, w: &mut Writer) {
+/// Writes a partition's `windows` (a copy, released as it is written) and `watermark` into `w`
+/// (which may stream to a file).
+pub fn encode_into(windows: Windows, watermark: &Watermark, w: &mut Writer) {
     w.0.extend_from_slice(MAGIC);
     let resolutions = windows.resolutions();
     w.varint(resolutions.len() as u64);

@@ -240,8 +240,10 @@ impl Windows {
         &self.resolutions
     }
 
-    /// Writes the open windows into a snapshot (see [`crate::snapshot`]).
-    pub fn encode(&self, w: &mut Writer) {
+    /// Writes the open windows into a snapshot (see [`crate::snapshot`]), letting go of each
+    /// series' fields once written: a checkpoint's copy shares them with the live windows until
+    /// the partition changes them, so a copy released as it is written holds fewer twice.
+    pub fn encode(self, w: &mut Writer) {
         w.varint(self.series.len() as u64);
         for (&id, info) in &self.series {
             w.i64(id as i64);
@@ -251,12 +253,12 @@ impl Windows {
             w.varint(u64::from(info.open));
             w.boundary();
         }
-        for level in &self.levels {
+        for level in self.levels {
             w.varint(level.len() as u64);
-            for (&start, bucket) in level {
+            for (start, bucket) in level {
                 w.i64(start);
                 w.varint(bucket.len() as u64);
-                for (&id, fields) in bucket {
+                for (id, fields) in bucket {
                     w.i64(id as i64);
                     w.varint(fields.len() as u64);
                     for f in fields.iter() {

@@ -736,9 +736,10 @@ impl EventRows {
 pub struct PredictorState(SeriesMap<Arc<SeriesState>>);
 
 impl PredictorState {
-    /// Writes it into `w` as [`Predictor::encode`] does.
-    pub fn encode_into(&self, w: &mut Writer) {
-        encode_series(&self.0, w);
+    /// Writes it into `w` as [`Predictor::encode`] does, letting go of each series once written
+    /// (see [`crate::window::Windows::encode`]).
+    pub fn encode_into(self, w: &mut Writer) {
+        encode_series(self.0, w);
     }
 }
 
@@ -751,7 +752,7 @@ impl Predictor {
     /// Its state as bytes, for a checkpoint: every series' detectors and open events.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        encode_series(&self.series, &mut w);
+        self.state().encode_into(&mut w);
         w.into_bytes()
     }
 
@@ -824,14 +825,12 @@ impl Predictor {
 
 /// Writes every series' detectors and open events, in series order (so equal states encode
 /// equally).
-fn encode_series(series: &SeriesMap<Arc<SeriesState>>, w: &mut Writer) {
+fn encode_series(series: SeriesMap<Arc<SeriesState>>, w: &mut Writer) {
     w.varint(series.len() as u64);
-    let mut ids: Vec<&SeriesId> = series.keys().collect();
-    ids.sort_unstable();
-    for id in ids {
-        let state = &series[id];
-
-        w.i64(*id as i64);
+    let mut sorted: Vec<(SeriesId, Arc<SeriesState>)> = series.into_iter().collect();
+    sorted.sort_unstable_by_key(|(id, _)| *id);
+    for (id, state) in sorted {
+        w.i64(id as i64);
         w.str(&state.key);
         w.str(&state.measurement);
         w.str(&state.region);

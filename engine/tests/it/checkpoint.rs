@@ -10,7 +10,7 @@ use crate::harness::{config, Harness, SECOND};
 
 fn encoded(snapshot: &PartitionSnapshot) -> Vec<u8> {
     let mut w = Writer::default();
-    snapshot.state.encode_into(&mut w);
+    snapshot.state.clone().encode_into(&mut w);
     w.into_bytes()
 }
 
