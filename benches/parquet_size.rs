@@ -52,14 +52,16 @@ fn main() {
     }
     let batch = raw_batch();
     let values = (batch.num_rows() * FIELDS) as f64;
-    let augur_bytes = Encoder::new(3, 1 << 20, 128 << 20).unwrap().encode(&batch, SortOrder::Raw).unwrap();
+    let augur_bytes =
+        Encoder::new(3, 1 << 20, 128 << 20).unwrap().encode(std::slice::from_ref(&batch), SortOrder::Raw).unwrap();
     if let Ok(path) = std::env::var("AUGUR_PARQUET_SIZE_OUT") {
         std::fs::write(path, &augur_bytes).unwrap(); // for inspecting column sizes by hand
     }
     let augur = augur_bytes.len();
     // The alternatives get the same sorted rows.
     let sorted = {
-        let bytes = Encoder::new(1, 1 << 20, 128 << 20).unwrap().encode(&batch, SortOrder::Raw).unwrap();
+        let bytes =
+            Encoder::new(1, 1 << 20, 128 << 20).unwrap().encode(std::slice::from_ref(&batch), SortOrder::Raw).unwrap();
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
             .unwrap()
             .with_batch_size(usize::MAX)

@@ -26,7 +26,7 @@ fn parquet_write(c: &mut Criterion) {
     let mut group = c.benchmark_group("parquet");
     group.throughput(Throughput::Elements(batch.num_rows() as u64));
     group.bench_function("encode_5000_rows_10_tags_10_fields", |b| {
-        b.iter(|| encoder.encode(black_box(&batch), SortOrder::Raw).unwrap())
+        b.iter(|| encoder.encode(black_box(std::slice::from_ref(&batch)), SortOrder::Raw).unwrap())
     });
     group.finish();
 }

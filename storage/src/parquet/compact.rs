@@ -17,7 +17,6 @@ use std::time::{Duration, SystemTime};
 
 use arrow_array::{new_null_array, ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema, SchemaRef};
-use arrow_select::concat::concat_batches;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::file::{self, Encoder, SortOrder};
@@ -201,8 +200,7 @@ fn compact_folder(
     for (fields, batches) in &groups {
         let schema: SchemaRef = Arc::new(Schema::new(fields.clone()));
         let aligned: Vec<RecordBatch> = batches.iter().map(|b| align(b, &schema)).collect::<Result<_>>()?;
-        let merged = concat_batches(&schema, &aligned)?;
-        let bytes = encoder.encode(&merged, order)?;
+        let bytes = encoder.encode(&aligned, order)?;
         write_atomic(staging, &stage, &file::name(epoch, &bytes), &bytes)?;
     }
     exchange(folder, &stage)?;

@@ -18,7 +18,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrow_array::{RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array};
-use arrow_select::concat::concat_batches;
 use tracing::{info, warn};
 
 use super::compact::{self, Compacted};
@@ -315,14 +314,15 @@ impl ParquetSink {
             let end = (start..buffer.batches.len())
                 .find(|&i| buffer.batches[i].schema() != schema)
                 .unwrap_or(buffer.batches.len());
-            let batch = concat_batches(&schema, &buffer.batches[start..end]).map_err(|e| (start, e.into()))?;
-            let bytes = self.encoder.encode(&batch, buffer.order).map_err(|e| (start, e))?;
+            let batches = &buffer.batches[start..end];
+            let bytes = self.encoder.encode(batches, buffer.order).map_err(|e| (start, e))?;
+            let rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>() as u64;
             write_atomic(&self.root, folder, &file::name(epoch, &bytes), &bytes).map_err(|e| (start, e))?;
             self.stats.files.fetch_add(1, Ordering::Relaxed);
             self.stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            self.stats.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            self.stats.rows.fetch_add(rows, Ordering::Relaxed);
             if raw {
-                self.stats.raw_rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                self.stats.raw_rows.fetch_add(rows, Ordering::Relaxed);
             }
             self.stats
                 .write_nanos
