@@ -83,7 +83,8 @@ enum Command {
 enum Eval {
     /// The Numenta Anomaly Benchmark: score every `<category>/<file>.csv` under `--data` with the
     /// detector the pipelines run, write NAB-layout results under `--out`, and with `--labels`
-    /// print the standard, reward_low_FP_rate and reward_low_FN_rate scores.
+    /// print the standard, reward_low_FP_rate and reward_low_FN_rate scores, leaving one category
+    /// out (each scored at the threshold chosen on the others), then of every file at once.
     Nab {
         /// NAB's data folder (`<category>/<file>.csv`, `timestamp,value` rows).
         #[arg(long)]

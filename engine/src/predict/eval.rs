@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use super::detector::Detector;
-use super::nab::{self, ProfileScore, ScoredFile};
+use super::nab::{self, CrossValidated, ProfileScore, ScoredFile};
 
 /// One NAB data file: its `<category>/<file>.csv` key, timestamps, values as written and parsed.
 #[derive(Debug, Clone)]
@@ -68,6 +68,20 @@ fn read_csv(root: &Path, path: &Path) -> anyhow::Result<Series> {
         series.values.push((value.to_owned(), parsed));
     }
     Ok(series)
+}
+
+/// The scores of a labelled run.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Leaving one category out, per profile: the headline.
+    pub cross_validated: Vec<CrossValidated>,
+    /// Every file at once, per profile.
+    pub scores: Vec<ProfileScore>,
+}
+
+/// The category of a `<category>/<file>.csv` key.
+fn category(key: &str) -> &str {
+    key.split_once('/').map_or("", |(category, _)| category)
 }
 
 /// Scores every row of `series` with a fresh detector.
@@ -142,11 +156,30 @@ pub fn report(scores: &[ProfileScore]) -> String {
     out
 }
 
-/// The command: detect every file, write the results, and score them when `labels` is given.
+/// The cross-validated scores, one line per profile with the threshold each held-out group got.
+pub fn report_cross_validated(scores: &[CrossValidated], groups: &[String]) -> String {
+    let mut out = String::new();
+    for s in scores {
+        let thresholds: Vec<String> =
+            groups.iter().zip(&s.thresholds).map(|(group, t)| format!("{group} {t:.4}")).collect();
+        out.push_str(&format!(
+            "{:<20} {:>7.2}   (raw {:.3}; thresholds {})\n",
+            s.profile.name,
+            s.normalized,
+            s.raw,
+            thresholds.join(", ")
+        ));
+    }
+    out
+}
+
+/// The command: detect every file, write the results, and score them when `labels` is given:
+/// first leaving one category out (each category scored at the threshold the others choose:
+/// what a detector gets on data it was not tuned on), then on every file at once.
 ///
 /// # Errors
 /// When the data cannot be read or the results written.
-pub fn run(data: &Path, out: &Path, labels: Option<&Path>) -> anyhow::Result<Option<Vec<ProfileScore>>> {
+pub fn run(data: &Path, out: &Path, labels: Option<&Path>) -> anyhow::Result<Option<Evaluation>> {
     let tree = read_tree(data)?;
     let started = std::time::Instant::now();
     let mut points = 0;
@@ -173,7 +206,21 @@ pub fn run(data: &Path, out: &Path, labels: Option<&Path>) -> anyhow::Result<Opt
             ScoredFile { times: series.times.iter().map(|t| t.1).collect(), scores, windows }
         })
         .collect();
+    let categories: Vec<String> = {
+        let mut names: Vec<String> = tree.iter().map(|s| category(&s.key).to_owned()).collect();
+        names.dedup();
+        names
+    };
+    let groups: Vec<usize> =
+        tree.iter().map(|s| categories.iter().position(|c| c == category(&s.key)).unwrap_or_default()).collect();
+    let cross_validated = nab::cross_validate(&files, &groups);
+    println!(
+        "leave one category out ({} categories; each scored at the threshold chosen on the others):",
+        categories.len()
+    );
+    print!("{}", report_cross_validated(&cross_validated, &categories));
     let scores = nab::score(&files);
+    println!("every file at once (one threshold chosen on the files it scores):");
     print!("{}", report(&scores));
-    Ok(Some(scores))
+    Ok(Some(Evaluation { cross_validated, scores }))
 }

@@ -179,6 +179,74 @@ fn best_threshold(sorted: &[Row], windows: usize, counted: usize, profile: Profi
     ProfileScore { profile, threshold, raw: best, normalized }
 }
 
+/// The result for one profile under leave-one-group-out cross-validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrossValidated {
+    /// The profile.
+    pub profile: Profile,
+    /// Per group, in order: the threshold chosen on every other group's files.
+    pub thresholds: Vec<f64>,
+    /// The raw score of every file at its group's threshold, summed.
+    pub raw: f64,
+    /// 100 × (raw − null) / (perfect − null), over every file.
+    pub normalized: f64,
+}
+
+/// Scores `files` the way a detector meets data it was not tuned on: for each group (`groups[i]`
+/// is file `i`'s), the threshold is the one that maximises the summed score of the *other*
+/// groups' files, and the group's files are scored at it. The held-out scores are summed and
+/// normalised over all files, as [`score`] normalises.
+pub fn cross_validate(files: &[ScoredFile], groups: &[usize]) -> Vec<CrossValidated> {
+    let mut rows: Vec<(usize, Row)> = Vec::new();
+    let (mut windows, mut counted) = (0, 0);
+    for (file, &group) in files.iter().zip(groups) {
+        let (file_rows, scored) = sweep(file, windows);
+        windows += file.windows.len();
+        counted += scored;
+        rows.extend(file_rows.into_iter().map(|row| (group, row)));
+    }
+    rows.sort_by(|a, b| b.1.score.total_cmp(&a.1.score));
+    let group_count = groups.iter().max().map_or(0, |g| g + 1);
+    PROFILES
+        .iter()
+        .map(|&profile| {
+            let mut thresholds = Vec::with_capacity(group_count);
+            let mut raw = 0.0;
+            for group in 0..group_count {
+                let (held_out, training): (Vec<_>, Vec<_>) = rows.iter().partition(|(g, _)| *g == group);
+                let training: Vec<Row> = training.into_iter().map(|&(_, row)| row).collect();
+                let held_out: Vec<Row> = held_out.into_iter().map(|&(_, row)| row).collect();
+                let threshold = best_threshold(&training, windows, 0, profile).threshold;
+                raw += raw_at(&held_out, windows, threshold, profile);
+                thresholds.push(threshold);
+            }
+            let (null, perfect) = (-profile.fn_ * counted as f64, profile.tp * counted as f64);
+            let normalized = if perfect > null { 100.0 * (raw - null) / (perfect - null) } else { 0.0 };
+            CrossValidated { profile, thresholds, raw, normalized }
+        })
+        .collect()
+}
+
+/// The summed score of `rows` when every row scoring at least `threshold` is a detection.
+fn raw_at(rows: &[Row], windows: usize, threshold: f64, profile: Profile) -> f64 {
+    let mut best_in: Vec<Option<f64>> = vec![None; windows];
+    let mut total = 0.0;
+    for row in rows {
+        let detected = row.score >= threshold;
+        match row.window {
+            None if detected => total += row.unweighted * profile.fp,
+            None => {}
+            Some(w) => {
+                let current = best_in[w].get_or_insert(-profile.fn_);
+                if detected && row.unweighted * profile.tp > *current {
+                    *current = row.unweighted * profile.tp;
+                }
+            }
+        }
+    }
+    total + best_in.iter().flatten().sum::<f64>()
+}
+
 /// Seconds since the epoch of `YYYY-MM-DD HH:MM:SS` (a fractional part is ignored).
 ///
 /// # Errors

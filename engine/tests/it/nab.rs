@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use augur_engine::predict::detector::Detector;
 use augur_engine::predict::eval::{detect, read_results, read_tree};
-use augur_engine::predict::nab::{read_labels, score, ScoredFile};
+use augur_engine::predict::nab::{cross_validate, read_labels, score, ScoredFile};
 
 fn nab_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/nab")
@@ -26,6 +26,40 @@ fn the_scorer_reproduces_numenta_htm_on_the_development_set() {
 #[test]
 fn the_scorer_reproduces_windowed_gaussian_on_the_development_set() {
     assert_scores("windowedGaussian", [36.71, 21.40, 45.17]);
+}
+
+#[test]
+fn leaving_out_a_copy_of_the_same_files_chooses_the_same_threshold_and_score() {
+    // Two groups holding the same files: each group's threshold, chosen on the other, is the one
+    // chosen on all files, and the held-out scores add up to the plain score.
+    let labels = read_labels(&nab_dir().join("labels.json")).unwrap();
+    let files = read_results(&nab_dir().join("reference").join("numenta"), "numenta", &labels).unwrap();
+    let twice: Vec<ScoredFile> = files.iter().chain(&files).cloned().collect();
+    let groups: Vec<usize> = (0..twice.len()).map(|i| i / files.len()).collect();
+    for (plain, cross) in score(&files).iter().zip(cross_validate(&twice, &groups)) {
+        assert_eq!(cross.thresholds, [plain.threshold; 2], "{}", plain.profile.name);
+        assert!(
+            (cross.normalized - plain.normalized).abs() < 1e-9,
+            "{}: {cross:?} against {plain:?}",
+            plain.profile.name
+        );
+    }
+}
+
+#[test]
+fn a_threshold_chosen_on_other_files_scores_below_one_chosen_on_the_files_themselves() {
+    // Numenta HTM's results, leaving one category out: the threshold moves with the files it is
+    // chosen on, and the held-out score is lower than the score of one threshold for all.
+    let labels = read_labels(&nab_dir().join("labels.json")).unwrap();
+    let files = read_results(&nab_dir().join("reference").join("numenta"), "numenta", &labels).unwrap();
+    let categories: Vec<&str> = labels.keys().map(|k| k.split_once('/').unwrap().0).collect();
+    let mut names = categories.clone();
+    names.dedup();
+    let groups: Vec<usize> = categories.iter().map(|c| names.iter().position(|n| n == c).unwrap()).collect();
+    let standard = &cross_validate(&files, &groups)[0];
+    let plain = score(&files)[0].normalized;
+    assert!(standard.thresholds.windows(2).any(|t| t[0] != t[1]), "{standard:?}");
+    assert!(standard.normalized < plain, "{} against {plain}", standard.normalized);
 }
 
 #[test]
