@@ -37,7 +37,8 @@ use crate::window::{Resolution, Windows};
 const MAX_BATCHES_PER_ROUND: usize = 64;
 /// Series whose windows a partition closes per round at most: a minute's windows of a million
 /// series close over many rounds, with points taken in between, not in one stop of tens of
-/// seconds (measured at 1M hosts × 8 fields, docs/performance.md).
+/// seconds (measured at 1M hosts × 8 fields, docs/performance.md). It also bounds the rollup
+/// rows built and handed to the sink at once, at a flush too.
 const MAX_SERIES_CLOSED_PER_ROUND: usize = 16_384;
 /// How often a busy partition publishes its totals (an idle one does after every wait).
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
@@ -265,22 +266,42 @@ impl PartitionTask {
         }
     }
 
-    /// Closes what the watermark passed (everything, marked partial where open, when `flush`).
+    /// Closes what the watermark passed, one round's share (everything, marked partial where
+    /// open, when `flush`: in shares too, so a flush builds no more rows at once than a round).
     fn emit_closed(&mut self, flush: bool) {
-        let limit = if flush { usize::MAX } else { MAX_SERIES_CLOSED_PER_ROUND };
-        let closed = self.windows.close_at_most(self.watermark.value(), flush, &mut self.rollups, limit);
-        if closed.rows > 0 {
+        loop {
+            let closed = self.windows.close_at_most(
+                self.watermark.value(),
+                flush,
+                &mut self.rollups,
+                MAX_SERIES_CLOSED_PER_ROUND,
+            );
+            self.emit_rollups(closed.rows);
+            if !flush || closed.series == 0 {
+                break;
+            }
+        }
+        self.emit_predictions();
+    }
+
+    /// Hands the rows closed into the rollup builder to the predictor and the sink.
+    fn emit_rollups(&mut self, rows: usize) {
+        if rows > 0 {
             match self.rollups.finish() {
                 Ok(batch) => {
                     self.predictor.observe_rollups(&batch);
                     match self.sink.rollups(self.epoch, batch) {
-                        Ok(()) => self.totals.rollup_rows += closed.rows as u64,
+                        Ok(()) => self.totals.rollup_rows += rows as u64,
                         Err(e) => self.sink_failed(&e),
                     }
                 }
                 Err(e) => self.sink_failed(&e),
             }
         }
+    }
+
+    /// Closes quiet anomaly events, updates the risk board, and hands prediction rows to the sink.
+    fn emit_predictions(&mut self) {
         self.predictor.close_quiet(self.watermark.value());
         let contributions = self.predictor.take_contributions();
         if let Some(board) = &self.risk {

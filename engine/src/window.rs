@@ -117,6 +117,8 @@ pub struct Windows {
 pub struct Closed {
     /// Rollup rows emitted.
     pub rows: usize,
+    /// Series whose windows of some resolution closed.
+    pub series: usize,
 }
 
 impl Windows {
@@ -206,6 +208,7 @@ impl Windows {
                     ids.into_iter().filter_map(|id| Some((id, bucket.remove(&id)?))).collect()
                 };
                 limit -= taken.len();
+                closed.series += taken.len();
                 for (series_id, fields) in taken {
                     let Some(info) = self.series.get_mut(&series_id) else { continue };
                     for f in fields.iter() {

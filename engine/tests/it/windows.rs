@@ -250,3 +250,24 @@ fn a_window_closes_exactly_when_the_watermark_reaches_its_end() {
     let second = harness.rows().into_iter().find(|r| r.start == 10 * SECOND).unwrap();
     assert_eq!((second.count, second.first, second.last), (2, 4.0, 2.0));
 }
+
+#[test]
+fn a_flush_closes_every_window_of_more_series_than_one_round_closes() {
+    // 40,000 series in one window of two resolutions: a round closes 16,384 series at most, so
+    // the shutdown flush takes several rounds, and every window must still leave exactly once.
+    let series = 40_000;
+    let mut harness = Harness::new(1, &config(&[10 * SECOND, 60 * SECOND], 10 * SECOND, i64::MAX));
+    let body: String = (0..series).map(|h| format!("cpu,host=h{h} v={h} {}\n", 5 * SECOND)).collect();
+    harness.write(&body);
+    harness.finish(0);
+    let rows = harness.rows();
+    for resolution in ["10s", "1m"] {
+        let mut keys: Vec<&str> =
+            rows.iter().filter(|r| r.resolution == resolution).map(|r| r.series_key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), series, "{resolution}: one row per series");
+    }
+    assert_eq!(rows.len(), 2 * series);
+    assert!(rows.iter().all(|r| r.partial && r.count == 1));
+}
