@@ -81,21 +81,32 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum Eval {
-    /// The Numenta Anomaly Benchmark: score every `<category>/<file>.csv` under `--data` with the
-    /// detector the pipelines run, write NAB-layout results under `--out`, and with `--labels`
-    /// print the standard, reward_low_FP_rate and reward_low_FN_rate scores, leaving one category
-    /// out (each scored at the threshold chosen on the others), then of every file at once.
-    Nab {
-        /// NAB's data folder (`<category>/<file>.csv`, `timestamp,value` rows).
-        #[arg(long)]
-        data: PathBuf,
-        /// Where results go (`<out>/augur/<category>/augur_<file>.csv`).
-        #[arg(long)]
-        out: PathBuf,
-        /// NAB's combined labels (`labels/combined_windows.json`), to score the results.
-        #[arg(long)]
-        labels: Option<PathBuf>,
-    },
+    /// The Numenta Anomaly Benchmark: score every `<category>/<file>.csv` (`timestamp,value`
+    /// rows) under `--data` with the detector the pipelines run, write NAB-layout results
+    /// (`<out>/augur/<category>/augur_<file>.csv`), and with `--labels` (NAB's
+    /// `combined_windows.json`) print the standard, reward_low_FP_rate and reward_low_FN_rate
+    /// scores, leaving one category out (each scored at the threshold chosen on the others), then
+    /// of every file at once.
+    Nab(EvalArgs),
+    /// One anomaly score per host from all its fields: feed every `<host>.csv` (or `.csv.gz`)
+    /// under `--data` (`timestamp,<field>,...`, one row per time step, history first) through the
+    /// per-host scorer, write `<out>/<host>.csv` (`timestamp,anomaly_score`), and with `--labels`
+    /// (a folder of `<host>.txt`: one 0/1 per row of the labelled tail) print the fleet's
+    /// point-wise scores (best F1, AUPRC, pooled, at 0.5, leaving one host out).
+    Multivariate(EvalArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    /// The benchmark's data.
+    #[arg(long)]
+    data: PathBuf,
+    /// Where the results go.
+    #[arg(long)]
+    out: PathBuf,
+    /// The benchmark's labels, to score the results.
+    #[arg(long)]
+    labels: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -183,8 +194,12 @@ fn run(command: Command, format: LogFormat) -> anyhow::Result<()> {
             init_logging("info");
             compact(&args)
         }
-        Command::Eval(Eval::Nab { data, out, labels }) => {
-            augur_engine::predict::eval::run(&data, &out, labels.as_deref())?;
+        Command::Eval(Eval::Nab(args)) => {
+            augur_engine::predict::eval::run(&args.data, &args.out, args.labels.as_deref())?;
+            Ok(())
+        }
+        Command::Eval(Eval::Multivariate(args)) => {
+            augur_engine::predict::multivariate::run(&args.data, &args.out, args.labels.as_deref())?;
             Ok(())
         }
         Command::CheckConfig { file } => {

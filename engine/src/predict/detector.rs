@@ -101,7 +101,7 @@ impl Default for Detector {
 }
 
 /// Moves `mean` and `var` towards `value` with weight `rate` (exponentially weighted).
-fn learn(mean: &mut f64, var: &mut f64, value: f64, rate: f64) {
+pub(crate) fn learn(mean: &mut f64, var: &mut f64, value: f64, rate: f64) {
     let d = value - *mean;
     *mean += rate * d;
     *var = (1.0 - rate) * (*var + rate * d * d);
@@ -246,7 +246,7 @@ impl Detector {
 /// `−log10` of the standard normal upper tail `Q(z)`, accurate far into the tail: through
 /// `erfc` in its exponential form (Numerical Recipes' `erfcc`, relative error < 1.2e-7), so a z of
 /// 10 gives 23.1, not infinity.
-fn log10_upper_tail(z: f64) -> f64 {
+pub(crate) fn log10_upper_tail(z: f64) -> f64 {
     let x = z / std::f64::consts::SQRT_2;
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.5 * a);

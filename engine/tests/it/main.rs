@@ -4,5 +4,6 @@ mod checkpoint;
 mod harness;
 mod nab;
 mod parquet;
+mod smd;
 mod snapshot;
 mod windows;
