@@ -40,7 +40,7 @@ struct Field {
     high: f64,
 }
 
-/// A host's scorer: one [`Field`] per field, in a fixed order, and the deviation history.
+/// A host's scorer: one running mean and deviation per field, in a fixed order, and the deviation history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostScorer {
     fields: Vec<Field>,

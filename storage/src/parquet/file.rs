@@ -65,7 +65,7 @@ impl Encoder {
     /// Encodes `batches` (one schema) as one Parquet file in memory, rows in `order`.
     ///
     /// The rows are never copied whole: their order is computed across the batches, then
-    /// written [`SLICE_ROWS`] at a time, so encoding a file holds its rows once plus one slice
+    /// written `SLICE_ROWS` (64k) rows at a time, so encoding a file holds its rows once plus one slice
     /// (a concatenated and a sorted copy of a 256 MiB buffer were +0.5 GiB of RSS at every
     /// minute's close, see docs/performance.md).
     ///
