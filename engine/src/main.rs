@@ -86,8 +86,10 @@ enum Eval {
     /// (`<out>/augur/<category>/augur_<file>.csv`), and with `--labels` (NAB's
     /// `combined_windows.json`) print the standard, reward_low_FP_rate and reward_low_FN_rate
     /// scores, leaving one category out (each scored at the threshold chosen on the others), then
-    /// of every file at once.
-    Nab(EvalArgs),
+    /// of every file at once. With `--nested`, then the nested cross-validation of the
+    /// detector's tuned constants (each category scored with the constants and threshold chosen
+    /// on the others).
+    Nab(NabArgs),
     /// One anomaly score per host from all its fields: feed every `<host>.csv` (or `.csv.gz`)
     /// under `--data` (`timestamp,<field>,...`, one row per time step, history first) through the
     /// per-host scorer, write `<out>/<host>.csv` (`timestamp,anomaly_score`), and with `--labels`
@@ -107,6 +109,15 @@ struct EvalArgs {
     /// The benchmark's labels, to score the results.
     #[arg(long)]
     labels: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct NabArgs {
+    #[command(flatten)]
+    eval: EvalArgs,
+    /// Also choose the detector's constants inside each fold (needs `--labels`; about a minute).
+    #[arg(long)]
+    nested: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -194,8 +205,12 @@ fn run(command: Command, format: LogFormat) -> anyhow::Result<()> {
             init_logging("info");
             compact(&args)
         }
-        Command::Eval(Eval::Nab(args)) => {
+        Command::Eval(Eval::Nab(NabArgs { eval: args, nested })) => {
             augur_engine::predict::eval::run(&args.data, &args.out, args.labels.as_deref())?;
+            if nested {
+                let labels = args.labels.context("--nested scores the folds: it needs --labels")?;
+                augur_engine::predict::eval::run_nested(&args.data, &labels)?;
+            }
             Ok(())
         }
         Command::Eval(Eval::Multivariate(args)) => {

@@ -16,12 +16,11 @@
 //!    sensor).
 //!
 //! The constants were chosen on the NAB development set in `tests/data/nab` (one configuration for
-//! every file; see `docs/predictions.md` for what was tried and the scores).
+//! every file; see `docs/predictions.md` for what was tried and the scores); the four that a
+//! nested cross-validation chooses again are [`Params`].
 
 use crate::snapshot::{Reader, SnapshotError, Writer};
 
-/// Weight of a new value in the long-run mean and variance.
-const LONG: f64 = 0.005;
 /// Weight of a new value in the recent mean.
 const FAST_MEAN: f64 = 0.05;
 /// Weight of a new value in the recent variance.
@@ -32,17 +31,32 @@ const SURPRISES: f64 = 0.0001;
 const RECENT: usize = 3;
 /// Values before any score above 0.
 const WARMUP: u32 = 100;
-/// Beyond the range seen so far by this share of it: score 1.
-const RANGE_MARGIN: f64 = 0.02;
 /// The shortest repeated run that can score 1.
 const MIN_FLAT_RUN: u32 = 10;
 /// A likelihood tail of 10^-`LOG_SCALE` scores 1.
 const LOG_SCALE: f64 = 10.0;
-/// Weight of a new value in its hour's mean and variance (at least 1 / values seen there).
-const HOURLY: f64 = 0.07;
-/// Values an hour of the day must have seen before its profile counts.
-const HOURLY_MIN: u8 = 7;
 const HOUR_NS: i64 = 3_600_000_000_000;
+
+/// The four constants that were chosen on the NAB development set, as one value, so that a
+/// cross-validation can choose them again inside each fold (`augur eval nab --nested`, on
+/// categories it then does not score). The pipelines run [`Params::DEFAULT`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    /// Weight of a new value in the long-run mean and variance.
+    pub long: f64,
+    /// Weight of a new value in its hour's mean and variance (at least 1 / values seen there).
+    pub hourly: f64,
+    /// Values an hour of the day must have seen before its profile counts; `u8::MAX`: no daily
+    /// profile.
+    pub hourly_min: u8,
+    /// Beyond the range seen so far by this share of it: score 1.
+    pub range_margin: f64,
+}
+
+impl Params {
+    /// The constants the pipelines run.
+    pub const DEFAULT: Self = Self { long: 0.005, hourly: 0.07, hourly_min: 7, range_margin: 0.02 };
+}
 
 /// One (series, field)'s state. Laid out in this order (`repr(C)`) so that scoring a value
 /// touches as few cache lines as it can: every detector's state is cold when its next value comes
@@ -115,12 +129,19 @@ fn squash(z: f64) -> f64 {
 impl Detector {
     /// Scores `value`, taken at `time` (ns since the epoch), and learns from it. A value so large
     /// that the statistics overflow starts the detector afresh rather than silencing it for good.
+    #[inline]
     pub fn score(&mut self, time: i64, value: f64) -> f64 {
+        self.score_with(&Params::DEFAULT, time, value)
+    }
+
+    /// [`Detector::score`] with other constants than the pipelines'.
+    #[inline]
+    pub fn score_with(&mut self, params: &Params, time: i64, value: f64) -> f64 {
         if !value.is_finite() {
             return 0.0;
         }
         let hour = time.div_euclid(HOUR_NS).rem_euclid(24) as usize;
-        let score = self.learn_and_score(hour, value);
+        let score = self.learn_and_score(params, hour, value);
         let state =
             [self.long_mean, self.long_var, self.fast_mean, self.fast_var, self.surprise_mean, self.surprise_var];
         // Only this value's hour can have left the finite range: every other one was checked
@@ -132,8 +153,9 @@ impl Detector {
         score
     }
 
-    fn learn_and_score(&mut self, hour: usize, value: f64) -> f64 {
-        let hourly = self.learn_hour(hour, value);
+    #[inline]
+    fn learn_and_score(&mut self, params: &Params, hour: usize, value: f64) -> f64 {
+        let hourly = self.learn_hour(params, hour, value);
         if self.seen == 0 {
             (self.long_mean, self.fast_mean, self.low, self.high, self.last) = (value, value, value, value, value);
             self.seen = 1;
@@ -148,7 +170,7 @@ impl Detector {
         let d = value - self.fast_mean;
         self.fast_var = (1.0 - FAST_VAR) * (self.fast_var + FAST_VAR * d * d);
         self.fast_mean += FAST_MEAN * d;
-        learn(&mut self.long_mean, &mut self.long_var, value, LONG.max(1.0 / n));
+        learn(&mut self.long_mean, &mut self.long_var, value, params.long.max(1.0 / n));
 
         // 2. Likelihood of the recent surprises.
         self.recent[(self.seen as usize - 1) % RECENT] = surprise;
@@ -159,7 +181,7 @@ impl Detector {
         let mut score = if self.seen < WARMUP { 0.0 } else { (log10_upper_tail(z) / LOG_SCALE).min(1.0) };
 
         // 3. Rules.
-        let margin = RANGE_MARGIN * (self.high - self.low);
+        let margin = params.range_margin * (self.high - self.low);
         let outside = value > self.high + margin || value < self.low - margin;
         (self.low, self.high) = (self.low.min(value), self.high.max(value));
         if value == self.last {
@@ -227,16 +249,17 @@ impl Detector {
 
     /// The surprise of `value` against its hour's profile (0 until the hour has seen enough),
     /// then the profile learns it.
-    fn learn_hour(&mut self, hour: usize, value: f64) -> f64 {
+    #[inline]
+    fn learn_hour(&mut self, params: &Params, hour: usize, value: f64) -> f64 {
         let (mean, var, seen) =
             (f64::from(self.hourly[hour].mean), f64::from(self.hourly[hour].var), self.hourly_seen[hour]);
-        let surprise = if seen >= HOURLY_MIN {
+        let surprise = if seen >= params.hourly_min && params.hourly_min < u8::MAX {
             squash((value - mean).abs() / (var.sqrt() + 1e-9 + 1e-3 * mean.abs()))
         } else {
             0.0
         };
         let (mut mean, mut var) = (mean, var);
-        learn(&mut mean, &mut var, value, HOURLY.max(1.0 / (f64::from(seen) + 1.0)));
+        learn(&mut mean, &mut var, value, params.hourly.max(1.0 / (f64::from(seen) + 1.0)));
         self.hourly[hour] = Hour { mean: mean as f32, var: var as f32 };
         self.hourly_seen[hour] = seen.saturating_add(1);
         surprise

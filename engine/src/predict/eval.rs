@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use super::detector::Detector;
+use super::detector::{Detector, Params};
 use super::nab::{self, CrossValidated, ProfileScore, ScoredFile};
 
 /// One NAB data file: its `<category>/<file>.csv` key, timestamps, values as written and parsed.
@@ -86,13 +86,38 @@ fn category(key: &str) -> &str {
 
 /// Scores every row of `series` with a fresh detector.
 pub fn detect(series: &Series) -> Vec<f64> {
+    detect_with(series, &Params::DEFAULT)
+}
+
+/// [`detect`] with other constants than the pipelines'.
+pub fn detect_with(series: &Series, params: &Params) -> Vec<f64> {
     let mut detector = Detector::default();
     series
         .times
         .iter()
         .zip(&series.values)
-        .map(|(&(_, time), &(_, value))| detector.score(time * 1_000_000_000, value))
+        .map(|(&(_, time), &(_, value))| detector.score_with(params, time * 1_000_000_000, value))
         .collect()
+}
+
+/// The detector variants nested cross-validation chooses among: the detector as it runs first,
+/// then every combination of three long-run weights, three range margins and six daily profiles
+/// (hourly weights 0.03, 0.07 and 0.15 after 7 values, 0.07 after 3 and after 12, and none): 54
+/// in all, the constants the development set chose each with a neighbour on either side.
+pub fn variants() -> Vec<Params> {
+    let mut out = vec![Params::DEFAULT];
+    for long in [0.002, 0.005, 0.01] {
+        for range_margin in [0.0, 0.02, 0.05] {
+            let profiles = [(0.03, 7), (0.07, 3), (0.07, 7), (0.07, 12), (0.15, 7), (0.07, u8::MAX)];
+            for (hourly, hourly_min) in profiles {
+                let params = Params { long, hourly, hourly_min, range_margin };
+                if params != Params::DEFAULT {
+                    out.push(params);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Writes `OUT/<detector>/<category>/<detector>_<file>.csv`.
@@ -173,6 +198,79 @@ pub fn report_cross_validated(scores: &[CrossValidated], groups: &[String]) -> S
     out
 }
 
+/// Each file's category index, and the categories in order.
+fn categories(tree: &[Series]) -> (Vec<String>, Vec<usize>) {
+    let mut names: Vec<String> = tree.iter().map(|s| category(&s.key).to_owned()).collect();
+    names.dedup();
+    let groups = tree.iter().map(|s| names.iter().position(|c| c == category(&s.key)).unwrap_or_default()).collect();
+    (names, groups)
+}
+
+/// `tree`'s files with their scores and labelled windows.
+fn labelled(
+    tree: &[Series],
+    results: Vec<Vec<f64>>,
+    labels: &std::collections::BTreeMap<String, Vec<(i64, i64)>>,
+) -> Vec<ScoredFile> {
+    tree.iter()
+        .zip(results)
+        .map(|(series, scores)| {
+            let windows = labels.get(&series.key).cloned().unwrap_or_default();
+            ScoredFile { times: series.times.iter().map(|t| t.1).collect(), scores, windows }
+        })
+        .collect()
+}
+
+/// `augur eval nab --nested`: nested leave-one-category-out over [`variants`]. For each category,
+/// the variant and threshold that score best on the other six are chosen and the category is
+/// scored with them; prints the held-out total per profile and what each fold chose. Writes no
+/// results.
+///
+/// # Errors
+/// When the data or labels cannot be read.
+pub fn run_nested(data: &Path, labels: &Path) -> anyhow::Result<Vec<nab::Nested>> {
+    let tree = read_tree(data)?;
+    let labels = nab::read_labels(labels)?;
+    let (categories, groups) = categories(&tree);
+    let variants = variants();
+    let started = std::time::Instant::now();
+    // Per variant: its folds, and its standard score on every file at once.
+    let (folds, development): (Vec<nab::Folds>, Vec<f64>) = variants
+        .iter()
+        .map(|params| {
+            let files = labelled(&tree, tree.iter().map(|series| detect_with(series, params)).collect(), &labels);
+            (nab::Folds::new(&files, &groups), nab::score(&files)[0].normalized)
+        })
+        .unzip();
+    let nested = nab::nested_cross_validate(&folds);
+    println!(
+        "nested leave one category out ({} variants, {} categories, {:.1?}; each category scored with the variant and \
+         threshold chosen on the others):",
+        variants.len(),
+        categories.len(),
+        started.elapsed()
+    );
+    for n in &nested {
+        println!("{:<20} {:>7.2}   (raw {:.3})", n.profile.name, n.normalized, n.raw);
+        for (category, &v) in categories.iter().zip(&n.chosen) {
+            let p = variants[v];
+            println!(
+                "    {category:<22} long {} hourly {} after {} range margin {}",
+                p.long,
+                p.hourly,
+                if p.hourly_min == u8::MAX { "never".to_owned() } else { p.hourly_min.to_string() },
+                p.range_margin
+            );
+        }
+    }
+    let best = (1..variants.len()).fold(0, |best, v| if development[v] > development[best] { v } else { best });
+    println!(
+        "every file at once: the detector as it runs {:.2}; the best variant {:.2} ({:?})",
+        development[0], development[best], variants[best]
+    );
+    Ok(nested)
+}
+
 /// The command: detect every file, write the results, and score them when `labels` is given:
 /// first leaving one category out (each category scored at the threshold the others choose:
 /// what a detector gets on data it was not tuned on), then on every file at once.
@@ -198,21 +296,8 @@ pub fn run(data: &Path, out: &Path, labels: Option<&Path>) -> anyhow::Result<Opt
     );
     let Some(labels) = labels else { return Ok(None) };
     let labels = nab::read_labels(labels)?;
-    let files: Vec<ScoredFile> = tree
-        .iter()
-        .zip(results)
-        .map(|(series, scores)| {
-            let windows = labels.get(&series.key).cloned().unwrap_or_default();
-            ScoredFile { times: series.times.iter().map(|t| t.1).collect(), scores, windows }
-        })
-        .collect();
-    let categories: Vec<String> = {
-        let mut names: Vec<String> = tree.iter().map(|s| category(&s.key).to_owned()).collect();
-        names.dedup();
-        names
-    };
-    let groups: Vec<usize> =
-        tree.iter().map(|s| categories.iter().position(|c| c == category(&s.key)).unwrap_or_default()).collect();
+    let (categories, groups) = categories(&tree);
+    let files = labelled(&tree, results, &labels);
     let cross_validated = nab::cross_validate(&files, &groups);
     println!(
         "leave one category out ({} categories; each scored at the threshold chosen on the others):",

@@ -197,32 +197,112 @@ pub struct CrossValidated {
 /// groups' files, and the group's files are scored at it. The held-out scores are summed and
 /// normalised over all files, as [`score`] normalises.
 pub fn cross_validate(files: &[ScoredFile], groups: &[usize]) -> Vec<CrossValidated> {
-    let mut rows: Vec<(usize, Row)> = Vec::new();
-    let (mut windows, mut counted) = (0, 0);
-    for (file, &group) in files.iter().zip(groups) {
-        let (file_rows, scored) = sweep(file, windows);
-        windows += file.windows.len();
-        counted += scored;
-        rows.extend(file_rows.into_iter().map(|row| (group, row)));
-    }
-    rows.sort_by(|a, b| b.1.score.total_cmp(&a.1.score));
-    let group_count = groups.iter().max().map_or(0, |g| g + 1);
+    let folds = Folds::new(files, groups);
     PROFILES
         .iter()
-        .map(|&profile| {
-            let mut thresholds = Vec::with_capacity(group_count);
-            let mut raw = 0.0;
-            for group in 0..group_count {
+        .enumerate()
+        .map(|(p, &profile)| {
+            let thresholds = folds.folds.iter().map(|fold| fold[p].threshold).collect();
+            let raw = folds.folds.iter().map(|fold| fold[p].held_out).sum();
+            CrossValidated { profile, thresholds, raw, normalized: folds.normalized(profile, raw) }
+        })
+        .collect()
+}
+
+/// One group held out under one profile (raw sums).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fold {
+    /// The threshold chosen on the other groups' files.
+    pub threshold: f64,
+    /// The other groups' score at it.
+    pub training: f64,
+    /// The held-out group's score at it.
+    pub held_out: f64,
+}
+
+/// Every fold of leaving one group out: `folds[group][profile]`, profiles in [`PROFILES`]' order.
+#[derive(Debug, Clone)]
+pub struct Folds {
+    /// Per group, per profile.
+    pub folds: Vec<[Fold; 3]>,
+    /// Windows with a scorable row, over every file: what normalising counts.
+    counted: usize,
+}
+
+impl Folds {
+    /// The folds of `files`, `groups[i]` being file `i`'s group.
+    pub fn new(files: &[ScoredFile], groups: &[usize]) -> Self {
+        let mut rows: Vec<(usize, Row)> = Vec::new();
+        let (mut windows, mut counted) = (0, 0);
+        for (file, &group) in files.iter().zip(groups) {
+            let (file_rows, scored) = sweep(file, windows);
+            windows += file.windows.len();
+            counted += scored;
+            rows.extend(file_rows.into_iter().map(|row| (group, row)));
+        }
+        rows.sort_by(|a, b| b.1.score.total_cmp(&a.1.score));
+        let group_count = groups.iter().max().map_or(0, |g| g + 1);
+        let folds = (0..group_count)
+            .map(|group| {
                 let (held_out, training): (Vec<_>, Vec<_>) = rows.iter().partition(|(g, _)| *g == group);
                 let training: Vec<Row> = training.into_iter().map(|&(_, row)| row).collect();
                 let held_out: Vec<Row> = held_out.into_iter().map(|&(_, row)| row).collect();
-                let threshold = best_threshold(&training, windows, 0, profile).threshold;
-                raw += raw_at(&held_out, windows, threshold, profile);
-                thresholds.push(threshold);
-            }
-            let (null, perfect) = (-profile.fn_ * counted as f64, profile.tp * counted as f64);
-            let normalized = if perfect > null { 100.0 * (raw - null) / (perfect - null) } else { 0.0 };
-            CrossValidated { profile, thresholds, raw, normalized }
+                PROFILES.map(|profile| {
+                    let best = best_threshold(&training, windows, 0, profile);
+                    let held_out = raw_at(&held_out, windows, best.threshold, profile);
+                    Fold { threshold: best.threshold, training: best.raw, held_out }
+                })
+            })
+            .collect();
+        Self { folds, counted }
+    }
+
+    /// `raw` normalised over every file, as [`score`] normalises.
+    pub fn normalized(&self, profile: Profile, raw: f64) -> f64 {
+        let (null, perfect) = (-profile.fn_ * self.counted as f64, profile.tp * self.counted as f64);
+        if perfect > null {
+            100.0 * (raw - null) / (perfect - null)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The result for one profile of nested cross-validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nested {
+    /// The profile.
+    pub profile: Profile,
+    /// Per group, in order: the variant chosen on every other group's files.
+    pub chosen: Vec<usize>,
+    /// The held-out groups' raw scores, summed.
+    pub raw: f64,
+    /// 100 × (raw − null) / (perfect − null), over every file.
+    pub normalized: f64,
+}
+
+/// Nested leave-one-group-out over detector variants (`variants[v]`: the folds of the same files
+/// scored by variant `v`): for each group, the variant *and* threshold are the ones the other
+/// groups score best with, and the group is scored with them. What choosing constants on a
+/// development set is worth on data it has not seen.
+///
+/// # Panics
+/// If `variants` is empty.
+pub fn nested_cross_validate(variants: &[Folds]) -> Vec<Nested> {
+    let first = &variants[0];
+    PROFILES
+        .iter()
+        .enumerate()
+        .map(|(p, &profile)| {
+            let chosen: Vec<usize> = (0..first.folds.len())
+                .map(|g| {
+                    // The first of equals: variant 0 is the detector as it runs.
+                    let training = |v: usize| variants[v].folds[g][p].training;
+                    (1..variants.len()).fold(0, |best, v| if training(v) > training(best) { v } else { best })
+                })
+                .collect();
+            let raw = chosen.iter().enumerate().map(|(g, &v)| variants[v].folds[g][p].held_out).sum();
+            Nested { profile, chosen, raw, normalized: first.normalized(profile, raw) }
         })
         .collect()
 }
