@@ -115,7 +115,7 @@ struct EvalArgs {
 struct NabArgs {
     #[command(flatten)]
     eval: EvalArgs,
-    /// Also choose the detector's constants inside each fold (needs `--labels`; about a minute).
+    /// Also choose the detector's constants inside each fold (needs `--labels`; about 5 s).
     #[arg(long)]
     nested: bool,
 }
@@ -206,11 +206,10 @@ fn run(command: Command, format: LogFormat) -> anyhow::Result<()> {
             compact(&args)
         }
         Command::Eval(Eval::Nab(NabArgs { eval: args, nested })) => {
-            augur_engine::predict::eval::run(&args.data, &args.out, args.labels.as_deref())?;
-            if nested {
-                let labels = args.labels.context("--nested scores the folds: it needs --labels")?;
-                augur_engine::predict::eval::run_nested(&args.data, &labels)?;
+            if nested && args.labels.is_none() {
+                anyhow::bail!("--nested scores the folds: it needs --labels");
             }
+            augur_engine::predict::eval::run(&args.data, &args.out, args.labels.as_deref(), nested)?;
             Ok(())
         }
         Command::Eval(Eval::Multivariate(args)) => {

@@ -225,21 +225,20 @@ fn labelled(
 /// the variant and threshold that score best on the other six are chosen and the category is
 /// scored with them; prints the held-out total per profile and what each fold chose. Writes no
 /// results.
-///
-/// # Errors
-/// When the data or labels cannot be read.
-pub fn run_nested(data: &Path, labels: &Path) -> anyhow::Result<Vec<nab::Nested>> {
-    let tree = read_tree(data)?;
-    let labels = nab::read_labels(labels)?;
-    let (categories, groups) = categories(&tree);
+fn run_nested(
+    tree: &[Series],
+    labels: &std::collections::BTreeMap<String, Vec<(i64, i64)>>,
+    categories: &[String],
+    groups: &[usize],
+) -> Vec<nab::Nested> {
     let variants = variants();
     let started = std::time::Instant::now();
     // Per variant: its folds, and its standard score on every file at once.
     let (folds, development): (Vec<nab::Folds>, Vec<f64>) = variants
         .iter()
         .map(|params| {
-            let files = labelled(&tree, tree.iter().map(|series| detect_with(series, params)).collect(), &labels);
-            (nab::Folds::new(&files, &groups), nab::score(&files)[0].normalized)
+            let files = labelled(tree, tree.iter().map(|series| detect_with(series, params)).collect(), labels);
+            (nab::Folds::new(&files, groups), nab::score(&files)[0].normalized)
         })
         .unzip();
     let nested = nab::nested_cross_validate(&folds);
@@ -268,16 +267,17 @@ pub fn run_nested(data: &Path, labels: &Path) -> anyhow::Result<Vec<nab::Nested>
         "every file at once: the detector as it runs {:.2}; the best variant {:.2} ({:?})",
         development[0], development[best], variants[best]
     );
-    Ok(nested)
+    nested
 }
 
 /// The command: detect every file, write the results, and score them when `labels` is given:
 /// first leaving one category out (each category scored at the threshold the others choose:
-/// what a detector gets on data it was not tuned on), then on every file at once.
+/// what a detector gets on data it was not tuned on), then on every file at once; with `nested`,
+/// then the nested cross-validation of the detector's constants.
 ///
 /// # Errors
 /// When the data cannot be read or the results written.
-pub fn run(data: &Path, out: &Path, labels: Option<&Path>) -> anyhow::Result<Option<Evaluation>> {
+pub fn run(data: &Path, out: &Path, labels: Option<&Path>, nested: bool) -> anyhow::Result<Option<Evaluation>> {
     let tree = read_tree(data)?;
     let started = std::time::Instant::now();
     let mut points = 0;
@@ -307,5 +307,8 @@ pub fn run(data: &Path, out: &Path, labels: Option<&Path>) -> anyhow::Result<Opt
     let scores = nab::score(&files);
     println!("every file at once (one threshold chosen on the files it scores):");
     print!("{}", report(&scores));
+    if nested {
+        run_nested(&tree, &labels, &categories, &groups);
+    }
     Ok(Some(Evaluation { cross_validated, scores }))
 }
