@@ -102,10 +102,19 @@ fn a_full_disk_gets_503s_naming_it_and_loses_nothing_acknowledged() {
         write_until(server.http, &mut next_id, &mut acked, Duration::from_secs(120), |status, _| status == 503);
     assert!(reply.contains("No space left on device"), "the 503 names the cause: {reply}");
     assert!(!acked.is_empty(), "writes were acknowledged before the disk filled");
-    // Still serving, still refusing while the disk stays full.
+    // Still serving. "Full" is not a steady state: a refused append is cut off the log and a
+    // failed Parquet file removed, so a later request may fit and be acknowledged (it is then
+    // checked like any other below). Every answer is one or the other, never a crash or a 500.
     assert_eq!(http(server.http, "GET", "/health", b"").0, 200);
-    let (status, _) = write_until(server.http, &mut next_id, &mut acked, Duration::from_secs(5), |_, _| true);
-    assert_eq!(status, 503, "the disk is still full");
+    let mut answers = 0;
+    write_until(server.http, &mut next_id, &mut acked, Duration::from_secs(30), |status, reply| {
+        assert!(
+            status == 204 || (status == 503 && reply.contains("No space left on device")),
+            "while the disk is full: {status} {reply}"
+        );
+        answers += 1;
+        answers == 20
+    });
 
     // Room again: the pending checkpoint completes, the log frees segments, writes succeed.
     disk.remount("size=512m");
