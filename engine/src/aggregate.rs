@@ -6,6 +6,7 @@
 //! Integer and unsigned fields keep exact integer statistics beside the float ones.
 
 use augur_ingest::FieldValue;
+use augur_storage::cache::prefetch;
 use augur_storage::sketch::DdSketch;
 
 use crate::snapshot::{Reader, SnapshotError, Writer};
@@ -140,6 +141,18 @@ pub struct Aggregate {
     pub last_time: i64,
     /// Per-kind statistics.
     pub values: Values,
+}
+
+impl Aggregate {
+    /// Asks the CPU for what [`Aggregate::add`] will read beyond the aggregate itself: the
+    /// sketch's bins where they spilled to the heap, the boxed statistics of integer fields.
+    pub fn prefetch(&self) {
+        match &self.values {
+            Values::Float(numeric) => numeric.sketch.prefetch(),
+            Values::Exact(exact) => prefetch(std::slice::from_ref(exact.as_ref())),
+            Values::Boolean { .. } | Values::String { .. } => {}
+        }
+    }
 }
 
 impl Numeric {

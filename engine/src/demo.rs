@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use arrow_array::{
-    Array, BinaryArray, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
-};
+use arrow_array::{Array, BinaryArray, BooleanArray, Float64Array, RecordBatch, TimestampNanosecondArray, UInt64Array};
 use augur_storage::parquet::ParquetSink;
 use augur_storage::postgres::ShardConfig;
+use augur_storage::schema::Text;
 use augur_storage::sink::MemorySink;
 use augur_storage::sketch::DdSketch;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -201,8 +200,7 @@ fn print_rollups(sink: &MemorySink) -> anyhow::Result<()> {
     println!("Rollups: {rows} rows ({windows_closed} closed by the watermark, the rest flushed at shutdown).");
     let mut per_region: BTreeMap<(String, i64), (u64, f64, f64, DdSketch)> = BTreeMap::new();
     for batch in &batches {
-        let text =
-            |name: &str| batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+        let text = |name: &str| batch.column_by_name(name).and_then(Text::of);
         let (Some(region), Some(field), Some(resolution)) = (text("region"), text("field"), text("resolution")) else {
             anyhow::bail!("rollup batch without its text columns");
         };

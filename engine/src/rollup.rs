@@ -1,9 +1,10 @@
 //! Closed windows as Arrow: builds batches in the rollup schema of `augur_storage::schema`.
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Decimal128Builder, Float64Builder, StringBuilder, TimestampNanosecondBuilder,
-    UInt64Builder,
+    BinaryBuilder, BooleanBuilder, Decimal128Builder, Float64Builder, StringBuilder, StringDictionaryBuilder,
+    TimestampNanosecondBuilder, UInt64Builder,
 };
+use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::ArrowError;
 use augur_ingest::SeriesId;
@@ -24,18 +25,21 @@ fn timestamp() -> TimestampNanosecondBuilder {
     TimestampNanosecondBuilder::new()
 }
 
+/// A text column whose values repeat from row to row, kept once per batch (see
+/// `augur_storage::schema`).
+type Repeated = StringDictionaryBuilder<Int32Type>;
+
 /// Accumulates rollup rows, column by column.
-#[derive(Debug)]
 pub struct RollupBuilder {
     series_id: UInt64Builder,
-    series_key: StringBuilder,
-    measurement: StringBuilder,
-    region: StringBuilder,
-    field: StringBuilder,
-    resolution: StringBuilder,
+    series_key: Repeated,
+    measurement: Repeated,
+    region: Repeated,
+    field: Repeated,
+    resolution: Repeated,
     window_start: TimestampNanosecondBuilder,
     window_end: TimestampNanosecondBuilder,
-    kind: StringBuilder,
+    kind: Repeated,
     count: UInt64Builder,
     /// sum, min, max, mean, stddev, first, last.
     floats: [Float64Builder; 7],
@@ -52,18 +56,24 @@ pub struct RollupBuilder {
     rows: usize,
 }
 
+impl std::fmt::Debug for RollupBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RollupBuilder").field("rows", &self.rows).finish_non_exhaustive()
+    }
+}
+
 impl Default for RollupBuilder {
     fn default() -> Self {
         Self {
             series_id: UInt64Builder::new(),
-            series_key: StringBuilder::new(),
-            measurement: StringBuilder::new(),
-            region: StringBuilder::new(),
-            field: StringBuilder::new(),
-            resolution: StringBuilder::new(),
+            series_key: Repeated::new(),
+            measurement: Repeated::new(),
+            region: Repeated::new(),
+            field: Repeated::new(),
+            resolution: Repeated::new(),
             window_start: timestamp(),
             window_end: timestamp(),
-            kind: StringBuilder::new(),
+            kind: Repeated::new(),
             count: UInt64Builder::new(),
             floats: std::array::from_fn(|_| Float64Builder::new()),
             exact: std::array::from_fn(|_| decimal()),
@@ -103,11 +113,11 @@ impl RollupBuilder {
     ) {
         let agg = &field.aggregate;
         self.series_id.append_value(series_id);
-        self.series_key.append_value(&series.key);
-        self.measurement.append_value(&series.measurement);
-        self.region.append_value(&series.region);
-        self.field.append_value(&field.field);
-        self.resolution.append_value(&resolution.name);
+        self.series_key.append_value(&*series.key);
+        self.measurement.append_value(&*series.measurement);
+        self.region.append_value(&*series.region);
+        self.field.append_value(&*field.field);
+        self.resolution.append_value(&*resolution.name);
         self.window_start.append_value(start);
         self.window_end.append_value(start.saturating_add(resolution.nanos));
         self.kind.append_value(field.kind.name());

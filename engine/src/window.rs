@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use augur_ingest::series::canonical_key_into;
 use augur_ingest::{PointView, SeriesId};
+use augur_storage::cache::prefetch;
 
 use crate::aggregate::{Aggregate, Kind};
 use crate::rollup::RollupBuilder;
@@ -156,6 +157,9 @@ impl Windows {
             }
         };
         prefetch(fields);
+        // Then the sketches' bins where they spilled to the heap: waiting for them field by field
+        // was a tenth of the CPU under load (docs/performance.md).
+        fields.iter().for_each(|f| f.aggregate.prefetch());
         let time = point.time();
         for (i, (name, value)) in point.fields().enumerate() {
             let kind = Kind::of(&value);
@@ -346,22 +350,6 @@ pub(crate) fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
     let name: Arc<str> = Arc::from(name);
     names.insert(name.clone());
     name
-}
-
-/// Asks the CPU for every cache line of `items` at once. A series' window state is cold when its
-/// next point comes (hundreds of thousands of series), and walking its fields one by one waits
-/// for each line in turn; asked for together, the lines arrive in parallel.
-pub(crate) fn prefetch<T>(items: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let start = items.as_ptr().cast::<i8>();
-        for offset in (0..size_of_val(items)).step_by(64) {
-            // SAFETY: a prefetch is a hint: it reads nothing and cannot fault, and the address
-            // stays inside `items`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset)) };
-        }
-    }
 }
 
 fn merge_fields(into: &mut Vec<FieldAggregate>, from: &[FieldAggregate]) {

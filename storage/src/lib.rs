@@ -15,6 +15,7 @@
 //! - [`durable`]: files written atomically and durably (temporary name, fsync, rename, fsync).
 //! - [`error`]: what can go wrong while storing.
 
+pub mod cache;
 pub mod durable;
 pub mod error;
 pub mod exposition;

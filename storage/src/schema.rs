@@ -23,6 +23,12 @@
 //! | `sketch` | binary, null unless numeric | `DdSketch::to_bytes`, mergeable across windows and shards |
 //! | `partial` | bool | emitted at shutdown before the watermark closed the window |
 //!
+//! In memory the text columns that repeat from row to row (`series_key`, `measurement`, `region`,
+//! `field`, `resolution`, `kind`) are dictionary-encoded ([`text_dictionary`]): a series' key is
+//! about 200 bytes and was copied onto each of its fields' rows at every close (a fifth of a
+//! minute's close in memory, see docs/performance.md). Readers take them with [`text_column`];
+//! files hold them as plain utf8, as the table says.
+//!
 //! ## Raw points ([`raw_schema`])
 //! One batch per (measurement, region, UTC hour), see [`RawKey`]: a `time` column (timestamp ns,
 //! UTC), `series_id` (u64), one nullable utf8 column per tag key, then one nullable column per
@@ -51,7 +57,9 @@
 
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int32Type;
+use arrow_array::{Array, ArrayAccessor, ArrayRef, RecordBatch, StringArray, TypedDictionaryArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 /// Precision and scale of the exact integer aggregates.
@@ -64,20 +72,26 @@ pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, None)
 }
 
-/// The schema of rollup batches.
+/// The type of a dictionary-encoded text column: `i32` keys into utf8 values.
+pub fn text_dictionary() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+/// The schema of rollup batches (in memory; see the module docs for the files).
 pub fn rollup_schema() -> SchemaRef {
     let f64_col = |name: &str| Field::new(name, DataType::Float64, true);
     let dec_col = |name: &str| Field::new(name, INT_DECIMAL, true);
+    let repeated = |name: &str| Field::new(name, text_dictionary(), false);
     let mut fields = vec![
         Field::new("series_id", DataType::UInt64, false),
-        Field::new("series_key", DataType::Utf8, false),
-        Field::new("measurement", DataType::Utf8, false),
-        Field::new("region", DataType::Utf8, false),
-        Field::new("field", DataType::Utf8, false),
-        Field::new("resolution", DataType::Utf8, false),
+        repeated("series_key"),
+        repeated("measurement"),
+        repeated("region"),
+        repeated("field"),
+        repeated("resolution"),
         Field::new("window_start", timestamp_type(), false),
         Field::new("window_end", timestamp_type(), false),
-        Field::new("kind", DataType::Utf8, false),
+        repeated("kind"),
         Field::new("count", DataType::UInt64, false),
     ];
     fields.extend(["sum", "min", "max", "mean", "stddev", "first", "last"].map(f64_col));
@@ -149,4 +163,83 @@ pub fn typed_column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Resul
     batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<T>()).ok_or_else(|| {
         crate::error::StorageError::Schema(format!("no `{name}` column of type {}", std::any::type_name::<T>()))
     })
+}
+
+/// A text column, plain or dictionary-encoded, read row by row.
+#[derive(Debug, Clone, Copy)]
+pub enum Text<'a> {
+    /// Plain utf8.
+    Plain(&'a StringArray),
+    /// `i32` keys into utf8 values.
+    Dictionary(TypedDictionaryArray<'a, Int32Type, StringArray>),
+}
+
+impl<'a> Text<'a> {
+    /// The text of `row` ("" when null).
+    pub fn value(&self, row: usize) -> &'a str {
+        match self {
+            Self::Plain(array) => array.value(row),
+            Self::Dictionary(array) => array.value(row),
+        }
+    }
+
+    /// Whether `row` is null.
+    pub fn is_null(&self, row: usize) -> bool {
+        match self {
+            Self::Plain(array) => array.is_null(row),
+            Self::Dictionary(array) => array.is_null(row),
+        }
+    }
+
+    /// Rows.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Plain(array) => array.len(),
+            Self::Dictionary(array) => array.len(),
+        }
+    }
+
+    /// The distinct texts a row can point at: the dictionary's values, or every row of a plain
+    /// column.
+    pub fn values(&self) -> &'a StringArray {
+        match self {
+            Self::Plain(array) => array,
+            Self::Dictionary(array) => array.values(),
+        }
+    }
+
+    /// Where in [`Text::values`] the text of `row` is.
+    pub fn value_index(&self, row: usize) -> usize {
+        match self {
+            Self::Plain(_) => row,
+            Self::Dictionary(array) => array.keys().values()[row] as usize,
+        }
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `column` as text, if it is text.
+    pub fn of(column: &'a ArrayRef) -> Option<Self> {
+        match column.data_type() {
+            DataType::Utf8 => column.as_string_opt::<i32>().map(Self::Plain),
+            DataType::Dictionary(key, value) if **key == DataType::Int32 && **value == DataType::Utf8 => {
+                column.as_dictionary_opt::<Int32Type>()?.downcast_dict::<StringArray>().map(Self::Dictionary)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The text column `name` of `batch`, plain or dictionary-encoded.
+///
+/// # Errors
+/// [`crate::error::StorageError::Schema`] when the column is missing or not text.
+pub fn text_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<Text<'a>, crate::error::StorageError> {
+    batch
+        .column_by_name(name)
+        .and_then(Text::of)
+        .ok_or_else(|| crate::error::StorageError::Schema(format!("no text column `{name}`")))
 }

@@ -17,6 +17,8 @@ use std::fmt;
 
 use smallvec::SmallVec;
 
+use crate::cache::prefetch;
+
 /// Relative accuracy of every sketch: quantiles are within 1 % of the true value.
 pub const ALPHA: f64 = 0.01;
 /// Bins per store at most; past it the bins nearest zero are merged (only quantiles of values
@@ -260,6 +262,17 @@ impl DdSketch {
             } else {
                 self.negative.get_or_insert_default().add(index, 1);
             }
+        }
+    }
+
+    /// Asks the CPU for the positive bins' cache lines where they spilled to the heap (the
+    /// inline ones lie beside the sketch); see [`crate::cache::prefetch`].
+    pub fn prefetch(&self) {
+        match &self.positive.counts {
+            Counts::U8(c) if c.spilled() => prefetch(c.as_slice()),
+            Counts::U8(_) => {}
+            Counts::U16(c) => prefetch(c.as_slice()),
+            Counts::U64(c) => prefetch(c.as_slice()),
         }
     }
 

@@ -17,14 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::builder::{Float64Builder, StringBuilder, TimestampNanosecondBuilder, UInt64Builder};
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
-};
+use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, TimestampNanosecondArray, UInt64Array};
 use arrow_schema::ArrowError;
 use augur_ingest::series::canonical_key_into;
 use augur_ingest::{FieldValue, PointView, SeriesId};
+use augur_storage::cache::prefetch;
 use augur_storage::postgres::series::tags;
-use augur_storage::schema::prediction_schema;
+use augur_storage::schema::{prediction_schema, Text};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -32,7 +31,7 @@ use super::detector::Detector;
 use super::forecast::Trend;
 use super::risk::{Contribution, MIN_ANOMALY_SCORE};
 use crate::snapshot::{Reader, SnapshotError, Writer};
-use crate::window::{intern, prefetch, SeriesMap};
+use crate::window::{intern, SeriesMap};
 
 /// `[predict]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -368,7 +367,7 @@ impl Predictor {
         if !self.config.enabled {
             return;
         }
-        let text = |name: &str| rollups.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>());
+        let text = |name: &str| rollups.column_by_name(name).and_then(Text::of);
         let (Some(key), Some(measurement), Some(region), Some(field), Some(res), Some(kind)) =
             (text("series_key"), text("measurement"), text("region"), text("field"), text("resolution"), text("kind"))
         else {

@@ -4,14 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_array::{
-    Array, BinaryArray, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array,
-};
+use arrow_array::{Array, BinaryArray, BooleanArray, Float64Array, RecordBatch, TimestampNanosecondArray, UInt64Array};
 use augur_engine::pipeline::{PartitionSnapshot, PartitionTotals, Partitions, PipelineConfig};
 use augur_engine::predict::events::PredictConfig;
 use augur_engine::window::Resolution;
 use augur_ingest::config::ModelConfig;
 use augur_ingest::{Precision, Router, Writer};
+use augur_storage::schema::text_column;
 use augur_storage::sink::{MemorySink, Sink};
 
 pub(crate) const SECOND: i64 = 1_000_000_000;
@@ -128,7 +127,7 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
 }
 
 fn rows_of(batch: &RecordBatch) -> Vec<Row> {
-    let text = |name| column::<StringArray>(batch, name);
+    let text = |name| text_column(batch, name).unwrap_or_else(|e| panic!("{e}"));
     let float = |name| column::<Float64Array>(batch, name);
     let (key, field, resolution) = (text("series_key"), text("field"), text("resolution"));
     let start = column::<TimestampNanosecondArray>(batch, "window_start");

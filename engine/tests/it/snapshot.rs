@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_array::{Array, RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array};
+use arrow_array::{Array, RecordBatch, TimestampNanosecondArray, UInt32Array};
 use augur_engine::rollup::RollupBuilder;
 use augur_engine::snapshot;
 use augur_engine::watermark::Watermark;
 use augur_engine::window::{Resolution, Windows};
 use augur_ingest::config::ModelConfig;
 use augur_ingest::{Precision, Router, Writer};
+use augur_storage::schema::text_column;
 use proptest::prelude::*;
 
 const SECOND: i64 = 1_000_000_000;
@@ -68,7 +69,7 @@ impl State {
         self.windows.close(i64::MAX, true, &mut self.out);
         self.emitted.push(self.out.finish().unwrap());
         let batch = arrow_select::concat::concat_batches(&self.emitted[0].schema(), &self.emitted).unwrap();
-        let text = |name| batch.column_by_name(name).unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
+        let text = |name| text_column(&batch, name).unwrap();
         let (key, field, kind, resolution) = (text("series_key"), text("field"), text("kind"), text("resolution"));
         let start = batch.column_by_name("window_start").unwrap();
         let start = start.as_any().downcast_ref::<TimestampNanosecondArray>().unwrap();

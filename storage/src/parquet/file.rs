@@ -8,9 +8,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampNanosecondArray, UInt64Array};
-use arrow_schema::{Field, Schema, SchemaRef};
-use arrow_select::interleave::interleave_record_batch;
+use arrow_array::builder::StringBuilder;
+use arrow_array::{Array, ArrayRef, RecordBatch, TimestampNanosecondArray, UInt64Array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_select::interleave::interleave;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -18,7 +19,7 @@ use parquet::schema::types::ColumnPath;
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use super::StorageError;
-use crate::schema::typed_column;
+use crate::schema::{text_column, typed_column, Text};
 use crate::sink::Epoch;
 
 /// How rows are ordered inside a file.
@@ -75,19 +76,59 @@ impl Encoder {
     pub fn encode(&self, batches: &[RecordBatch], order: SortOrder) -> Result<Vec<u8>, StorageError> {
         let first = batches.first().ok_or_else(|| StorageError::Schema("no batches to encode".into()))?;
         let rows = sorted_rows(batches, order)?;
-        let refs: Vec<&RecordBatch> = batches.iter().collect();
-        let mut bytes = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut bytes, first.schema(), Some(self.properties.clone()))?;
+        let schema = plain_schema(&first.schema());
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(self.properties.clone()))?;
         for slice in rows.chunks(SLICE_ROWS) {
-            writer.write(&interleave_record_batch(&refs, slice)?)?;
+            writer.write(&plain_slice(batches, &schema, slice)?)?;
         }
-        writer.close()?;
-        Ok(bytes)
+        Ok(writer.into_inner()?)
     }
 }
 
 /// Rows copied into order at a time while a file is encoded.
 const SLICE_ROWS: usize = 64 * 1024;
+
+/// `schema` with dictionary-encoded text as plain utf8: files hold text plain (see
+/// `crate::schema`).
+fn plain_schema(schema: &Schema) -> SchemaRef {
+    let fields = schema.fields().iter().map(|field| match field.data_type() {
+        DataType::Dictionary(_, value) => field.as_ref().clone().with_data_type(value.as_ref().clone()),
+        _ => field.as_ref().clone(),
+    });
+    Arc::new(Schema::new_with_metadata(fields.collect::<Vec<Field>>(), schema.metadata().clone()))
+}
+
+/// The rows `slice` of `batches` (one schema) in that order, in `schema` (theirs, made plain).
+/// Dictionary text is copied out row by row: merging the batches' dictionaries for a slice only
+/// to decode it again would be work thrown away.
+fn plain_slice(
+    batches: &[RecordBatch],
+    schema: &SchemaRef,
+    slice: &[(usize, usize)],
+) -> Result<RecordBatch, StorageError> {
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (c, field) in schema.fields().iter().enumerate() {
+        let arrays: Vec<&ArrayRef> = batches.iter().map(|batch| batch.column(c)).collect();
+        if field.data_type() == arrays[0].data_type() {
+            let arrays: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            columns.push(interleave(&arrays, slice)?);
+            continue;
+        }
+        let texts = arrays
+            .iter()
+            .map(|a| Text::of(a).ok_or_else(|| StorageError::Schema(format!("`{}` is not text", field.name()))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut text = StringBuilder::with_capacity(slice.len(), 0);
+        for &(b, r) in slice {
+            match texts[b].is_null(r) {
+                true => text.append_null(),
+                false => text.append_value(texts[b].value(r)),
+            }
+        }
+        columns.push(Arc::new(text.finish()));
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
 
 /// The rows of `batches` as (batch, row) pairs in `order`.
 fn sorted_rows(batches: &[RecordBatch], order: SortOrder) -> Result<Vec<(usize, usize)>, StorageError> {
@@ -106,18 +147,42 @@ fn sorted_rows(batches: &[RecordBatch], order: SortOrder) -> Result<Vec<(usize, 
             rows.sort_by_key(|&(b, r)| (start[b].value(r), id[b].value(r), updated[b].value(r)));
         }
         SortOrder::Rollups => {
-            let key = columns::<StringArray>(batches, "series_key")?;
-            let field = columns::<StringArray>(batches, "field")?;
+            let (key, field) = (text_ranks(batches, "series_key")?, text_ranks(batches, "field")?);
             let start = columns::<TimestampNanosecondArray>(batches, "window_start")?;
             // Kind last: a field that changed type has a row per kind, and a total order makes a
             // file's bytes (and so its name) independent of the order rows were emitted in.
-            let kind = columns::<StringArray>(batches, "kind")?;
-            let row =
-                |(b, r): (usize, usize)| (key[b].value(r), field[b].value(r), start[b].value(r), kind[b].value(r));
-            rows.sort_by(|&x, &y| row(x).cmp(&row(y)));
+            let kind = text_ranks(batches, "kind")?;
+            rows.sort_by_key(|&(b, r)| (key[b][r], field[b][r], start[b].value(r), kind[b][r]));
         }
     }
     Ok(rows)
+}
+
+/// For the text column `name` of each batch, a rank per row: equal texts rank equal, and ranks
+/// follow the texts' order. Dictionary text is compared once per distinct value, not once per
+/// row: a rollup's 200-byte series key repeats on each of its fields' rows, and comparing keys
+/// row by row was a tenth of the engine's CPU under load (docs/performance.md).
+fn text_ranks(batches: &[RecordBatch], name: &str) -> Result<Vec<Vec<u32>>, StorageError> {
+    let texts = batches.iter().map(|batch| text_column(batch, name)).collect::<Result<Vec<_>, _>>()?;
+    let mut distinct: Vec<(&str, usize, usize)> = Vec::new();
+    for (b, text) in texts.iter().enumerate() {
+        let values = text.values();
+        distinct.extend((0..values.len()).map(|v| (values.value(v), b, v)));
+    }
+    distinct.sort_unstable_by(|x, y| x.0.cmp(y.0));
+    let mut value_ranks: Vec<Vec<u32>> = texts.iter().map(|text| vec![0; text.values().len()]).collect();
+    let mut rank = 0;
+    for (i, &(value, b, v)) in distinct.iter().enumerate() {
+        if i > 0 && value != distinct[i - 1].0 {
+            rank += 1;
+        }
+        value_ranks[b][v] = rank;
+    }
+    let ranks = texts
+        .iter()
+        .zip(&value_ranks)
+        .map(|(text, ranks)| (0..text.len()).map(|r| ranks.get(text.value_index(r)).copied().unwrap_or(0)).collect());
+    Ok(ranks.collect())
 }
 
 /// Column `name` of every batch, as `T`.
@@ -157,9 +222,7 @@ pub fn without_partition_columns(
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
         match partitions.iter().find(|(key, _)| key == field.name()) {
             Some((key, value)) => {
-                let same = column
-                    .as_any()
-                    .downcast_ref::<StringArray>()
+                let same = Text::of(column)
                     .is_some_and(|text| (0..text.len()).all(|i| text.is_null(i) || text.value(i) == *value));
                 if !same {
                     fields.push(field.as_ref().clone().with_name(format!("{key}::data")));
@@ -241,6 +304,68 @@ mod tests {
             .collect();
         assert_eq!(keys.len(), 2 * rows);
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "rows are sorted by series, then time");
+    }
+
+    #[test]
+    fn rollups_sort_by_text_across_dictionaries_and_files_hold_plain_text() {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::Int32Type;
+        use arrow_array::DictionaryArray;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("series_key", crate::schema::text_dictionary(), false),
+            Field::new("field", crate::schema::text_dictionary(), false),
+            Field::new("window_start", crate::schema::timestamp_type(), false),
+            Field::new("kind", DataType::Utf8, false),
+        ]));
+        // Two batches with their own dictionaries, keys in another order than the texts'.
+        let batch = |keys: &[&str], fields: &[&str], starts: &[i64], kinds: &[&str]| {
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(keys.iter().copied().collect::<DictionaryArray<Int32Type>>()),
+                Arc::new(fields.iter().copied().collect::<DictionaryArray<Int32Type>>()),
+                Arc::new(TimestampNanosecondArray::from(starts.to_vec())),
+                Arc::new(arrow_array::StringArray::from(kinds.to_vec())),
+            ];
+            RecordBatch::try_new(schema.clone(), columns).unwrap()
+        };
+        let batches = [
+            batch(&["cpu,host=b", "cpu,host=a", "cpu,host=b"], &["user", "user", "idle"], &[60, 60, 0], &["float"; 3]),
+            batch(
+                &["cpu,host=a", "cpu,host=c", "cpu,host=a"],
+                &["idle", "user", "user"],
+                &[0, 0, 0],
+                &["float", "float", "integer"],
+            ),
+        ];
+        let rows = sorted_rows(&batches, SortOrder::Rollups).unwrap();
+        let text = |b: usize, r: usize, c: usize| Text::of(batches[b].column(c)).unwrap().value(r).to_owned();
+        let seen: Vec<(String, String, i64, String)> = rows
+            .iter()
+            .map(|&(b, r)| {
+                (
+                    text(b, r, 0),
+                    text(b, r, 1),
+                    typed_column::<TimestampNanosecondArray>(&batches[b], "window_start").unwrap().value(r),
+                    text(b, r, 3),
+                )
+            })
+            .collect();
+        let mut expected = seen.clone();
+        expected.sort();
+        assert_eq!(seen, expected, "rows in text order, whatever the dictionaries' order");
+
+        let bytes = Encoder::new(1, 1 << 20, 128 << 20).unwrap().encode(&batches, SortOrder::Rollups).unwrap();
+        let read = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.schema().field(0).data_type(), &DataType::Utf8, "files hold plain text");
+        let keys: Vec<&str> = read.column(0).as_string::<i32>().iter().map(Option::unwrap).collect();
+        assert_eq!(keys, expected.iter().map(|row| row.0.as_str()).collect::<Vec<_>>());
     }
 
     #[test]

@@ -27,8 +27,8 @@ use super::layout;
 use crate::durable::{write_atomic, TEMP_PREFIX};
 use crate::error::{Result, StorageError};
 use crate::exposition;
-use crate::schema::typed_column;
 use crate::schema::RawKey;
+use crate::schema::{text_column, typed_column};
 use crate::sink::{Epoch, Sink, SinkError};
 
 /// Counters of the Parquet sink.
@@ -637,8 +637,8 @@ type RollupGroup = (PathBuf, (String, String, String), Vec<u32>);
 
 /// Rows of a rollup batch grouped by folder: (resolution, region, date of the window start).
 fn split_rollups(root: &Path, batch: &RecordBatch) -> Result<Vec<RollupGroup>> {
-    let resolution = typed_column::<StringArray>(batch, "resolution")?;
-    let region = typed_column::<StringArray>(batch, "region")?;
+    let resolution = text_column(batch, "resolution")?;
+    let region = text_column(batch, "region")?;
     let start = typed_column::<TimestampNanosecondArray>(batch, "window_start")?;
     let mut groups: Vec<RollupGroup> = Vec::new();
     for row in 0..batch.num_rows() {

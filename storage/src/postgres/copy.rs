@@ -15,7 +15,7 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::Client;
 
 use super::series::tags_json;
-use crate::schema::typed_column;
+use crate::schema::{text_column, typed_column, Text};
 
 /// Per connection: the staging tables, emptied at each commit.
 const CREATE_STAGING: &str = "
@@ -300,14 +300,14 @@ async fn copy_rows(
 /// The rollup columns [`write()`] reads.
 struct Columns<'a> {
     series_id: &'a UInt64Array,
-    series_key: &'a StringArray,
-    measurement: &'a StringArray,
-    region: &'a StringArray,
-    field: &'a StringArray,
-    resolution: &'a StringArray,
+    series_key: Text<'a>,
+    measurement: Text<'a>,
+    region: Text<'a>,
+    field: Text<'a>,
+    resolution: Text<'a>,
     window_start: &'a TimestampNanosecondArray,
     window_end: &'a TimestampNanosecondArray,
-    kind: &'a StringArray,
+    kind: Text<'a>,
     count: &'a UInt64Array,
     /// sum, min, max, mean, stddev, first, last.
     floats: [&'a Float64Array; 7],
@@ -328,14 +328,14 @@ impl<'a> Columns<'a> {
     fn of(batch: &'a RecordBatch) -> Result<Self, crate::error::StorageError> {
         Ok(Self {
             series_id: typed_column(batch, "series_id")?,
-            series_key: typed_column(batch, "series_key")?,
-            measurement: typed_column(batch, "measurement")?,
-            region: typed_column(batch, "region")?,
-            field: typed_column(batch, "field")?,
-            resolution: typed_column(batch, "resolution")?,
+            series_key: text_column(batch, "series_key")?,
+            measurement: text_column(batch, "measurement")?,
+            region: text_column(batch, "region")?,
+            field: text_column(batch, "field")?,
+            resolution: text_column(batch, "resolution")?,
             window_start: typed_column(batch, "window_start")?,
             window_end: typed_column(batch, "window_end")?,
-            kind: typed_column(batch, "kind")?,
+            kind: text_column(batch, "kind")?,
             count: typed_column(batch, "count")?,
             floats: several(batch, ["sum", "min", "max", "mean", "stddev", "first", "last"])?,
             ints: several(batch, ["int_sum", "int_min", "int_max", "int_first", "int_last"])?,

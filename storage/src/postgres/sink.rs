@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
-use arrow_array::{RecordBatch, StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array};
+use arrow_array::{RecordBatch, TimestampNanosecondArray, UInt32Array, UInt64Array};
 use tokio::sync::mpsc;
 
 use super::config::PostgresConfig;
@@ -16,7 +16,7 @@ use super::shard_map::ShardMap;
 use super::spool::Spool;
 use crate::error::{Result, StorageError};
 use crate::exposition;
-use crate::schema::{typed_column, RawKey};
+use crate::schema::{text_column, typed_column, RawKey};
 use crate::sink::{Epoch, Sink, SinkError};
 
 /// Writes rollups to the shards of `[postgres]`.
@@ -103,7 +103,7 @@ impl PostgresSink {
         let schema_error = |e: StorageError| SinkError::Fatal(e.to_string());
         let ids = typed_column::<UInt64Array>(&batch, "series_id").map_err(schema_error)?;
         let starts = typed_column::<TimestampNanosecondArray>(&batch, time).map_err(schema_error)?;
-        let regions = typed_column::<StringArray>(&batch, "region").map_err(schema_error)?;
+        let regions = text_column(&batch, "region").map_err(schema_error)?;
         let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); self.shards.len()];
         for row in 0..batch.num_rows() {
             rows_of[self.map.shard_of(ids.value(row), regions.value(row), starts.value(row))].push(row as u32);
