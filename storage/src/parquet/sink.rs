@@ -27,8 +27,7 @@ use super::layout;
 use crate::durable::{write_atomic, TEMP_PREFIX};
 use crate::error::{Result, StorageError};
 use crate::exposition;
-use crate::schema::RawKey;
-use crate::schema::{text_column, typed_column};
+use crate::schema::{text_column, typed_column, RawKey};
 use crate::sink::{Epoch, Sink, SinkError};
 
 /// Counters of the Parquet sink.
